@@ -1,0 +1,68 @@
+# Developer commands for django-synerise. `make demo` runs the example project,
+# `make test` runs the whole suite. Both work from a fresh clone.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+# The suite needs real services; these are the defaults of a development machine.
+export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/5
+
+.PHONY: help install test test-fast lint format docs schema bench demo tox clean
+
+help:
+	@echo "make demo   - run the example project (fake Synerise, Django, Celery worker + beat)"
+	@echo "make test   - install, lint and run the whole test suite"
+	@echo "make lint   - ruff check and format check"
+	@echo "make docs   - build the Sphinx docs with warnings as errors"
+	@echo "make schema - write the OpenAPI schema to docs/_static/openapi.yaml"
+	@echo "make bench  - run the benchmarks"
+	@echo "make tox    - run the tox matrix"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=25.1"
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e ".[celery,openapi]" --group test --group docs
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: install
+	scripts/ensure-chromium
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not celery and not browser and not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check django_synerise
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format django_synerise
+
+docs: install
+	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
+
+schema: install
+	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m django spectacular --validate --file docs/_static/openapi.yaml
+
+bench: install
+	$(BIN)/python benchmarks/refresh_throughput.py
+	$(BIN)/python benchmarks/api_overhead.py
+
+demo: install
+	$(BIN)/python scripts/demo.py
+
+tox: install
+	$(BIN)/pip install --quiet "tox>=4.22"
+	$(BIN)/tox
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache docs/_build example_project/var
