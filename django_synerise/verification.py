@@ -1,0 +1,423 @@
+"""Verify Synerise client tokens and turn login/refresh results into typed claims.
+
+:func:`verify_token` checks a client JWT locally:
+
+* size (``MAX_TOKEN_BYTES``) and shape (three base64url segments) are checked **before**
+  PyJWT parses anything;
+* the algorithm list is pinned from ``JWT_ALGORITHMS`` (only RSA algorithms are ever used;
+  ``none`` and ``HS*`` are dropped), never taken from the token header, so ``alg: none``
+  and ``HS512`` tokens signed with the public key as the HMAC secret are rejected;
+* ``exp`` is required, ``JWT_LEEWAY`` seconds of leeway apply, ``iss`` must equal
+  ``JWT_ISSUER`` unless that setting is ``None``;
+* ``jku``, ``x5u``, ``jwk`` and ``kid`` headers are ignored (no key is ever fetched from a
+  token), ``crit``/``b64`` headers and a ``typ`` other than ``JWT`` are rejected.
+
+Failures raise :class:`~django_synerise.exceptions.InvalidToken` whose ``reason`` is one of
+``malformed``, ``too_large``, ``header``, ``algorithm``, ``signature``, ``expired``,
+``claims`` or ``invalid``.
+
+The public key is ``PUBLIC_KEY`` when set, otherwise fetched once from
+``BASE_URL + /v4/public.pem`` through the client and cached per base URL (thread-safe). A
+failed refetch keeps the last good key. A ``signature`` failure with a fetched key triggers
+at most one forced refetch per 30-second cooldown (key rotation), never one per token.
+
+**Opaque tokens and ``VERIFY_SIGNATURE = False``.** Synerise may hand out tokens that are not
+readable JWS (the SDKs mention "encrypted tokens"). For a token that came straight from
+Synerise (a login or refresh answer), :func:`claims_for` then does not verify anything
+locally: the expiry comes from the answer's ``expiration`` field and the identity (client
+id, e-mail, custom id, uuid) from ``GET /v4/my-account/personal-information`` called with
+that token; the resulting :class:`TokenClaims` has ``verified=False``. The same happens for
+every token when ``VERIFY_SIGNATURE`` is ``False``. Bearer tokens presented by *our* API
+clients must always go through :func:`verify_token`, never :func:`claims_for`.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from .conf import synerise_settings
+from .exceptions import BadResponse, InvalidToken, SyneriseConfigurationError, UpstreamError
+
+if TYPE_CHECKING:
+    from .client import AuthResult, SyneriseClient
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "TokenClaims",
+    "check_token_shape",
+    "claims_for",
+    "clear_public_key_cache",
+    "get_public_key",
+    "is_jws",
+    "pinned_algorithms",
+    "verify_token",
+]
+
+#: Algorithms that may ever verify a Synerise token (RSA keys only).
+RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+#: Seconds between two forced refetches of the public key per base URL.
+REFETCH_COOLDOWN = 30.0
+
+_SHAPE_RE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    """What a Synerise client token says about its holder.
+
+    ``verified`` is True when the claims come from a locally verified signature, False when
+    they come from the login answer plus personal information (opaque token or
+    ``VERIFY_SIGNATURE = False``).
+    """
+
+    client_id: str
+    email: str | None
+    custom_id: str | None
+    uuid: str | None
+    origin: str | None
+    realm: str | None
+    business_profile_id: str | None
+    issued_at: datetime | None
+    expires_at: datetime
+    verified: bool
+
+    @property
+    def is_anonymous(self) -> bool:
+        """True unless the realm is ``client`` (anonymous tokens say ``anonymous_client``)."""
+        return self.realm != "client"
+
+
+# --------------------------------------------------------------------------- shape
+
+
+def check_token_shape(token: Any) -> None:
+    """Cheap checks run before any parsing.
+
+    :raises InvalidToken: ``reason="too_large"`` over ``MAX_TOKEN_BYTES``;
+        ``reason="malformed"`` when not a str of three base64url segments.
+    """
+    if not isinstance(token, str) or not token:
+        raise InvalidToken("The token is not a string.", reason="malformed")
+    if len(token) > int(synerise_settings.MAX_TOKEN_BYTES):
+        raise InvalidToken("The token is too large.", reason="too_large")
+    if _SHAPE_RE.fullmatch(token) is None:
+        raise InvalidToken("The token is not a JWS.", reason="malformed")
+
+
+def is_jws(token: Any) -> bool:
+    """True when ``token`` passes :func:`check_token_shape` and its header is a JSON object
+    naming an ``alg`` (a signed JWT, as opposed to an opaque or encrypted token)."""
+    try:
+        check_token_shape(token)
+        header = _header(token)
+    except InvalidToken:
+        return False
+    return isinstance(header.get("alg"), str)
+
+
+def _header(token: str) -> dict[str, Any]:
+    """Decode the (unverified) JOSE header of a shape-checked token.
+
+    :raises InvalidToken: ``reason="malformed"`` unless it is base64url JSON of an object.
+    """
+    segment = token.split(".", 1)[0]
+    try:
+        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise InvalidToken("The token header is malformed.", reason="malformed") from exc
+    if not isinstance(header, dict):
+        raise InvalidToken("The token header is not an object.", reason="malformed")
+    return header
+
+
+def pinned_algorithms() -> list[str]:
+    """The algorithms tokens are verified with: ``JWT_ALGORITHMS`` minus anything that is not
+    an RSA algorithm (``none`` and ``HS*`` can never be used).
+
+    :raises SyneriseConfigurationError: when nothing usable remains.
+    """
+    configured = synerise_settings.JWT_ALGORITHMS
+    if isinstance(configured, str):
+        configured = [configured]
+    algorithms = [alg for alg in configured or () if alg in RSA_ALGORITHMS]
+    if not algorithms:
+        raise SyneriseConfigurationError(
+            "SYNERISE['JWT_ALGORITHMS'] contains no RSA algorithm (use ['RS512'])."
+        )
+    return algorithms
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def verify_token(token: str, *, public_key: str | None = None,
+                 client: SyneriseClient | None = None) -> TokenClaims:
+    """Verify a Synerise client JWT and return its claims (``verified=True``).
+
+    ``public_key`` (PEM) overrides the configured/fetched key; ``client`` is used to fetch
+    the key when it is not configured.
+
+    :raises InvalidToken: with ``reason`` ``too_large``, ``malformed``, ``header``,
+        ``algorithm``, ``signature``, ``expired``, ``claims`` or ``invalid``.
+    :raises TransientUpstreamError: the public key is needed and could not be fetched.
+    :raises SyneriseConfigurationError: ``PUBLIC_KEY`` or ``JWT_ALGORITHMS`` is unusable.
+    """
+    check_token_shape(token)
+    header = _header(token)
+    algorithms = pinned_algorithms()
+    alg = header.get("alg")
+    if not isinstance(alg, str) or alg not in algorithms:
+        raise InvalidToken("The token algorithm is not accepted.", reason="algorithm")
+    typ = header.get("typ")
+    if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
+        raise InvalidToken("The token type is not JWT.", reason="header")
+    if "crit" in header or "b64" in header:
+        raise InvalidToken("The token uses unsupported header extensions.", reason="header")
+
+    refetchable = False
+    if public_key is None:
+        configured = synerise_settings.PUBLIC_KEY
+        if configured:
+            public_key = _pem_text(configured)
+        else:
+            public_key = get_public_key(client=client)
+            refetchable = True
+    try:
+        payload = _decode(token, public_key, algorithms)
+    except InvalidToken as exc:
+        if exc.reason != "signature" or not refetchable:
+            raise
+        fresh = get_public_key(client=client, force=True)
+        if fresh == public_key:
+            raise
+        logger.info("Synerise public key changed; verifying again with the new key")
+        payload = _decode(token, fresh, algorithms)
+    return _claims_from_payload(payload)
+
+
+def _decode(token: str, pem: str, algorithms: list[str]) -> dict[str, Any]:
+    issuer = synerise_settings.JWT_ISSUER
+    required = ["exp", "iss"] if issuer else ["exp"]
+    key = _load_key(pem)
+    try:
+        payload = jwt.decode(
+            token,
+            key,
+            algorithms=algorithms,
+            options={"require": required, "verify_signature": True},
+            leeway=float(synerise_settings.JWT_LEEWAY),
+            issuer=issuer or None,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise InvalidToken("The token has expired.", reason="expired") from exc
+    except jwt.InvalidSignatureError as exc:
+        raise InvalidToken("The token signature is invalid.", reason="signature") from exc
+    except jwt.InvalidAlgorithmError as exc:
+        raise InvalidToken("The token algorithm is not accepted.", reason="algorithm") from exc
+    except (jwt.MissingRequiredClaimError, jwt.InvalidIssuerError, jwt.ImmatureSignatureError,
+            jwt.InvalidIssuedAtError, jwt.InvalidAudienceError) as exc:
+        raise InvalidToken("The token claims are not acceptable.", reason="claims") from exc
+    except jwt.DecodeError as exc:
+        raise InvalidToken("The token could not be decoded.", reason="malformed") from exc
+    except jwt.InvalidTokenError as exc:
+        raise InvalidToken("The token is invalid.", reason="invalid") from exc
+    if not isinstance(payload, dict):  # pragma: no cover - PyJWT guarantees a dict
+        raise InvalidToken("The token payload is not an object.", reason="malformed")
+    return payload
+
+
+def _claim_str(payload: dict[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidToken(f"The token claim {name!r} has the wrong type.", reason="claims")
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str):
+        raise InvalidToken(f"The token claim {name!r} has the wrong type.", reason="claims")
+    return value
+
+
+def _claim_time(value: Any, *, scale: int = 1) -> datetime | None:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        return datetime.fromtimestamp(value / scale, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def _claims_from_payload(payload: dict[str, Any]) -> TokenClaims:
+    client_id = _claim_str(payload, "clId")
+    if not client_id:
+        raise InvalidToken("The token has no client id.", reason="claims")
+    expires_at = _claim_time(payload.get("exp"))
+    if expires_at is None:
+        raise InvalidToken("The token expiry is unusable.", reason="claims")
+    issued_at = _claim_time(payload.get("iat")) or _claim_time(payload.get("ctd"), scale=1000)
+    return TokenClaims(
+        client_id=client_id,
+        email=_claim_str(payload, "eml"),
+        custom_id=_claim_str(payload, "cId"),
+        uuid=_claim_str(payload, "uuid"),
+        origin=_claim_str(payload, "origin"),
+        realm=_claim_str(payload, "rlm"),
+        business_profile_id=_claim_str(payload, "bpi"),
+        issued_at=issued_at,
+        expires_at=expires_at,
+        verified=True,
+    )
+
+
+# --------------------------------------------------------------------------- claims_for
+
+
+def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> TokenClaims:
+    """Claims of a token Synerise just issued (a login or refresh answer).
+
+    With ``VERIFY_SIGNATURE`` on and a JWS token, this is :func:`verify_token`. Otherwise
+    (opaque token, or verification off) the expiry is ``result.expiration`` and the identity
+    comes from ``client.personal_information(token)``; ``verified`` is then False and
+    ``business_profile_id`` is only set when personal information carries one.
+
+    :raises InvalidToken: verification failed, or no expiry is known.
+    :raises UpstreamError: personal information could not be fetched (any subclass).
+    """
+    from .client import get_client
+
+    client = client or get_client()
+    token = result.token
+    if synerise_settings.VERIFY_SIGNATURE and is_jws(token):
+        return verify_token(token, client=client)
+
+    expires_at = result.expiration
+    if expires_at is None and is_jws(token):
+        # Scheduling only (R-JWT-3): the unverified exp never decides identity.
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.InvalidTokenError:
+            unverified = {}
+        expires_at = _claim_time(unverified.get("exp"))
+    if expires_at is None:
+        raise InvalidToken("Synerise did not say when the token expires.", reason="claims")
+
+    info = client.personal_information(token)
+    client_id = info.get("clientId")
+    if isinstance(client_id, bool) or not isinstance(client_id, (int, str)) or not str(client_id):
+        raise BadResponse("Personal information has no clientId.", status=200)
+
+    def text(key: str) -> str | None:
+        value = info.get(key)
+        if isinstance(value, bool) or value is None:
+            return None
+        return str(value) if isinstance(value, (str, int)) else None
+
+    return TokenClaims(
+        client_id=str(client_id),
+        email=text("email"),
+        custom_id=result.custom_id or text("customId"),
+        uuid=text("uuid"),
+        origin=result.origin,
+        realm=result.realm,
+        business_profile_id=text("businessProfileId"),
+        issued_at=result.created,
+        expires_at=expires_at,
+        verified=False,
+    )
+
+
+# --------------------------------------------------------------------------- public key
+
+_cache: dict[str, str] = {}
+_last_forced: dict[str, float] = {}
+_fetch_locks: dict[str, threading.Lock] = {}
+_lock = threading.Lock()
+
+
+def _pem_text(value: str | bytes) -> str:
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+
+
+@functools.lru_cache(maxsize=16)
+def _load_key(pem: str) -> RSAPublicKey:
+    try:
+        key = load_pem_public_key(pem.encode("ascii"))
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise SyneriseConfigurationError("The Synerise public key is not a valid PEM.") from exc
+    if not isinstance(key, RSAPublicKey):
+        raise SyneriseConfigurationError("The Synerise public key is not an RSA key.")
+    return key
+
+
+def get_public_key(*, client: SyneriseClient | None = None, force: bool = False) -> str:
+    """Return the PEM key that verifies client tokens.
+
+    ``PUBLIC_KEY`` when set; otherwise ``client.public_key()`` fetched once per base URL and
+    cached. ``force=True`` refetches, at most once per :data:`REFETCH_COOLDOWN` seconds per
+    base URL (inside the cooldown the cached key is returned). A failed refetch logs a
+    warning and returns the last good key.
+
+    :raises TransientUpstreamError: no key is cached and the fetch failed (any
+        :class:`~django_synerise.exceptions.UpstreamError` from the client).
+    """
+    configured = synerise_settings.PUBLIC_KEY
+    if configured:
+        return _pem_text(configured)
+    from .client import get_client
+
+    client = client or get_client()
+    base = client.base_url
+    with _lock:
+        cached = _cache.get(base)
+        if cached is not None and not force:
+            return cached
+        if force and cached is not None:
+            now = time.monotonic()
+            last = _last_forced.get(base)
+            if last is not None and now - last < REFETCH_COOLDOWN:
+                return cached
+            _last_forced[base] = now
+        fetch_lock = _fetch_locks.setdefault(base, threading.Lock())
+    with fetch_lock:
+        with _lock:
+            current = _cache.get(base)
+        if current is not None and (not force or current != cached):
+            return current  # another thread fetched it while we waited
+        try:
+            pem = client.public_key()
+        except UpstreamError as exc:
+            if current is not None:
+                logger.warning(
+                    "Refetching the Synerise public key failed (%s); keeping the cached key",
+                    type(exc).__name__,
+                )
+                return current
+            raise
+        with _lock:
+            _cache[base] = pem
+        logger.info("Fetched the Synerise public key from %s", base)
+        return pem
+
+
+def clear_public_key_cache() -> None:
+    """Forget every fetched key, the refetch cooldowns and the parsed-key cache (tests)."""
+    with _lock:
+        _cache.clear()
+        _last_forced.clear()
+    _load_key.cache_clear()

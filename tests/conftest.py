@@ -1,0 +1,38 @@
+"""Shared fixtures of the django-synerise test suite."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest_plugins = ["django_synerise.testing.plugin"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_breakers() -> None:
+    """Every test starts with closed circuit breakers (they are per process)."""
+    from django_synerise.breaker import reset_breakers
+
+    reset_breakers()
+
+
+@pytest.fixture
+def require_postgres() -> None:
+    """Fail (never skip) a test that needs PostgreSQL when ``DATABASE_URL`` is unset."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.fail(
+            "This test needs PostgreSQL: set DATABASE_URL=postgres://postgres@127.0.0.1:5432/test "
+            "(.ci/run does)."
+        )
+
+
+@pytest.fixture
+def broker_url() -> str:
+    """The real broker URL for Celery tests; fails when ``CELERY_BROKER_URL`` is unset."""
+    url = os.environ.get("CELERY_BROKER_URL", "")
+    if not url or url.startswith("memory"):
+        pytest.fail("This test needs a real broker: set CELERY_BROKER_URL=redis://127.0.0.1:6379/0")
+    return url
