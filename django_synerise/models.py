@@ -1,0 +1,247 @@
+"""Models linking Django users to Synerise clients and storing their encrypted client tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from .crypto import decrypt_token, encrypt_token
+from .exceptions import TokenDecryptionError
+from .querysets import AccountQuerySet, ClientTokenQuerySet
+
+
+class IdentityProvider(models.TextChoices):
+    """How the Synerise client signed in (the ``identityProvider`` of the login call)."""
+
+    SYNERISE = "SYNERISE", _("Synerise (email or custom id and password)")
+    GOOGLE = "GOOGLE", _("Google")
+    APPLE = "APPLE", _("Apple")
+    FACEBOOK = "FACEBOOK", _("Facebook")
+    OAUTH = "OAUTH", _("OAuth")
+
+
+class TokenStatus(models.TextChoices):
+    """Lifecycle state of a stored client token.
+
+    ``active`` tokens are kept alive by the refresh pipeline; ``refreshing`` rows are leased
+    by a worker; ``needs_login`` means Synerise can no longer refresh the token (expired,
+    rejected or undecryptable) and the user must sign in again; ``revoked`` tokens were ended
+    locally (logout, deactivation, admin) and their ciphertext is cleared.
+    """
+
+    ACTIVE = "active", _("Active")
+    REFRESHING = "refreshing", _("Refreshing")
+    NEEDS_LOGIN = "needs_login", _("Needs login")
+    REVOKED = "revoked", _("Revoked")
+
+
+class SyneriseAccount(models.Model):
+    """The link between one Django user and one Synerise client (profile).
+
+    Users are linked by ``client_id`` (the Synerise ``clId`` claim), never silently by email.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="synerise_account",
+        verbose_name=_("user"),
+    )
+    client_id = models.CharField(
+        _("client id"),
+        max_length=64,
+        unique=True,
+        help_text=_("Synerise client id (the clId claim of the client token)."),
+    )
+    email = models.EmailField(
+        _("email"),
+        blank=True,
+        help_text=_("Email address Synerise holds for this client; may differ from the user's."),
+    )
+    custom_id = models.CharField(
+        _("custom id"),
+        max_length=255,
+        blank=True,
+        help_text=_("Synerise customId of the client, when the workspace uses one."),
+    )
+    uuid = models.CharField(
+        _("uuid"),
+        max_length=64,
+        blank=True,
+        help_text=_("Synerise client UUID (device or profile identifier)."),
+    )
+    identity_provider = models.CharField(
+        _("identity provider"),
+        max_length=16,
+        choices=IdentityProvider.choices,
+        default=IdentityProvider.SYNERISE,
+        help_text=_("Provider used at the latest sign-in."),
+    )
+    business_profile_id = models.CharField(
+        _("business profile id"),
+        max_length=32,
+        blank=True,
+        help_text=_("Synerise workspace (bpi claim) the client belongs to, learned at sign-in."),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    last_login_at = models.DateTimeField(
+        _("last login at"),
+        null=True,
+        blank=True,
+        help_text=_("When the user last signed in through Synerise."),
+    )
+
+    objects = AccountQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("Synerise account")
+        verbose_name_plural = _("Synerise accounts")
+
+    def __str__(self) -> str:
+        return f"Synerise client {self.client_id}"
+
+    def __repr__(self) -> str:
+        return f"<SyneriseAccount pk={self.pk} client_id={self.client_id!r} user={self.user_id}>"
+
+
+class ClientToken(models.Model):
+    """The stored Synerise client token of one account.
+
+    ``encrypted_token`` holds only Fernet ciphertext of an envelope bound to
+    ``(account_id, client_id)`` (see :mod:`django_synerise.crypto`). Use :meth:`get_token` and
+    :meth:`set_token`; the plaintext never appears in ``str()``, ``repr()`` or the admin.
+    """
+
+    account = models.OneToOneField(
+        SyneriseAccount,
+        on_delete=models.CASCADE,
+        related_name="token",
+        verbose_name=_("account"),
+    )
+    encrypted_token = models.TextField(
+        _("encrypted token"),
+        blank=True,
+        editable=False,
+        help_text=_("Fernet ciphertext of the token bound to this row; empty once revoked."),
+    )
+    expires_at = models.DateTimeField(
+        _("expires at"), db_index=True, help_text=_("Expiry (exp claim) of the stored token.")
+    )
+    refresh_at = models.DateTimeField(
+        _("refresh at"),
+        db_index=True,
+        help_text=_("When the refresh pipeline refreshes the token (before expiry, jittered)."),
+    )
+    issued_at = models.DateTimeField(_("issued at"), null=True, blank=True)
+    refreshed_at = models.DateTimeField(
+        _("last refreshed"),
+        null=True,
+        blank=True,
+        help_text=_("When the token was last refreshed successfully."),
+    )
+    origin = models.CharField(
+        _("origin"),
+        max_length=32,
+        blank=True,
+        help_text=_("Identity provider that issued the original sign-in (origin claim)."),
+    )
+    status = models.CharField(
+        _("status"),
+        max_length=16,
+        choices=TokenStatus.choices,
+        default=TokenStatus.ACTIVE,
+        db_index=True,
+    )
+    version = models.PositiveIntegerField(
+        _("version"),
+        default=1,
+        help_text=_("Incremented on every stored token; used for compare-and-swap writes."),
+    )
+    lease_until = models.DateTimeField(
+        _("lease until"),
+        null=True,
+        blank=True,
+        help_text=_("A worker holds the right to refresh this token until this time."),
+    )
+    failure_count = models.PositiveIntegerField(
+        _("failures"),
+        default=0,
+        help_text=_("Consecutive failed refresh attempts."),
+    )
+    last_error = models.CharField(
+        _("last error"),
+        max_length=64,
+        blank=True,
+        help_text=_("Code of the last refresh error (never a message containing the token)."),
+    )
+    last_used_at = models.DateTimeField(
+        _("last used at"),
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text=_("Last seen activity of the user; idle tokens are not kept alive."),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = ClientTokenQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("Synerise client token")
+        verbose_name_plural = _("Synerise client tokens")
+        indexes = [
+            # Serves ClientTokenQuerySet.due(): status = 'active' AND refresh_at <= now.
+            models.Index(fields=["status", "refresh_at"], name="synerise_token_due_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"ClientToken(account={self.account_id}, status={self.status})"
+
+    def __repr__(self) -> str:
+        return f"<ClientToken pk={self.pk} account={self.account_id} status={self.status}>"
+
+    def get_token(self) -> str:
+        """Return the plaintext client token.
+
+        Decrypts ``encrypted_token`` and checks that it is bound to this row's account and
+        client id.
+
+        :raises TokenDecryptionError: the column is empty, the ciphertext is tampered,
+            truncated, under an unknown key, not ciphertext at all, or belongs to another row.
+        """
+        if not self.encrypted_token:
+            raise TokenDecryptionError("No stored token (revoked or never set).")
+        return decrypt_token(
+            self.encrypted_token,
+            account_id=self.account_id,
+            client_id=self.account.client_id,
+        )
+
+    def set_token(self, token: str) -> None:
+        """Encrypt ``token`` under the primary key, bound to this row; does not save.
+
+        :raises ValueError: the row has no saved account yet, or the token is empty.
+        """
+        if self.account_id is None:
+            raise ValueError("ClientToken.set_token() needs a saved account.")
+        self.encrypted_token = encrypt_token(
+            token, account_id=self.account_id, client_id=self.account.client_id
+        )
+
+    def is_expired(self, now: datetime | None = None) -> bool:
+        """Return whether the token is expired at ``now`` (a missing expiry counts as expired)."""
+        if self.expires_at is None:
+            return True
+        return self.expires_at <= (now or timezone.now())
+
+    @property
+    def expires_in(self) -> float:
+        """Seconds until expiry (negative once expired)."""
+        if self.expires_at is None:
+            return 0.0
+        return (self.expires_at - timezone.now()).total_seconds()

@@ -1,0 +1,366 @@
+"""Admin: read-only, never shows the token, constant query count, filters, search, actions."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from datetime import timedelta
+
+import pytest
+from cryptography.fernet import Fernet
+from django.contrib import admin
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from django_synerise.admin import (
+    ClientTokenAdmin,
+    SyneriseAccountInline,
+    humanize_expires_in,
+    register_user_inline,
+)
+from django_synerise.models import ClientToken, IdentityProvider, SyneriseAccount, TokenStatus
+from tests.factories import make_account, make_token, make_user
+
+TOKENS_URL = reverse("admin:django_synerise_clienttoken_changelist")
+ACCOUNTS_URL = reverse("admin:django_synerise_syneriseaccount_changelist")
+BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+@pytest.fixture
+def superuser(db):
+    return make_user("root", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def admin_client_(client, superuser):
+    client.force_login(superuser, backend=BACKEND)
+    return client
+
+
+def staff_with(*codenames: str):
+    user = make_user(is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="django_synerise",
+                                  codename__in=codenames)
+    )
+    return get_user_model().objects.get(pk=user.pk)
+
+
+def secrets_of(row: ClientToken) -> list[str]:
+    return [row.plaintext, row.encrypted_token, *row.plaintext.split(".")]
+
+
+def changelist_ids(response) -> set[int]:
+    return {obj.pk for obj in response.context["cl"].result_list}
+
+
+# ------------------------------------------------------------------ query count
+
+
+def _count_queries(client, url: str) -> int:
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code == 200
+    return len(ctx.captured_queries)
+
+
+def _make_many(n: int) -> None:
+    now = timezone.now()
+    for i in range(n):
+        make_token(expires_in=60 * (i % 120) - 600, now=now,
+                   status=TokenStatus.NEEDS_LOGIN if i % 7 == 0 else TokenStatus.ACTIVE)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", [TOKENS_URL, ACCOUNTS_URL,
+                                 TOKENS_URL + "?expiring=1h&status=active",
+                                 ACCOUNTS_URL + "?token__status=active"])
+def test_changelist_query_count_does_not_grow_with_rows(admin_client_, url):
+    _make_many(2)
+    admin_client_.get(url)                         # warm up session / activity middleware
+    small = _count_queries(admin_client_, url)
+    _make_many(198)
+    assert ClientToken.objects.count() == 200
+    large = _count_queries(admin_client_, url)
+    assert large == small
+
+
+# ------------------------------------------------------------------ never shows the token
+
+
+@pytest.mark.django_db
+def test_pages_never_contain_the_token_or_ciphertext(admin_client_):
+    row = make_token(make_account(client_id="777123"))
+    pages = [
+        TOKENS_URL,
+        reverse("admin:django_synerise_clienttoken_change", args=[row.pk]),
+        ACCOUNTS_URL,
+        reverse("admin:django_synerise_syneriseaccount_change", args=[row.account_id]),
+        reverse("admin:auth_user_change", args=[row.account.user_id]),
+    ]
+    for url in pages:
+        response = admin_client_.get(url)
+        assert response.status_code == 200, url
+        html = response.content.decode()
+        for secret in secrets_of(row):
+            assert secret not in html, url
+        assert "gAAAAA" not in html, url
+        assert "777123" in html, url           # the page did render the row
+
+
+@pytest.mark.django_db
+def test_change_page_shows_fingerprint_and_key_state(admin_client_, settings):
+    row = make_token()
+    url = reverse("admin:django_synerise_clienttoken_change", args=[row.pk])
+    fingerprint = hashlib.sha256(row.encrypted_token.encode()).hexdigest()[:8]
+    html = admin_client_.get(url).content.decode()
+    assert fingerprint in html
+    assert "primary" in html
+    settings.SYNERISE = {**settings.SYNERISE, "TOKEN_ENCRYPTION_KEYS": [
+        Fernet.generate_key().decode(), *settings.SYNERISE["TOKEN_ENCRYPTION_KEYS"]]}
+    assert "older key #1" in admin_client_.get(url).content.decode()
+    settings.SYNERISE = {**settings.SYNERISE, "TOKEN_ENCRYPTION_KEYS": [
+        Fernet.generate_key().decode()]}
+    assert "unreadable" in admin_client_.get(url).content.decode()
+
+
+# ------------------------------------------------------------------ read-only
+
+
+@pytest.mark.django_db
+def test_admin_is_read_only(admin_client_):
+    row = make_token()
+    assert admin_client_.get(reverse("admin:django_synerise_clienttoken_add")).status_code == 403
+    assert admin_client_.get(
+        reverse("admin:django_synerise_syneriseaccount_add")).status_code == 403
+    url = reverse("admin:django_synerise_clienttoken_change", args=[row.pk])
+    response = admin_client_.post(url, {"status": "revoked", "failure_count": 9})
+    assert response.status_code == 403
+    row.refresh_from_db()
+    assert row.status == TokenStatus.ACTIVE and row.failure_count == 0
+
+
+@pytest.mark.django_db
+def test_only_superusers_delete(client, superuser):
+    row = make_token()
+    model_admin = admin.site.get_model_admin(ClientToken)
+
+    class Req:
+        pass
+
+    request = Req()
+    request.user = staff_with("view_clienttoken", "change_clienttoken", "delete_clienttoken")
+    assert not model_admin.has_delete_permission(request, row)
+    request.user = superuser
+    assert model_admin.has_delete_permission(request, row)
+    client.force_login(superuser, backend=BACKEND)
+    url = reverse("admin:django_synerise_clienttoken_delete", args=[row.pk])
+    assert client.post(url, {"post": "yes"}).status_code == 302
+    assert not ClientToken.objects.filter(pk=row.pk).exists()
+
+
+@pytest.mark.django_db
+def test_actions_need_change_permission(client):
+    make_token()
+    viewer = staff_with("view_clienttoken")
+    client.force_login(viewer, backend=BACKEND)
+    response = client.get(TOKENS_URL)
+    assert response.status_code == 200
+    assert "revoke_action" not in response.content.decode()
+    operator = staff_with("view_clienttoken", "change_clienttoken")
+    client.force_login(operator, backend=BACKEND)
+    html = client.get(TOKENS_URL).content.decode()
+    assert "revoke_action" in html and "refresh_now_action" in html
+
+
+# ------------------------------------------------------------------ filters and search
+
+
+@pytest.mark.django_db
+def test_expiring_filter_and_status_and_provider_filters(admin_client_):
+    now = timezone.now()
+    in_10m = make_token(expires_in=600, now=now)
+    in_40m = make_token(expires_in=2400, now=now)
+    in_3h = make_token(expires_in=3 * 3600, now=now)
+    expired = make_token(expires_in=-60, now=now, status=TokenStatus.NEEDS_LOGIN)
+    google = make_token(make_account(identity_provider=IdentityProvider.GOOGLE),
+                        expires_in=7200, now=now)
+
+    assert changelist_ids(admin_client_.get(TOKENS_URL + "?expiring=15m")) == {in_10m.pk}
+    assert changelist_ids(admin_client_.get(TOKENS_URL + "?expiring=1h")) == {
+        in_10m.pk, in_40m.pk}
+    assert changelist_ids(admin_client_.get(TOKENS_URL + "?expiring=expired")) == {expired.pk}
+    assert changelist_ids(admin_client_.get(TOKENS_URL + "?status=needs_login")) == {
+        expired.pk}
+    assert changelist_ids(
+        admin_client_.get(TOKENS_URL + "?account__identity_provider=GOOGLE")) == {google.pk}
+    assert len(changelist_ids(admin_client_.get(TOKENS_URL))) == 5
+    assert in_3h.pk in changelist_ids(admin_client_.get(TOKENS_URL))
+
+
+@pytest.mark.django_db
+def test_search_by_username_email_client_id_and_account_email(admin_client_):
+    a = make_token(make_account(make_user("alice", email="alice@shop.example"),
+                                client_id="5550001", email="alice.syn@example.org"))
+    b = make_token(make_account(make_user("bob", email="bob@shop.example"),
+                                client_id="5550002"))
+    for query, expected in [("alice", {a.pk}), ("bob@shop", {b.pk}), ("5550002", {b.pk}),
+                            ("alice.syn", {a.pk}), ("shop.example", {a.pk, b.pk}),
+                            ("555000", set())]:
+        assert changelist_ids(admin_client_.get(TOKENS_URL, {"q": query})) == expected, query
+    assert {o.pk for o in admin_client_.get(ACCOUNTS_URL, {"q": "alice"})
+            .context["cl"].result_list} == {a.account_id}
+
+
+@pytest.mark.django_db
+def test_columns_render_humanised_expiry(admin_client_):
+    make_token(make_account(client_id="8880001"), expires_in=-120)
+    make_token(make_account(client_id="8880002"), expires_in=3000)
+    html = admin_client_.get(TOKENS_URL).content.decode()
+    assert "expired" in html
+    assert re.search("in (49|50)\xa0minutes", html)
+
+
+def test_humanize_expires_in():
+    now = timezone.now()
+    assert humanize_expires_in(now - timedelta(seconds=1), now) == "expired"
+    assert humanize_expires_in(now, now) == "expired"
+    assert humanize_expires_in(now + timedelta(minutes=14, seconds=5), now) == "in 14\xa0minutes"
+    assert humanize_expires_in(now + timedelta(hours=2, minutes=3), now) == (
+        "in 2\xa0hours, 3\xa0minutes")
+    assert humanize_expires_in(None) == "unknown"
+
+
+# ------------------------------------------------------------------ user admin inline
+
+
+@pytest.mark.django_db
+def test_user_admin_has_the_account_inline(admin_client_):
+    user_admin = admin.site.get_model_admin(get_user_model())
+    assert SyneriseAccountInline in user_admin.inlines
+    assert register_user_inline() is False                    # never added twice
+    assert register_user_inline(admin.AdminSite(name="empty")) is False
+    row = make_token(make_account(client_id="9990001"), expires_in=-5,
+                     status=TokenStatus.NEEDS_LOGIN)
+    html = admin_client_.get(
+        reverse("admin:auth_user_change", args=[row.account.user_id])).content.decode()
+    assert "9990001" in html and "expired" in html and "Needs login" in html
+    html = admin_client_.get(
+        reverse("admin:auth_user_change", args=[make_user().pk])).content.decode()
+    assert "9990001" not in html
+
+
+# ------------------------------------------------------------------ actions
+
+
+def _post_action(client, url, action, ids):
+    return client.post(url, {"action": action, "_selected_action": [str(i) for i in ids]},
+                       follow=True)
+
+
+@pytest.mark.django_db
+def test_revoke_action(admin_client_):
+    rows = [make_token() for _ in range(3)]
+    response = _post_action(admin_client_, TOKENS_URL, "revoke_action",
+                            [rows[0].pk, rows[1].pk])
+    assert response.status_code == 200
+    assert "2 tokens revoked." in [str(m) for m in response.context["messages"]]
+    statuses = dict(ClientToken.objects.values_list("pk", "status"))
+    assert statuses == {rows[0].pk: TokenStatus.REVOKED, rows[1].pk: TokenStatus.REVOKED,
+                        rows[2].pk: TokenStatus.ACTIVE}
+    assert ClientToken.objects.get(pk=rows[0].pk).encrypted_token == ""
+    # revoking again changes nothing and says so
+    response = _post_action(admin_client_, TOKENS_URL, "revoke_action", [rows[0].pk])
+    assert "0 tokens revoked." in [str(m) for m in response.context["messages"]]
+
+
+@pytest.mark.django_db
+def test_revoke_action_from_accounts(admin_client_):
+    row = make_token()
+    response = _post_action(admin_client_, ACCOUNTS_URL, "revoke_action", [row.account_id])
+    assert "1 token revoked." in [str(m) for m in response.context["messages"]]
+    assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.REVOKED
+
+
+def _refresh_now_available() -> bool:
+    from django_synerise import services
+
+    return hasattr(services, "refresh_now")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_now_action_refreshes_through_synerise(client, fake_synerise):
+    if not _refresh_now_available():
+        pytest.fail("django_synerise.services.refresh_now (H6) is missing")
+    root = make_user("root2", is_staff=True, is_superuser=True)
+    client.force_login(root, backend=BACKEND)
+    remote = fake_synerise.add_client(email="r@example.com", password="pw")
+    account = make_account(client_id=remote.client_id,
+                           business_profile_id=fake_synerise.business_profile_id)
+    row = make_token(account, token=fake_synerise.issue_token(remote.client_id), expires_in=3600)
+    old_version = row.version
+    response = _post_action(client, TOKENS_URL, "refresh_now_action", [row.pk])
+    assert response.status_code == 200
+    assert "1 token refreshed." in [str(m) for m in response.context["messages"]]
+    assert fake_synerise.count(path_contains="refresh") == 1
+    fresh = ClientToken.objects.select_related("account").get(pk=row.pk)
+    assert fresh.get_token() != row.plaintext
+    assert fresh.version == old_version + 1
+    assert fresh.status == TokenStatus.ACTIVE
+    html = response.content.decode()
+    assert fresh.get_token() not in html and row.plaintext not in html
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_now_action_reports_needs_login(client, fake_synerise):
+    if not _refresh_now_available():
+        pytest.fail("django_synerise.services.refresh_now (H6) is missing")
+    root = make_user("root3", is_staff=True, is_superuser=True)
+    client.force_login(root, backend=BACKEND)
+    remote = fake_synerise.add_client(email="n@example.com", password="pw")
+    account = make_account(client_id=remote.client_id,
+                           business_profile_id=fake_synerise.business_profile_id)
+    row = make_token(account, token="not.a-token.the-fake-issued", expires_in=600)
+    response = _post_action(client, TOKENS_URL, "refresh_now_action", [row.pk])
+    messages = [str(m) for m in response.context["messages"]]
+    assert "0 tokens refreshed." in messages
+    assert "1 token needs a new login." in messages
+    assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.NEEDS_LOGIN
+
+
+def test_token_admin_registered():
+    assert isinstance(admin.site.get_model_admin(ClientToken), ClientTokenAdmin)
+    assert admin.site.is_registered(SyneriseAccount)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_refresh_now_action_reports_transient_failures_and_skips(client, fake_synerise):
+    root = make_user("root4", is_staff=True, is_superuser=True)
+    client.force_login(root, backend=BACKEND)
+    remote = fake_synerise.add_client(email="t@example.com", password="pw")
+    account = make_account(client_id=remote.client_id,
+                           business_profile_id=fake_synerise.business_profile_id)
+    row = make_token(account, token=fake_synerise.issue_token(remote.client_id), expires_in=3600)
+    revoked = make_token(status=TokenStatus.REVOKED)
+    fake_synerise.inject(status=503, times=50, path="refresh")
+    response = _post_action(client, TOKENS_URL, "refresh_now_action", [row.pk, revoked.pk])
+    messages = [str(m) for m in response.context["messages"]]
+    assert "0 tokens refreshed." in messages
+    assert any(m.startswith("1 token could not be refreshed now") for m in messages), messages
+    assert any(m.startswith("1 token was skipped") for m in messages), messages
+    fresh = ClientToken.objects.select_related("account").get(pk=row.pk)
+    assert fresh.status == TokenStatus.ACTIVE
+    assert fresh.get_token() == row.plaintext
+
+
+@pytest.mark.django_db
+def test_account_without_token_renders(admin_client_):
+    account = make_account(client_id="6660001")
+    html = admin_client_.get(ACCOUNTS_URL).content.decode()
+    assert "6660001" in html and "no token" in html
+    url = reverse("admin:django_synerise_syneriseaccount_change", args=[account.pk])
+    assert "no token" in admin_client_.get(url).content.decode()
