@@ -1,0 +1,73 @@
+"""The service layer: the only place with business logic (views, tasks, commands, admin call it).
+
+Import from here: ``from django_synerise import services; services.get_valid_token(user)``.
+"""
+
+from __future__ import annotations
+
+from .activity import touch_activity, user_for_client_id
+from .keys import RotationReport, rotate_encryption_keys
+from .login import IDENTITY_PROVIDERS, AccountConflict, LoginResult, login
+from .refresh import (
+    EXPIRY_SAFETY,
+    BatchReport,
+    Claim,
+    RefreshReport,
+    backoff_delay,
+    claim_due_tokens,
+    claim_tokens,
+    count_due_tokens,
+    due_tokens,
+    purge_tokens,
+    refresh_batch,
+    refresh_due_tokens,
+    refresh_now,
+)
+from .tokens import (
+    PreparedToken,
+    check_business_profile,
+    compute_refresh_at,
+    get_token_for,
+    get_valid_token,
+    logout,
+    mark_needs_login,
+    prepare_token,
+    refresh_user_token,
+    revoke_tokens,
+    store_token,
+)
+
+__all__ = [
+    "EXPIRY_SAFETY",
+    "IDENTITY_PROVIDERS",
+    "AccountConflict",
+    "BatchReport",
+    "Claim",
+    "LoginResult",
+    "PreparedToken",
+    "RefreshReport",
+    "RotationReport",
+    "backoff_delay",
+    "check_business_profile",
+    "claim_due_tokens",
+    "claim_tokens",
+    "compute_refresh_at",
+    "count_due_tokens",
+    "due_tokens",
+    "get_token_for",
+    "get_valid_token",
+    "login",
+    "logout",
+    "mark_needs_login",
+    "prepare_token",
+    "purge_tokens",
+    "refresh_batch",
+    "refresh_due_tokens",
+    "refresh_now",
+    "refresh_user_token",
+    "revoke_tokens",
+    "rotate_encryption_keys",
+    "store_token",
+    "touch_activity",
+    "user_for_client_id",
+]

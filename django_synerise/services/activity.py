@@ -1,0 +1,70 @@
+"""Activity tracking: when a user last used their Synerise token, and client id lookups."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db.models import Q
+from django.utils import timezone
+
+from ..conf import synerise_settings
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser
+
+logger = logging.getLogger(__name__)
+
+
+def _user_pk(user: Any) -> Any:
+    """Return the primary key of ``user`` (a user instance or a raw primary key)."""
+    return getattr(user, "pk", user)
+
+
+def touch_activity(user: Any, *, now: datetime | None = None) -> None:
+    """Record that ``user`` used their token, at most once per ``ACTIVITY_INTERVAL``.
+
+    One ``UPDATE ... WHERE last_used_at IS NULL OR last_used_at < cutoff``; no read, no
+    transaction, and nothing happens when the user has no stored token. ``user`` may be a
+    user instance or its primary key. ``KEEPALIVE_IDLE`` reads ``last_used_at``.
+    """
+    from ..models import ClientToken
+
+    pk = _user_pk(user)
+    if pk is None:
+        return
+    _touch(ClientToken.objects.filter(account__user_id=pk), now)
+
+
+def touch_token_activity(token_pk: int, *, now: datetime | None = None) -> None:
+    """Like :func:`touch_activity` for a known ``ClientToken`` primary key (no join)."""
+    from ..models import ClientToken
+
+    _touch(ClientToken.objects.filter(pk=token_pk), now)
+
+
+def _touch(queryset: Any, now: datetime | None) -> None:
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=float(synerise_settings.ACTIVITY_INTERVAL))
+    queryset.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff)).update(
+        last_used_at=now
+    )
+
+
+def user_for_client_id(client_id: str) -> AbstractBaseUser | None:
+    """Return the active Django user linked to the Synerise ``client_id``, or ``None``.
+
+    Inactive users and unknown client ids both give ``None``; bearer authentication uses
+    this, so a client id maps only to an existing, active account.
+    """
+    from ..models import SyneriseAccount
+
+    if client_id is None or str(client_id) == "":
+        return None
+    account = (
+        SyneriseAccount.objects.select_related("user")
+        .filter(client_id=str(client_id), user__is_active=True)
+        .first()
+    )
+    return account.user if account is not None else None

@@ -1,0 +1,241 @@
+"""Sign a Synerise client in: call Synerise, verify the token, link the Django user, store."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from .. import signals
+from ..exceptions import AccountInactive, BadRequest, FieldError, InvalidToken, SyneriseError
+from .tokens import _prepare, _write_prepared, check_business_profile
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+    from ..adapter import DefaultSyneriseAdapter
+    from ..client import SyneriseClient
+    from ..models import SyneriseAccount
+    from ..verification import TokenClaims
+
+logger = logging.getLogger(__name__)
+
+#: Identity providers accepted by :func:`login`.
+IDENTITY_PROVIDERS = ("SYNERISE", "GOOGLE", "APPLE", "FACEBOOK", "OAUTH")
+
+
+@dataclass(frozen=True, repr=False)
+class LoginResult:
+    """Outcome of a successful :func:`login`.
+
+    ``token`` is the plaintext Synerise client token (hand it to the client that logged in,
+    never log it); ``created`` is ``True`` when this login created the Django user (first
+    sign-in of a Synerise client that no adapter hook linked to an existing user).
+    ``str()``/``repr()`` never show the token.
+    """
+
+    user: Any
+    account: SyneriseAccount
+    token: str
+    expires_at: datetime
+    created: bool
+
+    def __repr__(self) -> str:
+        return (
+            f"LoginResult(user={getattr(self.user, 'pk', None)!r}, "
+            f"client_id={self.account.client_id!r}, expires_at={self.expires_at.isoformat()}, "
+            f"created={self.created!r})"
+        )
+
+    __str__ = __repr__
+
+
+class AccountConflict(SyneriseError):
+    """The adapter chose a user already linked to another Synerise client."""
+
+    default_code = "account_conflict"
+    default_message = "This Synerise client cannot be linked to this user."
+
+
+def _normalise_provider(identity_provider: str | None) -> str:
+    provider = (identity_provider or "SYNERISE").strip().upper()
+    if provider not in IDENTITY_PROVIDERS:
+        raise BadRequest(
+            "Unknown identity provider.",
+            field_errors=[
+                FieldError("identity_provider", "Unknown identity provider.", "invalid_choice")
+            ],
+        )
+    return provider
+
+
+def _find_account(client_id: str) -> SyneriseAccount | None:
+    from ..models import SyneriseAccount
+
+    return SyneriseAccount.objects.select_related("user").filter(client_id=client_id).first()
+
+
+def _link(
+    adapter: DefaultSyneriseAdapter,
+    claims: TokenClaims,
+    profile: dict[str, Any] | None,
+    request: HttpRequest | None,
+    provider: str,
+) -> tuple[SyneriseAccount, bool]:
+    """Create the account of a client id seen for the first time (user found or created).
+
+    Returns ``(account, user_created)``; ``user_created`` is ``True`` when the adapter created
+    a new Django user, ``False`` when it linked an existing one or a concurrent login linked
+    the same client id first.
+    """
+    from ..models import SyneriseAccount
+
+    try:
+        with transaction.atomic():
+            user = adapter.find_user(claims, profile)
+            user_created = user is None
+            if user is None:
+                user = adapter.create_user(claims, profile, request)
+            elif SyneriseAccount.objects.filter(user=user).exists():
+                raise AccountConflict()
+            account = SyneriseAccount.objects.create(
+                user=user,
+                client_id=str(claims.client_id),
+                email=claims.email or (profile or {}).get("email") or "",
+                custom_id=claims.custom_id or "",
+                uuid=claims.uuid or "",
+                identity_provider=provider,
+                business_profile_id=str(claims.business_profile_id or ""),
+            )
+    except IntegrityError:
+        account = _find_account(str(claims.client_id))
+        if account is None:
+            raise
+        return account, False
+    return account, user_created
+
+
+def _update_account(account: SyneriseAccount, claims: TokenClaims, provider: str) -> None:
+    """Refresh the account's copy of the Synerise identity; ``last_login_at`` now."""
+    account.email = claims.email or account.email
+    account.custom_id = claims.custom_id or account.custom_id
+    account.uuid = claims.uuid or account.uuid
+    account.identity_provider = provider
+    if not account.business_profile_id and claims.business_profile_id:
+        account.business_profile_id = str(claims.business_profile_id)
+    account.last_login_at = timezone.now()
+    account.save(
+        update_fields=[
+            "email",
+            "custom_id",
+            "uuid",
+            "identity_provider",
+            "business_profile_id",
+            "last_login_at",
+            "updated_at",
+        ]
+    )
+
+
+@sensitive_variables("password", "identity_provider_token", "result", "token", "prepared")
+def login(
+    *,
+    request: HttpRequest | None = None,
+    identity_provider: str = "SYNERISE",
+    email: str | None = None,
+    custom_id: str | None = None,
+    password: str | None = None,
+    identity_provider_token: str | None = None,
+    uuid: str | None = None,
+    device_id: str | None = None,
+    agreements: dict[str, Any] | None = None,
+    attributes: dict[str, Any] | None = None,
+    client: SyneriseClient | None = None,
+) -> LoginResult:
+    """Sign a Synerise client in and return the linked Django user and the stored token.
+
+    Calls Synerise (``identity_provider`` SYNERISE with ``email`` or ``custom_id`` and
+    ``password``, or GOOGLE / APPLE / FACEBOOK / OAUTH with ``identity_provider_token``),
+    verifies the returned token, refuses anonymous tokens and tokens of another business
+    profile, then links by Synerise client id: the account of that client id, else the user
+    :meth:`~django_synerise.adapter.DefaultSyneriseAdapter.find_user` returns (email linking
+    only when ``LINK_BY_EMAIL`` is on and the adapter agrees), else a new user from
+    :meth:`~django_synerise.adapter.DefaultSyneriseAdapter.create_user`. The token is stored
+    encrypted, the account updated, activity recorded, and ``client_logged_in`` sent.
+    Database work runs in short transactions; none is open during HTTP calls.
+
+    :raises CredentialsRejected: Synerise answered 401/403 (wrong password, unknown client,
+        bad provider token).
+    :raises BadRequest: Synerise answered 400 (missing or invalid fields), or an unknown
+        ``identity_provider``.
+    :raises TransientUpstreamError: Synerise is unavailable, rate limiting, or answered
+        something unusable (subclasses ``SyneriseUnavailable``, ``RateLimited``,
+        ``BadResponse``, ``CircuitOpen``).
+    :raises InvalidToken: the returned token failed verification or belongs to an anonymous
+        client or another business profile.
+    :raises AccountInactive: the linked Django user is inactive (nothing is stored).
+    """
+    from ..adapter import get_adapter
+
+    provider = _normalise_provider(identity_provider)
+    adapter = get_adapter(request)
+    client = client or adapter.get_client()
+    result = client.login(
+        identity_provider=provider,
+        email=email,
+        custom_id=custom_id,
+        password=password,
+        identity_provider_token=identity_provider_token,
+        uuid=uuid,
+        device_id=device_id,
+        agreements=agreements,
+        attributes=attributes,
+    )
+    from ..verification import claims_for
+
+    claims = claims_for(result, client=client)
+    if claims.is_anonymous:
+        raise InvalidToken("Anonymous tokens cannot sign in.", reason="anonymous")
+    check_business_profile(claims)
+
+    account = _find_account(str(claims.client_id))
+    created = False
+    if account is None:
+        profile = adapter.fetch_profile(client, result.token, claims)
+        account, created = _link(adapter, claims, profile, request, provider)
+    else:
+        check_business_profile(claims, account)
+    user = account.user
+    if not user.is_active:
+        logger.info("Synerise login refused: Django user %s is inactive", user.pk)
+        raise AccountInactive()
+
+    prepared = _prepare(account, result.token, claims)
+    with transaction.atomic():
+        _update_account(account, claims, provider)
+        _write_prepared(account, prepared)
+    logger.info(
+        "Synerise client %s signed in as user %s (provider %s, user created %s)",
+        account.client_id,
+        user.pk,
+        provider,
+        created,
+    )
+    signals.client_logged_in.send(
+        sender=type(account), user=user, account=account, request=request, created=created
+    )
+    return LoginResult(
+        user=user,
+        account=account,
+        token=result.token,
+        expires_at=prepared.expires_at,
+        created=created,
+    )
+
+
+__all__ = ["IDENTITY_PROVIDERS", "AccountConflict", "LoginResult", "login"]

@@ -1,0 +1,554 @@
+"""Stored client tokens: verify and store, single-flight refresh, logout and revocation."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import DateTimeField, ExpressionWrapper, F, Q
+from django.db.models.functions import Now
+from django.utils import timezone
+from django.views.decorators.debug import sensitive_variables
+
+from .. import signals
+from ..conf import synerise_settings
+from ..exceptions import (
+    CredentialsRejected,
+    InvalidToken,
+    LoginRequired,
+    TokenDecryptionError,
+    TransientUpstreamError,
+    UpstreamError,
+)
+from .activity import touch_token_activity
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from django.db.models import QuerySet
+
+    from ..client import AuthResult, SyneriseClient
+    from ..models import ClientToken, SyneriseAccount
+    from ..verification import TokenClaims
+
+logger = logging.getLogger(__name__)
+
+#: Longest accepted lifetime of a token Synerise hands us (R-JWT-3).
+MAX_TOKEN_LIFETIME = timedelta(hours=24)
+#: ``refresh_user_token`` returns the stored token when it was stored this recently.
+RECENT_REFRESH = timedelta(seconds=60)
+
+_POLL_FIRST = 0.02
+_POLL_MAX = 0.2
+
+
+@dataclass(frozen=True, repr=False)
+class PreparedToken:
+    """A verified token, encrypted for its account row, ready to be written.
+
+    Holds only the ciphertext, never the plaintext; ``repr()`` shows the expiry only.
+    """
+
+    ciphertext: str
+    expires_at: datetime
+    refresh_at: datetime
+    issued_at: datetime | None
+    origin: str
+    claims: TokenClaims
+
+    def __repr__(self) -> str:
+        return f"PreparedToken(expires_at={self.expires_at.isoformat()})"
+
+    def row_values(self) -> dict[str, Any]:
+        """Return the ``ClientToken`` field values this token sets."""
+        return {
+            "encrypted_token": self.ciphertext,
+            "expires_at": self.expires_at,
+            "refresh_at": self.refresh_at,
+            "issued_at": self.issued_at,
+            "origin": self.origin,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _models() -> tuple[type[ClientToken], type[SyneriseAccount], Any]:
+    from ..models import ClientToken, SyneriseAccount, TokenStatus
+
+    return ClientToken, SyneriseAccount, TokenStatus
+
+
+def _lease_expression() -> ExpressionWrapper:
+    """``now() + LEASE_SECONDS`` evaluated by the database (one clock for every worker)."""
+    seconds = float(synerise_settings.LEASE_SECONDS)
+    return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def _lease_free() -> Q:
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=Now())
+
+
+def _expected_business_profile(account: SyneriseAccount | None) -> str | None:
+    configured = synerise_settings.BUSINESS_PROFILE_ID
+    if configured not in (None, ""):
+        return str(configured)
+    stored = getattr(account, "business_profile_id", "") if account is not None else ""
+    return str(stored) if stored else None
+
+
+def check_business_profile(claims: TokenClaims, account: SyneriseAccount | None = None) -> None:
+    """Refuse a token of another Synerise workspace.
+
+    The expected business profile is ``BUSINESS_PROFILE_ID`` when set, else the one stored on
+    ``account`` at its first login. A verified token must carry a matching ``bpi`` claim; an
+    unverified one (``VERIFY_SIGNATURE`` off) is checked only when it carries the claim.
+
+    :raises InvalidToken: ``reason="business_profile"`` on a mismatch.
+    """
+    expected = _expected_business_profile(account)
+    if expected is None:
+        return
+    actual = claims.business_profile_id
+    if actual is None and not claims.verified:
+        return
+    if actual is None or str(actual) != expected:
+        raise InvalidToken(
+            "The token belongs to another business profile.", reason="business_profile"
+        )
+
+
+def compute_refresh_at(expires_at: datetime) -> datetime:
+    """Return when the background refresh should pick a token expiring at ``expires_at``.
+
+    ``expires_at - REFRESH_MARGIN - uniform(0, REFRESH_JITTER)`` seconds, so tokens issued
+    together do not all come due in the same beat.
+    """
+    margin = float(synerise_settings.REFRESH_MARGIN)
+    jitter = float(synerise_settings.REFRESH_JITTER)
+    spread = random.uniform(0, jitter) if jitter > 0 else 0.0
+    return expires_at - timedelta(seconds=margin + spread)
+
+
+@sensitive_variables("token")
+def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> PreparedToken:
+    """Check ``claims`` against ``account`` and encrypt ``token`` for its row."""
+    from ..crypto import encrypt_token
+
+    if account.pk is None:
+        raise ValueError("The account must be saved before a token is stored for it.")
+    if claims.is_anonymous:
+        raise InvalidToken("Anonymous tokens are not stored.", reason="anonymous")
+    if str(claims.client_id) != str(account.client_id):
+        raise InvalidToken("The token belongs to another client.", reason="client_mismatch")
+    check_business_profile(claims, account)
+    now = timezone.now()
+    expires_at = claims.expires_at
+    if expires_at <= now:
+        raise InvalidToken("The token has already expired.", reason="expired")
+    if expires_at > now + MAX_TOKEN_LIFETIME:
+        raise InvalidToken("The token lives implausibly long.", reason="lifetime")
+    ciphertext = encrypt_token(token, account_id=account.pk, client_id=account.client_id)
+    return PreparedToken(
+        ciphertext=ciphertext,
+        expires_at=expires_at,
+        refresh_at=compute_refresh_at(expires_at),
+        issued_at=claims.issued_at,
+        origin=(claims.origin or "")[:32],
+        claims=claims,
+    )
+
+
+def prepare_token(
+    account: SyneriseAccount, result: AuthResult, *, client: SyneriseClient | None = None
+) -> PreparedToken:
+    """Verify a token Synerise returned for ``account`` and encrypt it for the account's row.
+
+    Verifies with :func:`django_synerise.verification.claims_for`, then checks that the
+    token is a client (not anonymous) token of ``account.client_id``, of the expected
+    business profile, and expiring within ``(now, now + 24 h]``.
+
+    :raises InvalidToken: when any check fails (nothing is stored).
+    :raises UpstreamError: when ``claims_for`` needs Synerise (no signature verification) and
+        that call fails.
+    """
+    from ..verification import claims_for
+
+    claims = claims_for(result, client=client)
+    return _prepare(account, result.token, claims)
+
+
+def _write_prepared(
+    account: SyneriseAccount, prepared: PreparedToken, *, now: datetime | None = None
+) -> ClientToken:
+    """Upsert the row of ``account`` with ``prepared``: active, version + 1, lease cleared."""
+    ClientToken, _, TokenStatus = _models()
+    now = now or timezone.now()
+    values = prepared.row_values() | {
+        "status": TokenStatus.ACTIVE,
+        "lease_until": None,
+        "failure_count": 0,
+        "last_error": "",
+        "last_used_at": now,
+    }
+    with transaction.atomic():
+        updated = ClientToken.objects.filter(account=account).update(
+            version=F("version") + 1, updated_at=now, **values
+        )
+        if not updated:
+            try:
+                with transaction.atomic():
+                    ClientToken.objects.create(account=account, **values)
+            except IntegrityError:
+                ClientToken.objects.filter(account=account).update(
+                    version=F("version") + 1, updated_at=now, **values
+                )
+    return ClientToken.objects.select_related("account").get(account=account)
+
+
+@sensitive_variables("token")
+def store_token(account: SyneriseAccount, token: str, claims: TokenClaims) -> ClientToken:
+    """Store ``token`` (already verified into ``claims``) as the token of ``account``.
+
+    Creates the row or updates it in place: status active, ``version`` + 1, lease, failure
+    count and last error cleared, ``last_used_at`` now. Short transaction, no HTTP.
+
+    :raises InvalidToken: when ``claims`` do not belong to ``account`` (client id, business
+        profile), the token is anonymous, or its expiry is outside ``(now, now + 24 h]``.
+    """
+    return _write_prepared(account, _prepare(account, token, claims))
+
+
+def get_token_for(user: Any) -> ClientToken | None:
+    """Return the stored token row of ``user`` (with its account), or ``None``."""
+    ClientToken, _, _ = _models()
+    pk = getattr(user, "pk", None)
+    if pk is None:
+        return None
+    return ClientToken.objects.select_related("account").filter(account__user_id=pk).first()
+
+
+def mark_needs_login(token: ClientToken, *, reason: str) -> None:
+    """Move ``token`` to ``needs_login`` and send ``token_expired`` (``reason`` passed on).
+
+    Leaves revoked rows alone; the signal is sent only when the row actually changed, so a
+    burst of callers sends it once.
+    """
+    ClientToken, _, TokenStatus = _models()
+    changed = ClientToken.objects.filter(
+        pk=token.pk, status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING]
+    ).update(
+        status=TokenStatus.NEEDS_LOGIN,
+        lease_until=None,
+        last_error=str(reason)[:64],
+        updated_at=timezone.now(),
+    )
+    token.status = TokenStatus.NEEDS_LOGIN
+    token.lease_until = None
+    token.last_error = str(reason)[:64]
+    if changed:
+        logger.info("Synerise token %s needs a new login (%s)", token.pk, reason)
+        signals.token_expired.send(
+            sender=ClientToken, token=token, account=token.account, reason=reason
+        )
+
+
+def _revoke_rows(rows: list[ClientToken], *, reason: str) -> int:
+    ClientToken, _, TokenStatus = _models()
+    if not rows:
+        return 0
+    now = timezone.now()
+    pks = [row.pk for row in rows]
+    with transaction.atomic():
+        changed_pks = set(
+            ClientToken.objects.filter(pk__in=pks)
+            .exclude(status=TokenStatus.REVOKED)
+            .values_list("pk", flat=True)
+        )
+        if not changed_pks:
+            return 0
+        ClientToken.objects.filter(pk__in=changed_pks).update(
+            status=TokenStatus.REVOKED,
+            encrypted_token="",
+            lease_until=None,
+            last_error=str(reason)[:64],
+            updated_at=now,
+        )
+    for row in rows:
+        if row.pk not in changed_pks:
+            continue
+        row.status = TokenStatus.REVOKED
+        row.encrypted_token = ""
+        row.lease_until = None
+        logger.info("Synerise token %s revoked (%s)", row.pk, reason)
+        signals.token_revoked.send(
+            sender=ClientToken, token=row, account=row.account, reason=reason
+        )
+    return len(changed_pks)
+
+
+def logout(user: Any, *, reason: str = "logout") -> bool:
+    """End the stored token of ``user``: status revoked, ciphertext erased, ``token_revoked``.
+
+    Returns ``True`` when a token was revoked, ``False`` when there was none (or it was
+    already revoked). A refresh in flight cannot bring it back (its compare-and-swap
+    requires the row still to be refreshing).
+    """
+    row = get_token_for(user)
+    if row is None:
+        return False
+    return _revoke_rows([row], reason=reason) > 0
+
+
+def revoke_tokens(
+    queryset_or_ids: QuerySet[ClientToken] | Iterable[int], *, reason: str = "admin"
+) -> int:
+    """Revoke many tokens (a ``ClientToken`` queryset or primary keys); return how many changed.
+
+    Each revoked row gets ``token_revoked`` with ``reason``; rows already revoked are skipped.
+    """
+    ClientToken, _, _ = _models()
+    if hasattr(queryset_or_ids, "model") and hasattr(queryset_or_ids, "values_list"):
+        ids = list(queryset_or_ids.values_list("pk", flat=True))  # type: ignore[union-attr]
+    else:
+        ids = [int(getattr(item, "pk", item)) for item in queryset_or_ids]
+    if not ids:
+        return 0
+    rows = list(ClientToken.objects.select_related("account").filter(pk__in=ids))
+    return _revoke_rows(rows, reason=reason)
+
+
+# --------------------------------------------------------------------------- single flight
+
+
+def _default_client(client: SyneriseClient | None) -> SyneriseClient:
+    if client is not None:
+        return client
+    from ..adapter import get_adapter
+
+    return get_adapter().get_client()
+
+
+def _refuse_status(row: ClientToken) -> None:
+    _, _, TokenStatus = _models()
+    if row.status == TokenStatus.REVOKED:
+        raise LoginRequired(reason="revoked")
+    if row.status == TokenStatus.NEEDS_LOGIN:
+        raise LoginRequired(reason="needs_login")
+
+
+@sensitive_variables()
+def _decrypt(row: ClientToken) -> str:
+    """Decrypt ``row``; on failure move it to needs_login and raise (fail closed)."""
+    try:
+        return row.get_token()
+    except TokenDecryptionError:
+        logger.error("Stored Synerise token %s could not be decrypted", row.pk)
+        mark_needs_login(row, reason="decryption_failed")
+        raise LoginRequired(reason="decryption_failed") from None
+
+
+def _load_row(user: Any) -> ClientToken:
+    if not getattr(user, "is_active", False):
+        raise LoginRequired(reason="inactive")
+    row = get_token_for(user)
+    if row is None:
+        raise LoginRequired(reason="no_token")
+    _refuse_status(row)
+    return row
+
+
+def _still_valid(row: ClientToken, now: datetime | None = None) -> bool:
+    return row.expires_at > (now or timezone.now())
+
+
+def _last_stored(row: ClientToken) -> datetime | None:
+    stamps = [stamp for stamp in (row.refreshed_at, row.issued_at) if stamp is not None]
+    return max(stamps) if stamps else None
+
+
+@sensitive_variables("current", "result", "prepared")
+def _refresh_single_flight(
+    row: ClientToken, current: str, *, client: SyneriseClient | None
+) -> tuple[ClientToken, str]:
+    """Refresh ``row`` once across every process; return the (row, token) to use.
+
+    The caller that takes the lease (one conditional UPDATE, database time) calls Synerise
+    with no transaction or lock held and stores the result with a version compare-and-swap;
+    every other caller waits (bounded by ``SINGLE_FLIGHT_WAIT``) for the version to move.
+    """
+    ClientToken, _, TokenStatus = _models()
+    version = row.version
+    if not _still_valid(row):
+        # Synerise refreshes only a token that is still valid: do not ask.
+        mark_needs_login(row, reason="expired")
+        raise LoginRequired(reason="expired")
+
+    won = (
+        ClientToken.objects.filter(
+            pk=row.pk,
+            version=version,
+            status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING],
+        )
+        .filter(_lease_free())
+        .update(status=TokenStatus.REFRESHING, lease_until=_lease_expression())
+    )
+    if not won:
+        return _wait_for_refresh(row, current)
+
+    try:
+        result = _default_client(client).refresh(current)
+        prepared = prepare_token(row.account, result, client=client)
+    except CredentialsRejected:
+        logger.info("Synerise rejected the refresh of token %s", row.pk)
+        mark_needs_login(row, reason="rejected")
+        raise LoginRequired(reason="rejected") from None
+    except (UpstreamError, InvalidToken) as exc:
+        code = getattr(exc, "code", type(exc).__name__)
+        will_retry = isinstance(exc, TransientUpstreamError) and _still_valid(row)
+        logger.warning(
+            "Refresh of Synerise token %s failed: %s (%s)", row.pk, type(exc).__name__, code
+        )
+        _release_lease(row, version, error=code)
+        signals.token_refresh_failed.send(
+            sender=ClientToken, token=row, account=row.account, error=exc, will_retry=will_retry
+        )
+        if _still_valid(row):
+            return row, current
+        raise LoginRequired(reason="expired") from None
+    except BaseException:
+        _release_lease(row, version, error="internal_error")
+        raise
+
+    now = timezone.now()
+    stored = ClientToken.objects.filter(
+        pk=row.pk, version=version, status=TokenStatus.REFRESHING
+    ).update(
+        version=version + 1,
+        status=TokenStatus.ACTIVE,
+        lease_until=None,
+        failure_count=0,
+        last_error="",
+        refreshed_at=now,
+        last_used_at=now,
+        updated_at=now,
+        **prepared.row_values(),
+    )
+    if not stored:
+        logger.info("Refresh of Synerise token %s lost the race (stale_version)", row.pk)
+        fresh = ClientToken.objects.select_related("account").filter(pk=row.pk).first()
+        if fresh is None:
+            raise LoginRequired(reason="no_token")
+        _refuse_status(fresh)
+        if fresh.version != version:
+            return fresh, _decrypt(fresh)
+        raise LoginRequired(reason="needs_login")
+    fresh = ClientToken.objects.select_related("account").get(pk=row.pk)
+    logger.debug("Synerise token %s refreshed (version %s)", row.pk, version + 1)
+    signals.token_refreshed.send(sender=ClientToken, token=fresh, account=fresh.account)
+    return fresh, result.token
+
+
+def _release_lease(row: ClientToken, version: int, *, error: str) -> None:
+    """Give the lease back after a failed refresh; the row stays active."""
+    ClientToken, _, TokenStatus = _models()
+    ClientToken.objects.filter(pk=row.pk, version=version, status=TokenStatus.REFRESHING).update(
+        status=TokenStatus.ACTIVE,
+        lease_until=None,
+        failure_count=F("failure_count") + 1,
+        last_error=str(error)[:64],
+        updated_at=timezone.now(),
+    )
+
+
+@sensitive_variables("current")
+def _wait_for_refresh(row: ClientToken, current: str) -> tuple[ClientToken, str]:
+    """Poll until another caller's refresh lands; bounded by ``SINGLE_FLIGHT_WAIT``."""
+    ClientToken, _, TokenStatus = _models()
+    deadline = time.monotonic() + float(synerise_settings.SINGLE_FLIGHT_WAIT)
+    pause = _POLL_FIRST
+    while True:
+        fresh = ClientToken.objects.select_related("account").filter(pk=row.pk).first()
+        if fresh is None:
+            raise LoginRequired(reason="no_token")
+        _refuse_status(fresh)
+        if fresh.version != row.version:
+            return fresh, _decrypt(fresh)
+        lease_held = fresh.status == TokenStatus.REFRESHING and (
+            fresh.lease_until is not None and fresh.lease_until > timezone.now()
+        )
+        if not lease_held or time.monotonic() >= deadline:
+            # The refresher gave up (or is slow): keep serving the current token while valid.
+            if _still_valid(fresh):
+                return fresh, current
+            raise LoginRequired(reason="expired")
+        time.sleep(pause)
+        pause = min(pause * 2, _POLL_MAX)
+
+
+def _obtain(user: Any, *, client: SyneriseClient | None, force: bool) -> tuple[ClientToken, str]:
+    row = _load_row(user)
+    current = _decrypt(row)
+    now = timezone.now()
+    if force:
+        last = _last_stored(row)
+        if last is not None and now - last < RECENT_REFRESH and _still_valid(row, now):
+            return row, current
+    else:
+        margin = timedelta(seconds=float(synerise_settings.REFRESH_MARGIN))
+        if row.expires_at - now > margin:
+            return row, current
+    return _refresh_single_flight(row, current, client=client)
+
+
+def get_valid_token(user: Any, *, client: SyneriseClient | None = None) -> str:
+    """Return a usable Synerise client token of ``user``, refreshing it first when needed.
+
+    A token with more than ``REFRESH_MARGIN`` seconds left is returned as is (no upstream
+    call). Otherwise exactly one caller across all processes refreshes it (lease + version
+    compare-and-swap) while the others wait up to ``SINGLE_FLIGHT_WAIT`` seconds for the new
+    token. When the refresh fails transiently the current token is returned while it is still
+    valid. Moves ``last_used_at`` (at most once per ``ACTIVITY_INTERVAL``). Never call it
+    inside ``transaction.atomic()``: the refresh must not hold a transaction open over HTTP.
+
+    :raises LoginRequired: ``reason`` ``inactive``, ``no_token``, ``needs_login``, ``revoked``,
+        ``decryption_failed`` (nothing sent upstream), ``rejected`` (Synerise answered
+        401/403; the row moves to needs_login and ``token_expired`` is sent) or ``expired``.
+    """
+    row, token = _obtain(user, client=client, force=False)
+    touch_token_activity(row.pk)
+    return token
+
+
+def refresh_user_token(user: Any, *, client: SyneriseClient | None = None) -> ClientToken:
+    """Refresh the token of ``user`` now (single flight) and return the stored row.
+
+    When a token was stored in the last 60 seconds (login or refresh) it is returned without
+    an upstream call, so a burst of refresh requests costs one Synerise call.
+
+    :raises LoginRequired: as :func:`get_valid_token`.
+    """
+    row, _ = _obtain(user, client=client, force=True)
+    touch_token_activity(row.pk)
+    return row
+
+
+__all__ = [
+    "MAX_TOKEN_LIFETIME",
+    "PreparedToken",
+    "check_business_profile",
+    "compute_refresh_at",
+    "get_token_for",
+    "get_valid_token",
+    "logout",
+    "mark_needs_login",
+    "prepare_token",
+    "refresh_user_token",
+    "revoke_tokens",
+    "store_token",
+]
