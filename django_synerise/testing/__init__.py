@@ -1,0 +1,15 @@
+"""Testing kit: FakeSynerise, a fake Synerise client-auth API served over real HTTP."""
+
+from __future__ import annotations
+
+from .fake import FakeClient, FakeSynerise, ProviderIdentity, RecordedRequest
+from .faults import FAULT_KINDS, FaultRule
+
+__all__ = [
+    "FAULT_KINDS",
+    "FakeClient",
+    "FakeSynerise",
+    "FaultRule",
+    "ProviderIdentity",
+    "RecordedRequest",
+]
