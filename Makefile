@@ -51,7 +51,7 @@ docs: install
 	$(BIN)/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 
 schema: install
-	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m django spectacular --validate --file docs/_static/openapi.yaml
+	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m django_synerise.api --file docs/_static/openapi.yaml
 
 bench: install
 	$(BIN)/python benchmarks/refresh_throughput.py

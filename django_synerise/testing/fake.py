@@ -5,10 +5,12 @@ This module never imports Django, so ``python -m django_synerise.testing`` runs 
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hmac
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -321,7 +323,7 @@ class FakeSynerise:
         """
         provider = self._check_provider(provider, social=True)
         subject = subject or email or uuid_module.uuid4().hex
-        token = f"fake-{provider.lower()}-{uuid_module.uuid4().hex}"
+        token = _provider_token_string(provider, subject, email)
         identity = ProviderIdentity(provider, subject, email, first_name, last_name)
         with self._lock:
             self._provider_tokens[token] = identity
@@ -956,3 +958,26 @@ class FakeSynerise:
         if status == 204:
             return Response(204, b"")
         return json_response(status, data)
+
+
+#: Issuers of the ID tokens Google and Apple hand to apps (the fake only mimics their shape).
+_ID_TOKEN_ISSUERS = {"GOOGLE": "https://accounts.google.com", "APPLE": "https://appleid.apple.com"}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _provider_token_string(provider: str, subject: str, email: str | None) -> str:
+    """Return a token shaped like the provider's: a JWT for Google and Apple ID tokens, an
+    opaque string for Facebook and OAuth access tokens. Only the fake can vouch for it."""
+    nonce = uuid_module.uuid4().hex
+    issuer = _ID_TOKEN_ISSUERS.get(provider)
+    if issuer is None:
+        return f"fake-{provider.lower()}-{nonce}"
+    header = {"alg": "RS256", "kid": "fake", "typ": "JWT"}
+    payload = {"iss": issuer, "sub": subject, "aud": "fake-client-id", "jti": nonce}
+    if email:
+        payload["email"] = email
+    parts = (json.dumps(header).encode(), json.dumps(payload).encode(), os.urandom(32))
+    return ".".join(_b64url(part) for part in parts)

@@ -1,0 +1,236 @@
+"""The error contract of the django-synerise endpoints: every error is JSON ``{detail, code}``.
+
+Field errors add ``errors`` (a list of ``{field, code, message}``). Any rejected credential
+gets one generic 401 body, whatever the reason (no account enumeration). A failing or
+unreachable Synerise gets 503 with ``Retry-After``; bad input and upstream failures never
+produce a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig
+from django.http import Http404
+from django.utils.translation import gettext as _
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import set_rollback
+
+from ..conf import synerise_settings
+from ..exceptions import (
+    AccountInactive,
+    BadRequest,
+    CircuitOpen,
+    ConditionalAuthFailed,
+    CredentialsRejected,
+    InvalidToken,
+    LoginRequired,
+    TokenDecryptionError,
+    TransientUpstreamError,
+    UpstreamError,
+)
+
+__all__ = [
+    "DEFAULT_RETRY_AFTER",
+    "GENERIC_401",
+    "WWW_AUTHENTICATE",
+    "exception_handler",
+    "flatten_field_errors",
+    "retry_after_seconds",
+]
+
+logger = logging.getLogger(__name__)
+
+#: ``Retry-After`` (seconds) sent with a 503 when Synerise gave no hint.
+DEFAULT_RETRY_AFTER = 30
+
+#: ``WWW-Authenticate`` challenge sent with every 401.
+WWW_AUTHENTICATE = 'Bearer realm="api"'
+
+#: The code of the one body every rejected credential gets.
+INVALID_CREDENTIALS = "invalid_credentials"
+
+#: Exceptions that mean "these credentials do not sign anybody in".
+REJECTED_CREDENTIALS: tuple[type[BaseException], ...] = (
+    CredentialsRejected,
+    AccountInactive,
+    InvalidToken,
+    ConditionalAuthFailed,
+    BadRequest,
+    drf_exceptions.AuthenticationFailed,
+)
+
+
+def generic_401_body() -> dict[str, str]:
+    """Return the single body of every rejected credential (a new dict each call)."""
+    return {"detail": _("Invalid credentials."), "code": INVALID_CREDENTIALS}
+
+
+GENERIC_401 = {"detail": "Invalid credentials.", "code": INVALID_CREDENTIALS}
+"""The untranslated generic 401 body (for docs and tests)."""
+
+
+def retry_after_seconds(exc: BaseException) -> int:
+    """Return the ``Retry-After`` seconds for a transient upstream failure.
+
+    Synerise's own hint when there is one, the breaker's reset timeout for an open circuit,
+    :data:`DEFAULT_RETRY_AFTER` otherwise; always at least 1 and at most ``RETRY_AFTER_MAX``.
+    """
+    value = getattr(exc, "retry_after", None)
+    if value is None:
+        if isinstance(exc, CircuitOpen):
+            value = synerise_settings.BREAKER_RESET_TIMEOUT
+        else:
+            value = DEFAULT_RETRY_AFTER
+    try:
+        seconds = math.ceil(float(value))
+    except (TypeError, ValueError, OverflowError):
+        seconds = DEFAULT_RETRY_AFTER
+    return max(1, min(seconds, int(synerise_settings.RETRY_AFTER_MAX)))
+
+
+def flatten_field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
+    """Flatten DRF's nested ``ValidationError.detail`` into ``[{field, code, message}]``.
+
+    Nested fields are joined with dots (``agreements.email``); errors that belong to no field
+    use ``non_field_errors``. Messages are DRF's, which never repeat the submitted value here.
+    """
+    errors: list[dict[str, str]] = []
+    if isinstance(detail, Mapping):
+        for key, value in detail.items():
+            field = f"{prefix}.{key}" if prefix else str(key)
+            errors.extend(flatten_field_errors(value, field))
+    elif isinstance(detail, Sequence) and not isinstance(detail, str):
+        for item in detail:
+            errors.extend(flatten_field_errors(item, prefix))
+    else:
+        errors.append({
+            "field": prefix or "non_field_errors",
+            "code": str(getattr(detail, "code", None) or "invalid"),
+            "message": str(detail),
+        })
+    return errors
+
+
+def _body(detail: Any, code: str) -> dict[str, Any]:
+    return {"detail": str(detail), "code": code}
+
+
+def _api_exception_response(exc: drf_exceptions.APIException) -> Response:
+    headers: dict[str, str] = {}
+    if isinstance(exc, drf_exceptions.ValidationError):
+        data: dict[str, Any] = {
+            "detail": _("Invalid input."),
+            "code": "invalid",
+            "errors": flatten_field_errors(exc.detail),
+        }
+        return Response(data, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, drf_exceptions.AuthenticationFailed):
+        return Response(generic_401_body(), status=status.HTTP_401_UNAUTHORIZED,
+                        headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+    if isinstance(exc, drf_exceptions.NotAuthenticated):
+        headers["WWW-Authenticate"] = getattr(exc, "auth_header", None) or WWW_AUTHENTICATE
+        return Response(_body(exc.detail, "not_authenticated"),
+                        status=status.HTTP_401_UNAUTHORIZED, headers=headers)
+    if isinstance(exc, drf_exceptions.Throttled):
+        wait = max(1, math.ceil(exc.wait)) if exc.wait is not None else DEFAULT_RETRY_AFTER
+        return Response(
+            {"detail": _("Too many requests. Try again later."), "code": "throttled",
+             "retry_after": wait},
+            status=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(wait)},
+        )
+    if isinstance(exc, drf_exceptions.PermissionDenied):
+        detail = str(exc.detail)
+        code = "csrf_failed" if detail.startswith("CSRF Failed") else "permission_denied"
+        return Response(_body(detail, code), status=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, drf_exceptions.MethodNotAllowed):
+        return Response(_body(exc.detail, "method_not_allowed"),
+                        status=status.HTTP_405_METHOD_NOT_ALLOWED)
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        return Response(_body(exc.detail, "unsupported_media_type"),
+                        status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+    codes = exc.get_codes()
+    code = codes if isinstance(codes, str) else exc.default_code
+    detail = exc.detail if isinstance(exc.detail, str) else exc.default_detail
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
+    return Response(_body(detail, code), status=exc.status_code, headers=headers)
+
+
+def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | None:
+    """Turn ``exc`` into the JSON error response of the django-synerise endpoints.
+
+    Used by every django-synerise view through ``get_exception_handler()`` (the project's
+    ``REST_FRAMEWORK["EXCEPTION_HANDLER"]`` is left alone).
+
+    Returns ``None`` (so DRF re-raises and Django answers 500) only for exceptions that are
+    neither bad input nor an upstream failure — that is, for bugs and misconfiguration.
+    """
+    response = _response_for(exc, context)
+    if response is not None:
+        set_rollback()
+    return response
+
+
+def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None:
+    from ..services import AccountConflict
+
+    view = context.get("view")
+    view_name = type(view).__name__ if view is not None else "?"
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            _body(_("Request body is too large."), "request_too_large"),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, Http404):
+        exc = drf_exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = drf_exceptions.PermissionDenied()
+    if isinstance(exc, LoginRequired):
+        logger.info("%s: login required (%s)", view_name, exc.reason)
+        return Response(
+            _body(_("Sign in again."), "login_required"),
+            status=status.HTTP_401_UNAUTHORIZED,
+            headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+        )
+    if isinstance(exc, TokenDecryptionError):
+        logger.warning("%s: stored token could not be decrypted", view_name)
+        return Response(
+            _body(_("Sign in again."), "login_required"),
+            status=status.HTTP_401_UNAUTHORIZED,
+            headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+        )
+    if isinstance(exc, REJECTED_CREDENTIALS):
+        if isinstance(exc, BadRequest):
+            logger.warning("%s: Synerise refused the request with status %s", view_name,
+                           exc.status)
+        else:
+            logger.info("%s: credentials rejected (%s)", view_name, type(exc).__name__)
+        return Response(generic_401_body(), status=status.HTTP_401_UNAUTHORIZED,
+                        headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+    if isinstance(exc, UpstreamError):
+        # TransientUpstreamError (unavailable, rate limited, bad response, circuit open) and
+        # any other upstream failure: Synerise is the problem, not the caller -> 503.
+        retry_after = retry_after_seconds(exc) if isinstance(exc, TransientUpstreamError) \
+            else DEFAULT_RETRY_AFTER
+        logger.warning("%s: Synerise failed (%s, status %s); answering 503", view_name,
+                       type(exc).__name__, getattr(exc, "status", None))
+        return Response(
+            _body(_("Synerise is temporarily unavailable. Try again later."),
+                  "synerise_unavailable"),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(retry_after)},
+        )
+    if isinstance(exc, AccountConflict):
+        logger.warning("%s: account conflict", view_name)
+        return Response(_body(exc.message, exc.code), status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, drf_exceptions.APIException):
+        return _api_exception_response(exc)
+    return None

@@ -1,0 +1,260 @@
+"""DRF views of django-synerise: ``post()`` is validate -> service call -> ``Response``."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.util
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.contrib.auth import SESSION_KEY
+from django.contrib.auth import login as django_login
+from django.contrib.auth import logout as django_logout
+from django.middleware.csrf import CsrfViewMiddleware
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+from rest_framework import status
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.permissions import BasePermission, IsAuthenticated
+from rest_framework.renderers import JSONRenderer
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from .. import services
+from ..authentication import SyneriseTokenAuthentication
+from ..conf import synerise_settings
+from ..exceptions import LoginRequired
+from .errors import exception_handler
+from .parsers import StrictJSONParser
+from .serializers import LoginSerializer, ProviderLoginSerializer, TokenResponseSerializer
+from .throttling import LoginAccountThrottle, LoginIPThrottle
+
+__all__ = [
+    "LOGIN_BACKEND",
+    "NO_STORE_HEADERS",
+    "LoginCSRFCheck",
+    "LoginView",
+    "LogoutView",
+    "ProviderLoginView",
+    "RefreshView",
+    "SyneriseAPIView",
+    "TokenView",
+    "login",
+    "logout",
+    "provider_login",
+    "refresh",
+    "token",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Backend recorded in the session by the login views.
+LOGIN_BACKEND = "django_synerise.backends.SyneriseBackend"
+
+#: Headers of every response that carries a token (RFC 6749 §5.1).
+NO_STORE_HEADERS = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+class _CSRFCheck(CsrfViewMiddleware):
+    def _reject(self, request: Any, reason: str) -> str:  # type: ignore[override]
+        return reason
+
+
+def starts_session(request: Request) -> bool:
+    """Whether a successful login on ``request`` starts a Django session:
+    ``LOGIN_STARTS_SESSION`` is on and ``SessionMiddleware`` gave the request a session."""
+    return bool(synerise_settings.LOGIN_STARTS_SESSION) and hasattr(request._request, "session")
+
+
+class LoginCSRFCheck(BasePermission):
+    """Enforce CSRF on login when a browser session is involved (R-API-1).
+
+    The rule: when the login will start a session (:func:`starts_session`) **and** the request
+    carries a session cookie, the request needs a valid CSRF token, exactly as
+    ``SessionAuthentication`` demands on the other endpoints. API clients send no cookie and
+    need no token; a browser that already holds a session cannot be logged into another
+    account by a cross-site request (login CSRF). Bodies must be ``application/json`` anyway,
+    which a cross-site HTML form cannot send.
+
+    :raises PermissionDenied: ``CSRF Failed: <reason>`` (answered 403, code ``csrf_failed``).
+    """
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        if not starts_session(request):
+            return True
+        if settings.SESSION_COOKIE_NAME not in request.COOKIES:
+            return True
+        django_request = request._request
+        check = _CSRFCheck(lambda _request: None)  # type: ignore[arg-type]
+        check.process_request(django_request)
+        reason = check.process_view(django_request, None, (), {})
+        if reason:
+            raise PermissionDenied(f"CSRF Failed: {reason}")
+        return True
+
+
+class SyneriseAPIView(APIView):
+    """Base of the django-synerise views: JSON only (strict, size-capped parser) and the
+    error contract of :func:`django_synerise.api.errors.exception_handler`, whatever the
+    project's ``REST_FRAMEWORK`` settings say."""
+
+    renderer_classes: ClassVar[list[Any]] = [JSONRenderer]
+    parser_classes: ClassVar[list[Any]] = [StrictJSONParser]
+
+    def get_exception_handler(self) -> Any:
+        """Return the django-synerise exception handler (see :mod:`django_synerise.api.errors`)."""
+        return exception_handler
+
+
+@sensitive_variables("token")
+def _expiry_of(token: str) -> datetime | None:
+    """Return the ``exp`` of a token we stored ourselves (already verified when stored),
+    or ``None`` when it is not a readable JWS. Saves a query on ``GET auth/token/``."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return datetime.fromtimestamp(int(claims["exp"]), tz=timezone.utc)
+    except (IndexError, KeyError, TypeError, ValueError, OverflowError, binascii.Error):
+        return None
+
+
+def _token_response(*, token: str, expires_at: Any, client_id: str, user: Any) -> Response:
+    body = TokenResponseSerializer({
+        "token": token,
+        "expires_at": expires_at,
+        "client_id": client_id,
+        "user_id": user.pk,
+    }).data
+    return Response(body, status=status.HTTP_200_OK, headers=NO_STORE_HEADERS)
+
+
+class _BaseLoginView(SyneriseAPIView):
+    authentication_classes: ClassVar[list[Any]] = []
+    permission_classes: ClassVar[list[Any]] = [LoginCSRFCheck]
+    throttle_classes: ClassVar[list[Any]] = [LoginIPThrottle, LoginAccountThrottle]
+
+    def _finish_login(self, request: Request, result: Any) -> Response:
+        if starts_session(request):
+            django_login(request._request, result.user, backend=LOGIN_BACKEND)
+        return _token_response(token=result.token, expires_at=result.expires_at,
+                               client_id=result.account.client_id, user=result.user)
+
+
+@method_decorator(sensitive_post_parameters("password"), name="dispatch")
+class LoginView(_BaseLoginView):
+    """``POST auth/login/``: sign in with a Synerise e-mail (or custom id) and password.
+
+    200 with :class:`TokenResponseSerializer`; starts a Django session when
+    ``LOGIN_STARTS_SESSION`` is on. Any rejected credential -> the generic 401.
+    """
+
+    serializer_class = LoginSerializer
+
+    @sensitive_variables()
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.serializer_class(data=request.data, context={"request": request})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.login(
+            request=request._request,
+            identity_provider="SYNERISE",
+            email=data.get("email"),
+            custom_id=data.get("custom_id"),
+            password=data["password"],
+            uuid=data.get("uuid"),
+            device_id=data.get("device_id"),
+        )
+        return self._finish_login(request, result)
+
+
+@method_decorator(sensitive_post_parameters("identity_provider_token"), name="dispatch")
+class ProviderLoginView(_BaseLoginView):
+    """``POST auth/login/<provider>/`` (``google``, ``apple``, ``facebook``, ``oauth``): sign in
+    with an identity provider token that Synerise verifies. First login creates the client.
+
+    One view and one serializer for every provider
+    (:data:`django_synerise.api.serializers.PROVIDERS`).
+    """
+
+    serializer_class = ProviderLoginSerializer
+
+    @sensitive_variables()
+    def post(self, request: Request, provider: str, *args: Any, **kwargs: Any) -> Response:
+        serializer = self.serializer_class(
+            data=request.data, context={"request": request, "provider": provider})
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        result = services.login(
+            request=request._request,
+            identity_provider=data["identity_provider"],
+            identity_provider_token=data["identity_provider_token"],
+            uuid=data.get("uuid"),
+            device_id=data.get("device_id"),
+            agreements=data.get("agreements"),
+            attributes=data.get("attributes"),
+        )
+        return self._finish_login(request, result)
+
+
+class _AuthenticatedView(SyneriseAPIView):
+    authentication_classes: ClassVar[list[Any]] = [
+        SyneriseTokenAuthentication, SessionAuthentication]
+    permission_classes: ClassVar[list[Any]] = [IsAuthenticated]
+    throttle_classes: ClassVar[list[Any]] = []
+
+
+class RefreshView(_AuthenticatedView):
+    """``POST auth/refresh/``: refresh the caller's own Synerise token now (single flight;
+    a token refreshed in the last minute is returned as is). Nothing in the body or query
+    selects the user. 401 ``login_required`` when the token can no longer be refreshed."""
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        stored = services.refresh_user_token(request.user)
+        return _token_response(token=stored.get_token(), expires_at=stored.expires_at,
+                               client_id=stored.account.client_id, user=request.user)
+
+
+class TokenView(_AuthenticatedView):
+    """``GET auth/token/``: the caller's valid Synerise token, refreshed first when it is
+    inside ``REFRESH_MARGIN``. 401 ``login_required`` when the user must sign in again."""
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        token = services.get_valid_token(request.user)
+        expires_at = _expiry_of(token)
+        if expires_at is None:  # not a readable JWS: ask the database
+            stored = services.get_token_for(request.user)
+            if stored is None:  # revoked in between
+                raise LoginRequired(reason="no_token")
+            expires_at = stored.expires_at
+        return _token_response(token=token, expires_at=expires_at,
+                               client_id=request.user.synerise_account.client_id,
+                               user=request.user)
+
+
+class LogoutView(_AuthenticatedView):
+    """``POST auth/logout/``: revoke the caller's stored Synerise token and end the Django
+    session, if any. 204, no body."""
+
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        services.logout(request.user)
+        session = getattr(request._request, "session", None)
+        if session is not None and session.get(SESSION_KEY) == str(request.user.pk):
+            django_logout(request._request)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+login = LoginView.as_view()
+provider_login = ProviderLoginView.as_view()
+refresh = RefreshView.as_view()
+token = TokenView.as_view()
+logout = LogoutView.as_view()
+
+
+if importlib.util.find_spec("drf_spectacular") is not None:  # optional: OpenAPI description
+    from . import schema as _schema  # noqa: E402, F401

@@ -1,0 +1,142 @@
+"""DRF authentication by Synerise client token: ``Authorization: Bearer <client JWT>``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.exceptions import AuthenticationFailed
+from rest_framework.request import Request
+
+from .conf import synerise_settings
+from .exceptions import InvalidToken
+
+__all__ = ["SyneriseTokenAuthentication"]
+
+logger = logging.getLogger(__name__)
+
+#: Token statuses under which a Bearer token still authenticates.
+_USABLE_STATUSES = frozenset({"active", "refreshing"})
+
+
+class SyneriseTokenAuthentication(BaseAuthentication):
+    """Authenticate ``Authorization: Bearer <Synerise client token>``.
+
+    A token authenticates only when, in this order (cheapest first):
+
+    1. it is at most ``MAX_TOKEN_BYTES`` bytes and shaped like a JWS (no parsing before that);
+    2. :func:`django_synerise.verification.verify_token` accepts it (RS512 signature, ``exp``,
+       issuer);
+    3. its realm is ``client`` (anonymous tokens are refused);
+    4. its client id maps to an existing, active user (the rule of
+       :func:`django_synerise.services.user_for_client_id`, in one query with the token row);
+    5. its business profile (``bpi``) equals ``BUSINESS_PROFILE_ID`` or, when that is unset,
+       the one stored on the account at login — Synerise's signing key is shared by all
+       workspaces, so this is what makes it *our* token;
+    6. the account's stored token row is not revoked / needs_login (logout and
+       deactivation take effect immediately).
+
+    Returns ``None`` when there is no Bearer header (so session authentication can run),
+    ``(user, claims)`` on success (``request.auth`` is the
+    :class:`~django_synerise.verification.TokenClaims`, never the token string); raises
+    :class:`~rest_framework.exceptions.AuthenticationFailed` with one generic message
+    otherwise. ``last_used_at`` moves at most once per ``ACTIVITY_INTERVAL``.
+    A failure to fetch the public key is an upstream error (503), not a 401.
+    """
+
+    keyword = "Bearer"
+    www_authenticate_realm = "api"
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        header = get_authorization_header(request)
+        if not header:
+            return None
+        scheme, _, raw = header.partition(b" ")
+        if scheme.lower() != self.keyword.lower().encode():
+            return None
+        raw = raw.strip()
+        if not raw or b" " in raw or len(raw) > int(synerise_settings.MAX_TOKEN_BYTES):
+            raise self._failed("malformed")
+        try:
+            token = raw.decode("ascii")
+        except UnicodeDecodeError:
+            raise self._failed("malformed") from None
+        return self.authenticate_credentials(token)
+
+    def authenticate_credentials(self, token: str) -> tuple[Any, Any]:
+        """Verify ``token`` and map it to an active user (see the class docstring).
+
+        :raises AuthenticationFailed: for any reason the token does not authenticate.
+        :raises django_synerise.exceptions.TransientUpstreamError: the public key could not
+            be fetched.
+        """
+        from . import verification
+
+        try:
+            verification.check_token_shape(token)
+            claims = verification.verify_token(token)
+        except InvalidToken as exc:
+            raise self._failed(exc.reason) from None
+        if claims.is_anonymous:
+            raise self._failed("anonymous")
+        account = _account_for_client_id(claims.client_id)
+        if account is None:
+            raise self._failed("unknown_client")
+        user = account.user
+        expected = synerise_settings.BUSINESS_PROFILE_ID or account.business_profile_id
+        if not expected or str(claims.business_profile_id or "") != str(expected):
+            raise self._failed("business_profile")
+        stored = _stored_token(account)
+        if stored is None or stored.status not in _USABLE_STATUSES:
+            raise self._failed("token_not_usable")
+        self._touch(user, stored)
+        return user, claims
+
+    def authenticate_header(self, request: Request) -> str:
+        """The ``WWW-Authenticate`` challenge; its presence makes DRF answer 401, not 403."""
+        return f'{self.keyword} realm="{self.www_authenticate_realm}"'
+
+    @staticmethod
+    def _failed(reason: str) -> AuthenticationFailed:
+        logger.info("Bearer authentication failed: %s", reason)
+        return AuthenticationFailed("Invalid credentials.", code="invalid_credentials")
+
+    @staticmethod
+    def _touch(user: Any, stored: Any) -> None:
+        from . import services
+
+        interval = timedelta(seconds=float(synerise_settings.ACTIVITY_INTERVAL))
+        last = getattr(stored, "last_used_at", None)
+        if last is not None and timezone.now() - last < interval:
+            return  # already fresh: no query
+        services.touch_activity(user)
+
+
+def _account_for_client_id(client_id: Any) -> Any:
+    """Return the account of ``client_id`` whose user is active, with its user and token row
+    loaded in the same query, or ``None``.
+
+    The rule is :func:`django_synerise.services.user_for_client_id`'s (existing account,
+    active user only); the single query keeps a Bearer request at one lookup.
+    """
+    from .models import SyneriseAccount
+
+    if client_id is None or str(client_id) == "":
+        return None
+    return (
+        SyneriseAccount.objects.select_related("user", "token")
+        .filter(client_id=str(client_id), user__is_active=True)
+        .first()
+    )
+
+
+def _stored_token(account: Any) -> Any:
+    from django.core.exceptions import ObjectDoesNotExist
+
+    try:
+        return account.token
+    except ObjectDoesNotExist:
+        return None

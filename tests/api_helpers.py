@@ -1,0 +1,119 @@
+"""Helpers shared by the ``tests/test_api_*.py`` modules (fixtures: ``fixtures_api``)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from rest_framework.test import APIClient
+
+from django_synerise.testing import FakeSynerise
+
+LOGIN_URL = "/synerise/auth/login/"
+REFRESH_URL = "/synerise/auth/refresh/"
+TOKEN_URL = "/synerise/auth/token/"
+LOGOUT_URL = "/synerise/auth/logout/"
+PASSWORD = "correct horse battery staple"
+GENERIC_401 = {"detail": "Invalid credentials.", "code": "invalid_credentials"}
+
+
+def provider_url(provider: str) -> str:
+    return f"/synerise/auth/login/{provider}/"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def jwt_shaped(header: dict[str, Any] | None = None, payload: dict[str, Any] | None = None,
+               signature: str = "c2lnbmF0dXJl") -> str:
+    """A three-segment token with the given header and payload (not validly signed)."""
+    header = {"alg": "RS256", "typ": "JWT"} if header is None else header
+    payload = {"sub": uuid.uuid4().hex} if payload is None else payload
+    return ".".join([b64url(json.dumps(header).encode()), b64url(json.dumps(payload).encode()),
+                     signature])
+
+
+def provider_token(fake: FakeSynerise, provider: str, subject: str | None = None,
+                   email: str | None = None) -> str:
+    """A provider token the fake accepts (a JWT-shaped ID token for Google and Apple)."""
+    return fake.provider_token(provider, subject=subject, email=email)
+
+
+def upstream_calls(fake: FakeSynerise) -> list[str]:
+    """``METHOD path`` of every request the fake received."""
+    return [f"{r.method} {r.path}" for r in fake.requests]
+
+
+@dataclass
+class SignedIn:
+    """A user signed in through the login endpoint."""
+
+    email: str
+    client_id: str
+    user_id: str
+    token: str
+    body: dict[str, Any]
+
+    def bearer(self) -> APIClient:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {self.token}")
+        return client
+
+    @property
+    def user(self) -> Any:
+        from django.contrib.auth import get_user_model
+
+        return get_user_model().objects.get(pk=self.user_id)
+
+
+def sign_in(fake: FakeSynerise, email: str = "alice@example.com", *,
+            client: APIClient | None = None) -> SignedIn:
+    """Register ``email`` at the fake (if new) and sign in through ``POST auth/login/``."""
+    if fake.client_for("SYNERISE", email) is None and not any(
+            c.email == email for c in fake.clients):
+        fake.add_client(email=email, password=PASSWORD)
+    response = (client or APIClient()).post(LOGIN_URL, {"email": email, "password": PASSWORD},
+                                            format="json")
+    assert response.status_code == 200, response.content
+    body = response.json()
+    return SignedIn(email=email, client_id=body["client_id"], user_id=body["user_id"],
+                    token=body["token"], body=body)
+
+
+
+
+
+
+_TRANSACTION_CONTROL = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT",
+                        "ROLLBACK TO SAVEPOINT")
+
+
+def is_statement(sql: str) -> bool:
+    """``False`` for transaction control (BEGIN/COMMIT/SAVEPOINT...), ``True`` otherwise."""
+    head = sql.lstrip().upper()
+    return not any(head == word or head.startswith(word + " ") for word in _TRANSACTION_CONTROL)
+
+
+@contextmanager
+def max_statements(limit: int) -> Iterator[list[str]]:
+    """Assert at most ``limit`` SQL statements ran in the block, transaction control excluded.
+
+    SQLite logs ``BEGIN``/``COMMIT`` and every backend logs savepoints; the budgets of the
+    API count the statements that do work. The full log is in the failure message.
+    """
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    statements: list[str] = []
+    with CaptureQueriesContext(connection) as context:
+        yield statements
+    everything = [q["sql"] for q in context.captured_queries]
+    statements.extend(sql for sql in everything if is_statement(sql))
+    assert len(statements) <= limit, (
+        f"{len(statements)} statements (budget {limit}); all queries:\n" + "\n".join(everything))
