@@ -1,0 +1,1 @@
+"""Demo app of the example site: login, account and API pages."""

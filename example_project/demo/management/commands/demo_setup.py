@@ -1,0 +1,91 @@
+"""``manage.py demo_setup``: create the demo superuser and the demo Synerise clients."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from demo import fake
+
+#: Email/password clients created in FakeSynerise (the password is DEMO_CLIENT_PASSWORD).
+DEMO_CLIENTS = [
+    {"email": "alice@example.com", "first_name": "Alice", "last_name": "Nowak"},
+    {"email": "bob@example.com", "first_name": "Bob", "last_name": "Kowalski"},
+]
+
+
+class Command(BaseCommand):
+    """Idempotent: updates the superuser's password; creates fake clients only with the fake."""
+
+    help = "Create the demo superuser and, with FakeSynerise, the demo Synerise clients."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--json", action="store_true", help="Print the credentials as one JSON object."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        user_model = get_user_model()
+        username = settings.DEMO_ADMIN_USERNAME
+        admin, _created = user_model._default_manager.get_or_create(
+            **{user_model.USERNAME_FIELD: username},
+            defaults={"email": "admin@example.com"},
+        )
+        admin.is_staff = True
+        admin.is_superuser = True
+        admin.is_active = True
+        admin.set_password(settings.DEMO_ADMIN_PASSWORD)
+        admin.save()
+
+        clients = []
+        if settings.USE_FAKE_SYNERISE:
+            for spec in DEMO_CLIENTS:
+                try:
+                    body = fake.create_client(password=settings.DEMO_CLIENT_PASSWORD, **spec)
+                except fake.FakeControlError as exc:
+                    raise CommandError(str(exc)) from exc
+                clients.append(
+                    {
+                        "email": spec["email"],
+                        "password": settings.DEMO_CLIENT_PASSWORD,
+                        "client_id": str(body.get("client_id", "")),
+                    }
+                )
+            self._register_provider_clients()
+
+        result: dict[str, Any] = {
+            "admin": {"username": username, "password": settings.DEMO_ADMIN_PASSWORD},
+            "clients": clients,
+        }
+        if options["json"]:
+            self.stdout.write(json.dumps(result))
+            return
+        self.stdout.write(f"Superuser: {username} / {settings.DEMO_ADMIN_PASSWORD}")
+        for client in clients:
+            self.stdout.write(
+                f"Synerise client: {client['email']} / {client['password']} "
+                f"(client id {client['client_id']})"
+            )
+
+    def _register_provider_clients(self) -> None:
+        """Sign each demo provider account in once, in a fixed order.
+
+        The fake numbers clients in creation order and forgets them when it stops, so doing
+        this at start-up gives the Google, Apple and Facebook demo users the same client ids
+        on every run, and they stay linked to the same Django users.
+        """
+        from django_synerise.client import get_client
+        from django_synerise.exceptions import SyneriseError
+
+        client = get_client()
+        for slug, spec in fake.DEMO_PROVIDERS.items():
+            try:
+                client.login(
+                    identity_provider=spec[0], identity_provider_token=fake.provider_token(slug)
+                )
+            except (SyneriseError, fake.FakeControlError) as exc:
+                raise CommandError(f"Could not register the {slug} demo client: {exc}") from exc

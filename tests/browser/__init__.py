@@ -1,0 +1,1 @@
+"""Browser tests of the example site (Playwright + Debian Chromium)."""

@@ -1,0 +1,234 @@
+"""Fixtures of the browser tests: the real example site (scripts/demo.py) and headless Chromium.
+
+The ``demo_site`` fixture starts ``scripts/demo.py`` once per session on free ports with a
+temporary database, 80-second FakeSynerise tokens and a one-second beat, so a background refresh
+happens within seconds. Chromium is Debian's (``apt-get install chromium``), driven by the
+``playwright`` package; ``playwright install`` is never needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "docs" / "_static" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TOKEN_LIFETIME = 80
+ADMIN = ("admin", "browser-admin-pw")
+CLIENT_PASSWORD = "browser-demo-pw"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "browser: drives the example site in headless Chromium")
+
+
+def _missing(reason: str) -> None:
+    """Fail in CI (the browser tests must run there), skip on a developer machine."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class DemoSite:
+    """A running example site: its URL, its fake's URL and the demo credentials."""
+
+    url: str
+    fake_url: str
+    fake_port: int
+    var_dir: Path
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+    admin: tuple[str, str] = ADMIN
+    client_password: str = CLIENT_PASSWORD
+
+    def log_tail(self, lines: int = 60) -> str:
+        """Return the last ``lines`` lines the demo printed (for failure messages)."""
+        return "\n".join(self.output[-lines:])
+
+
+@pytest.fixture(scope="session")
+def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
+    """Run ``scripts/demo.py`` on free ports until the session ends, then Ctrl-C it."""
+    port, fake_port = _free_port(), _free_port()
+    var_dir = tmp_path_factory.mktemp("demo-var")
+    env = dict(os.environ)
+    for name in (
+        "SYNERISE_API_KEY",
+        "DATABASE_URL",
+        "CELERY_BROKER_URL",
+        "DJANGO_SETTINGS_MODULE",
+        "GOOGLE_CLIENT_ID",
+        "APPLE_CLIENT_ID",
+        "FACEBOOK_APP_ID",
+    ):
+        env.pop(name, None)
+    env.update(
+        DEMO_ADMIN_PASSWORD=ADMIN[1], DEMO_CLIENT_PASSWORD=CLIENT_PASSWORD, PYTHONUNBUFFERED="1"
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "demo.py"),
+            "--port",
+            str(port),
+            "--fake-port",
+            str(fake_port),
+            "--var-dir",
+            str(var_dir),
+            "--token-lifetime",
+            str(TOKEN_LIFETIME),
+            "--beat-interval",
+            "1",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    site = DemoSite(
+        url=f"http://127.0.0.1:{port}",
+        fake_url=f"http://127.0.0.1:{fake_port}",
+        fake_port=fake_port,
+        var_dir=var_dir,
+        process=process,
+    )
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            site.output.append(line.rstrip())
+            if line.startswith("DEMO READY"):
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    deadline = time.monotonic() + 90
+    while not ready.wait(0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"scripts/demo.py did not start:\n{site.log_tail()}")
+    try:
+        yield site
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(5)
+
+
+def _demo_script() -> Any:
+    """Import scripts/demo.py as a module (it is a script, not a package)."""
+    spec = importlib.util.spec_from_file_location("demo_script", ROOT / "scripts" / "demo.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def sdk_site(demo_site: DemoSite) -> Iterator[str]:
+    """A second runserver of the same site (same database and fake) with provider client ids
+    set, so the login page shows the Google and Facebook SDK buttons; yields its URL."""
+    demo = _demo_script()
+    port = _free_port()
+    args = argparse.Namespace(
+        var_dir=demo_site.var_dir,
+        beat_interval=1.0,
+        fake_port=demo_site.fake_port,
+        token_lifetime=TOKEN_LIFETIME,
+    )
+    env = demo.child_env(args, use_fake=True)
+    env.update(
+        GOOGLE_CLIENT_ID="test-client.apps.googleusercontent.com", FACEBOOK_APP_ID="1234567890"
+    )
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "example_project" / "manage.py"),
+            "runserver",
+            f"127.0.0.1:{port}",
+            "--noreload",
+            "--skip-checks",
+        ],
+        cwd=ROOT / "example_project",
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        demo.wait_for_http(f"{url}/login/", 30, process, "runserver")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright (fails in CI when either is missing)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("playwright is not installed (pip install playwright)")
+    if not Path(CHROMIUM).exists():
+        _missing(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Any, demo_site: DemoSite) -> Iterator[Any]:
+    """A fresh browser context (own cookies) with one page; 1280x800 for screenshots."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=demo_site.url)
+    context.set_default_timeout(15_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture(scope="session")
+def screenshot_dir() -> Path:
+    """Where screenshots go: ``docs/_static/screenshots/`` (shown in the docs)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS
