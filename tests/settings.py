@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlsplit
 
+from django_synerise.schedule import BEAT_SCHEDULE
+
 SECRET_KEY = "tests-only-secret-key-not-for-production-use-0123456789abcdef"  # noqa: S105
 DEBUG = False
 USE_TZ = True
@@ -91,6 +93,7 @@ SYNERISE = {
 }
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
+CELERY_BEAT_SCHEDULE = dict(BEAT_SCHEDULE)
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

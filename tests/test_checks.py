@@ -647,7 +647,7 @@ REFRESH_ENTRY = {"task": checks.REFRESH_TASK, "schedule": 60.0}
     [
         ({"CELERY_BROKER_URL": None}, set()),
         ({"CELERY_BROKER_URL": ""}, set()),
-        ({"CELERY_BROKER_URL": "redis://127.0.0.1:6379/0"}, {"W006"}),
+        ({"CELERY_BROKER_URL": "redis://127.0.0.1:6379/0", "CELERY_BEAT_SCHEDULE": None}, {"W006"}),
         ({"CELERY_BROKER_URL": "redis://x", "CELERY_BEAT_SCHEDULE": {}}, {"W006"}),
         (
             {

@@ -422,8 +422,8 @@ class FakeSynerise:
     def _claims(
         self, client: FakeClient, *, origin: str, realm: str, lifetime: int
     ) -> dict[str, Any]:
-        created_ms = next_created_ms()
-        iat = created_ms // 1000
+        created_ms = next_created_ms()  # unique per token; may run ahead under heavy load
+        iat = int(time.time())  # wall clock, so a burst of signing never dates tokens ahead
         claims: dict[str, Any] = {
             "iss": "Synerise",
             "rlm": realm,

@@ -1,0 +1,57 @@
+"""``manage.py synerise_refresh_tokens``: refresh due Synerise tokens in-process (cron twin
+of the Celery beat task)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from django_synerise.services.refresh import count_due_tokens, refresh_due_tokens
+
+
+class Command(BaseCommand):
+    """Claim and refresh due tokens until none is due, then print the counts.
+
+    Safe to run from cron while Celery workers run too: every claim is decided by the
+    database (skip-locked rows and leases), so no token is refreshed twice.
+    """
+
+    help = (
+        "Refresh the Synerise client tokens that are due (same service as the Celery beat "
+        "task, without Celery). Prints how many were refreshed, failed or need a new login."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Only print how many tokens are due; claim and refresh nothing.",
+        )
+        parser.add_argument(
+            "--limit",
+            type=int,
+            default=None,
+            help="Refresh at most this many tokens in this run (default: all that are due).",
+        )
+        parser.add_argument(
+            "--batch-size",
+            type=int,
+            default=None,
+            help="Tokens per batch (default: SYNERISE['REFRESH_BATCH_SIZE']).",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["dry_run"]:
+            self.stdout.write(f"{count_due_tokens()} tokens due")
+            return
+        limit = options["limit"]
+        if limit is not None and limit < 1:
+            self.stderr.write("--limit must be at least 1")
+            return
+        report = refresh_due_tokens(limit=limit, batch_size=options["batch_size"])
+        self.stdout.write(
+            f"claimed={report.claimed} refreshed={report.refreshed} "
+            f"failed={report.failed} needs_login={report.needs_login} "
+            f"skipped={report.skipped}"
+        )

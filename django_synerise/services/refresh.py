@@ -1,0 +1,842 @@
+"""Background refresh of stored client tokens: claim due rows, refresh them in batches, purge.
+
+The database decides who refreshes what. A *claim* is one short transaction that selects due
+rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` and marks them ``refreshing`` with a lease
+computed from the database clock. Synerise is then called with no transaction or lock held,
+and the results are written back with compare-and-swap ``UPDATE`` statements that only touch
+rows still carrying the caller's lease and version. Duplicate schedulers, duplicate task
+deliveries and killed workers therefore never refresh a token twice nor overwrite a newer
+one; a lease that is never released simply runs out and the next run picks the row up.
+
+Celery is not imported here: :mod:`django_synerise.tasks` and the ``synerise_refresh_tokens``
+management command both call these functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import TYPE_CHECKING, Any
+
+from django.db import connections, router, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from .. import signals
+from ..conf import synerise_settings
+from ..exceptions import (
+    BadRequest,
+    CredentialsRejected,
+    InvalidToken,
+    SyneriseError,
+    TokenDecryptionError,
+    TransientUpstreamError,
+)
+from ..models import ClientToken, TokenStatus
+from .tokens import PreparedToken, prepare_token
+
+if TYPE_CHECKING:
+    from ..client import SyneriseClient
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "EXPIRY_SAFETY",
+    "RETRY_SLACK",
+    "BatchReport",
+    "Claim",
+    "RefreshReport",
+    "backoff_delay",
+    "claim_due_tokens",
+    "claim_tokens",
+    "count_due_tokens",
+    "due_tokens",
+    "purge_tokens",
+    "refresh_batch",
+    "refresh_due_tokens",
+    "refresh_now",
+    "split",
+]
+
+#: No retry is scheduled later than this before a token's expiry (R-CONC-4: retries stop at
+#: ``exp - 2 min``, which also absorbs clock skew between Synerise and the database); past it
+#: the row moves to ``needs_login`` (Synerise refreshes only a token that is still valid).
+EXPIRY_SAFETY = timedelta(seconds=120)
+#: Base and cap (seconds) of the exponential backoff used when no other value is given.
+DEFAULT_BACKOFF = 2.0
+#: Shortest delay before a retry, whatever the jitter draws.
+MIN_RETRY_DELAY = 0.2
+#: Seconds a retry is scheduled after its row's lease ends (the lease must have run out when
+#: the retry claims the row); the expiry deadline accounts for it.
+RETRY_SLACK = 0.5
+
+_CLAIMABLE = (TokenStatus.ACTIVE, TokenStatus.REFRESHING)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Claim:
+    """Token rows leased to the caller: their primary keys and the lease (database time).
+
+    ``lease_until`` is also the fencing ticket of the claim: :func:`refresh_batch` only
+    touches rows whose lease still equals it, so a duplicated task delivery finds nothing
+    to do. ``rows`` holds the loaded instances when the claim was made in this process
+    (never serialised). Iterating, ``len()`` and truthiness work on ``ids``.
+    """
+
+    ids: tuple[int, ...]
+    lease_until: datetime | None
+    rows: tuple[ClientToken, ...] | None = field(default=None, repr=False, compare=False)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __bool__(self) -> bool:
+        return bool(self.ids)
+
+    def lease_iso(self) -> str | None:
+        """The lease as an ISO 8601 string (what a task message carries)."""
+        return self.lease_until.isoformat() if self.lease_until is not None else None
+
+    @classmethod
+    def from_message(cls, ids: Iterable[int], lease: str | datetime) -> Claim:
+        """Rebuild a claim received in a task message (``rows`` not loaded).
+
+        :raises ValueError: ``lease`` is not an ISO 8601 datetime.
+        """
+        lease_until = lease if isinstance(lease, datetime) else parse_datetime(str(lease))
+        if lease_until is None:
+            raise ValueError("lease must be an ISO 8601 datetime")
+        if timezone.is_naive(lease_until):
+            lease_until = timezone.make_aware(lease_until, dt_timezone.utc)
+        return cls(ids=tuple(int(pk) for pk in ids), lease_until=lease_until)
+
+
+@dataclass
+class BatchReport:
+    """What :func:`refresh_batch` did with each row (lists of primary keys).
+
+    ``refreshed``: new token stored. ``failed_transient``: Synerise failed transiently; the
+    row is back to ``active`` and leased until it may be retried, which is ``retry_after``
+    seconds from now (schedule the retry :data:`RETRY_SLACK` seconds later).
+    ``needs_login``: moved to ``needs_login`` (401/403/400, expiry near, undecryptable).
+    ``skipped``: not refreshed by this call and left for a later run (held by someone else,
+    changed meanwhile, or not attempted before the batch deadline).
+    """
+
+    refreshed: list[int] = field(default_factory=list)
+    failed_transient: list[int] = field(default_factory=list)
+    needs_login: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+    retry_after: float | None = None
+
+    def merge(self, other: BatchReport) -> None:
+        """Add ``other``'s rows to this report (``retry_after`` keeps the larger value)."""
+        self.refreshed.extend(other.refreshed)
+        self.failed_transient.extend(other.failed_transient)
+        self.needs_login.extend(other.needs_login)
+        self.skipped.extend(other.skipped)
+        if other.retry_after is not None:
+            self.retry_after = max(self.retry_after or 0.0, other.retry_after)
+
+    def as_counts(self) -> dict[str, int]:
+        """Return ``{"refreshed": n, "failed_transient": n, "needs_login": n, "skipped": n}``."""
+        return {
+            "refreshed": len(self.refreshed),
+            "failed_transient": len(self.failed_transient),
+            "needs_login": len(self.needs_login),
+            "skipped": len(self.skipped),
+        }
+
+
+@dataclass(frozen=True)
+class RefreshReport:
+    """Summary of :func:`refresh_now` / :func:`refresh_due_tokens` (counts of rows)."""
+
+    requested: int
+    claimed: int
+    refreshed: int
+    failed: int
+    needs_login: int
+    skipped: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.refreshed} refreshed, {self.failed} failed (will retry), "
+            f"{self.needs_login} need login, {self.skipped} skipped"
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def _lease_seconds() -> float:
+    return max(1.0, _seconds(synerise_settings.LEASE_SECONDS))
+
+
+def _batch_size(limit: int | None) -> int:
+    size = int(synerise_settings.REFRESH_BATCH_SIZE) if limit is None else int(limit)
+    return max(0, size)
+
+
+def _lease_free() -> Q:
+    return Q(lease_until__isnull=True) | Q(lease_until__lte=Now())
+
+
+def _active_owner(now: datetime) -> Q:
+    """Owner active and seen within ``KEEPALIVE_IDLE`` (never-used tokens count from creation)."""
+    cutoff = now - timedelta(seconds=_seconds(synerise_settings.KEEPALIVE_IDLE))
+    recent = Q(last_used_at__gte=cutoff) | Q(last_used_at__isnull=True, created_at__gte=cutoff)
+    return Q(account__user__is_active=True) & recent
+
+
+def due_tokens(*, now: datetime | None = None) -> Any:
+    """Queryset of the rows the pipeline should refresh now (nothing is locked).
+
+    Status ``active`` (or a ``refreshing`` row whose lease ran out: its worker died), lease
+    free, ``refresh_at`` passed and ``expires_at`` not, owner active and seen within
+    ``KEEPALIVE_IDLE``. Times compare with the database clock.
+    """
+    now = now or timezone.now()
+    return ClientToken.objects.filter(
+        _lease_free(),
+        _active_owner(now),
+        status__in=_CLAIMABLE,
+        refresh_at__lte=Now(),
+        expires_at__gt=Now(),
+    )
+
+
+def count_due_tokens() -> int:
+    """Return how many rows are due now (one ``COUNT`` query; claims nothing)."""
+    return due_tokens().count()
+
+
+def _claim(queryset: Any, limit: int | None) -> Claim:
+    """Lock, lease and mark ``refreshing`` the rows of ``queryset`` (two queries).
+
+    The lease is ``database now() + LEASE_SECONDS``: the first query reads the database
+    clock along with the rows, the second writes the lease as a literal so that the same
+    value can fence later writes.
+    """
+    with transaction.atomic(savepoint=False):
+        locked = queryset.select_for_update(skip_locked=True, of=("self",)).select_related(
+            "account"
+        ).annotate(db_now=Now())
+        if limit is not None:
+            locked = locked.order_by("refresh_at")[:limit]
+        rows = list(locked)
+        if not rows:
+            return Claim(ids=(), lease_until=None, rows=())
+        lease_until = rows[0].db_now + timedelta(seconds=_lease_seconds())
+        offset = rows[0].db_now - timezone.now()
+        ids = [row.pk for row in rows]
+        ClientToken.objects.filter(pk__in=ids).update(
+            status=TokenStatus.REFRESHING, lease_until=lease_until
+        )
+    for row in rows:
+        row.status = TokenStatus.REFRESHING
+        row.lease_until = lease_until
+        row.db_offset = offset
+    return Claim(ids=tuple(ids), lease_until=lease_until, rows=tuple(rows))
+
+
+def claim_due_tokens(*, limit: int | None = None) -> Claim:
+    """Claim up to ``limit`` (default ``REFRESH_BATCH_SIZE``) due rows, oldest target first.
+
+    One short transaction: ``SELECT ... FOR UPDATE SKIP LOCKED`` over :func:`due_tokens`,
+    then ``UPDATE`` to status ``refreshing`` with ``lease_until = database now +
+    LEASE_SECONDS``. Concurrent callers get disjoint rows. Two queries; no HTTP.
+
+    :returns: a :class:`Claim` (empty when nothing is due).
+    """
+    size = _batch_size(limit)
+    if size <= 0:
+        return Claim(ids=(), lease_until=None, rows=())
+    return _claim(due_tokens(), size)
+
+
+def claim_tokens(ids: Iterable[int], *, due_only: bool = False) -> Claim:
+    """Claim exactly the rows of ``ids`` whose lease is free (two queries).
+
+    Rows must be ``active`` (or ``refreshing`` with a lapsed lease) and not expired;
+    ``due_only`` also requires ``refresh_at`` to have passed (task retries use it so a row
+    refreshed meanwhile is left alone). Rows held by someone else are silently left out.
+    """
+    pks = sorted({int(pk) for pk in ids})
+    if not pks:
+        return Claim(ids=(), lease_until=None, rows=())
+    queryset = ClientToken.objects.filter(
+        _lease_free(), pk__in=pks, status__in=_CLAIMABLE, expires_at__gt=Now()
+    )
+    if due_only:
+        queryset = queryset.filter(refresh_at__lte=Now())
+    return _claim(queryset.order_by("pk"), None)
+
+
+def _take(claim: Claim) -> tuple[list[ClientToken], datetime | None]:
+    """Take over the rows of a claim received in a message, renewing the lease (two queries).
+
+    Only rows still ``refreshing`` under ``claim.lease_until`` are taken; the new lease
+    differs from the old one, so a second delivery of the same message takes nothing. Locked
+    rows are waited for, not skipped: a concurrent claim may hold them for a moment (it then
+    leaves them alone), and a concurrent duplicate delivery commits a new lease first.
+    """
+    with transaction.atomic(savepoint=False):
+        rows = list(
+            ClientToken.objects.select_for_update(of=("self",))
+            .select_related("account")
+            .filter(pk__in=list(claim.ids), status=TokenStatus.REFRESHING,
+                    lease_until=claim.lease_until)
+            .annotate(db_now=Now())
+            .order_by("pk")
+        )
+        if not rows:
+            return [], None
+        lease_until = rows[0].db_now + timedelta(seconds=_lease_seconds())
+        offset = rows[0].db_now - timezone.now()
+        if lease_until == claim.lease_until:
+            lease_until += timedelta(microseconds=1)
+        ClientToken.objects.filter(pk__in=[row.pk for row in rows]).update(
+            lease_until=lease_until
+        )
+    for row in rows:
+        row.lease_until = lease_until
+        row.db_offset = offset
+    return rows, lease_until
+
+
+def backoff_delay(attempt: int, *, base: float = DEFAULT_BACKOFF,
+                  cap: float | None = None) -> float:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**attempt))``.
+
+    ``cap`` defaults to ``RETRY_AFTER_MAX``; the result is never below ``min(base, 0.2)``.
+    """
+    cap = _seconds(synerise_settings.RETRY_AFTER_MAX) if cap is None else float(cap)
+    ceiling = min(cap, base * (2 ** max(0, int(attempt))))
+    floor = min(base, MIN_RETRY_DELAY)
+    return max(floor, random.uniform(0, ceiling))
+
+
+# --------------------------------------------------------------------------- executor
+
+_executor_lock = threading.Lock()
+_executor: ThreadPoolExecutor | None = None
+_executor_key: tuple[int, int] | None = None
+
+
+def _get_executor() -> ThreadPoolExecutor:
+    """The process's refresh thread pool (``REFRESH_CONCURRENCY`` threads, recreated after
+    ``fork`` or when the setting changes). Threads live on, so each keeps its pooled HTTP
+    session between batches."""
+    global _executor, _executor_key
+    size = max(1, int(synerise_settings.REFRESH_CONCURRENCY))
+    key = (os.getpid(), size)
+    with _executor_lock:
+        if _executor is None or _executor_key != key:
+            old = _executor if _executor_key and _executor_key[0] == os.getpid() else None
+            _executor = ThreadPoolExecutor(max_workers=size,
+                                           thread_name_prefix="synerise-refresh")
+            _executor_key = key
+            if old is not None:
+                old.shutdown(wait=False)
+        return _executor
+
+
+def _default_client(client: SyneriseClient | None) -> SyneriseClient:
+    if client is not None:
+        return client
+    from ..adapter import get_adapter
+
+    return get_adapter().get_client()
+
+
+@dataclass
+class _Outcome:
+    row: ClientToken
+    prepared: PreparedToken | None = None
+    error: BaseException | None = None
+    attempted: bool = True
+
+
+def _call(row: ClientToken, token: str, client: SyneriseClient, start_deadline: float
+          ) -> _Outcome:
+    """Refresh one token in a pool thread (no database access)."""
+    if time.monotonic() > start_deadline:
+        return _Outcome(row, attempted=False)
+    try:
+        result = client.refresh(token)
+        return _Outcome(row, prepared=prepare_token(row.account, result, client=client))
+    except Exception as exc:  # every failure is classified by the caller
+        if not isinstance(exc, SyneriseError):
+            logger.exception("Unexpected error refreshing Synerise token %s", row.pk)
+        return _Outcome(row, error=exc)
+
+
+# --------------------------------------------------------------------------- refresh
+
+
+def _reason_suffix(exc: BaseException | None) -> str:
+    reason = getattr(exc, "reason", None)
+    return f": {reason}" if isinstance(reason, str) and reason else ""
+
+
+def _error_code(exc: BaseException) -> str:
+    code = getattr(exc, "code", None)
+    return str(code)[:64] if code else "internal_error"
+
+
+def refresh_batch(
+    batch: Claim | Iterable[int],
+    *,
+    client: SyneriseClient | None = None,
+    attempt: int = 0,
+    backoff: float = DEFAULT_BACKOFF,
+) -> BatchReport:
+    """Refresh one batch of claimed rows; at most five queries whatever its size.
+
+    ``batch`` is a :class:`Claim`: made in this process (rows already loaded), or rebuilt from
+    a task message with :meth:`Claim.from_message` (rows taken over first, which fences off a
+    duplicate delivery). Plain primary keys are claimed here first (lease free only).
+
+    Each token is decrypted (failure: ``needs_login``, nothing sent upstream) and refreshed
+    concurrently over ``REFRESH_CONCURRENCY`` pool threads, each with its own pooled HTTP
+    session; new tokens are verified (:func:`~django_synerise.services.prepare_token`).
+    Calls not started before the lease nears its end are not made (the rows are released).
+    All successes are stored with one compare-and-swap ``UPDATE`` (pk, version, status
+    ``refreshing`` and our lease), all other outcomes with one more ``UPDATE``:
+
+    * 401/403 (and 400): ``needs_login``, ``token_expired`` (reason ``rejected``), no retry;
+    * transient (5xx, timeouts, resets, 429, bad answers, breaker open): back to ``active``,
+      leased until the retry time ``max(backoff_delay(attempt), Retry-After)`` so no
+      scheduler claims it earlier; when that time is later than ``expires_at - 120 s`` the
+      row moves to ``needs_login`` (reason ``expired``) instead. Deadlines use the database
+      clock, like leases.
+
+    Signals: ``token_refreshed``, ``token_refresh_failed`` (``will_retry``), ``token_expired``,
+    sent after the writes. Never raises for upstream failures.
+    """
+    if isinstance(batch, Claim):
+        if batch.rows is not None:
+            rows, lease_until = list(batch.rows), batch.lease_until
+        elif batch.ids and batch.lease_until is not None:
+            rows, lease_until = _take(batch)
+        else:
+            rows, lease_until = [], None
+        requested = list(batch.ids)
+    else:
+        claim = claim_tokens(batch)
+        requested = list(claim.ids)
+        rows, lease_until = list(claim.rows or ()), claim.lease_until
+
+    report = BatchReport()
+    taken = {row.pk for row in rows}
+    report.skipped.extend(pk for pk in requested if pk not in taken)
+    if not rows or lease_until is None:
+        return report
+    return _refresh_rows(rows, lease_until, client=_default_client(client), attempt=attempt,
+                         backoff=backoff, report=report)
+
+
+def _db_now(row: ClientToken, now: datetime) -> datetime:
+    """``now`` moved onto the database clock (offset measured when ``row`` was claimed)."""
+    return now + getattr(row, "db_offset", timedelta(0))
+
+
+def _refresh_rows(rows: list[ClientToken], lease_until: datetime, *, client: SyneriseClient,
+                  attempt: int, backoff: float, report: BatchReport) -> BatchReport:
+    now = timezone.now()
+    lease = _lease_seconds()
+    total = _seconds(synerise_settings.TOTAL_TIMEOUT)
+    started = time.monotonic()
+    start_deadline = started + max(lease - total - min(5.0, lease * 0.1), lease * 0.5)
+
+    outcomes: list[_Outcome] = []
+    futures: list[Future[_Outcome]] = []
+    executor = _get_executor()
+    for row in rows:
+        if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
+            outcomes.append(_Outcome(row, error=InvalidToken("Token expired.",
+                                                               reason="expired"),
+                                     attempted=False))
+            continue
+        try:
+            token = row.get_token()
+        except TokenDecryptionError as exc:
+            logger.error("Stored Synerise token %s could not be decrypted", row.pk)
+            outcomes.append(_Outcome(row, error=exc, attempted=False))
+            continue
+        futures.append(executor.submit(_call, row, token, client, start_deadline))
+        del token
+    outcomes.extend(future.result() for future in futures)
+    return _write_outcomes(outcomes, lease_until, attempt=attempt, backoff=backoff,
+                           report=report)
+
+
+def _classify(outcome: _Outcome, now: datetime, delay: float
+              ) -> tuple[str, str, float | None, str]:
+    """Return ``(kind, error code, retry delay, needs-login reason)``; ``now`` is database time.
+
+    ``kind`` is ``ok``, ``login`` (to needs_login), ``retry`` or ``release`` (not attempted).
+    """
+    if outcome.prepared is not None:
+        return "ok", "", None, ""
+    exc = outcome.error
+    if exc is None:
+        return "release", "", None, ""
+    if isinstance(exc, TokenDecryptionError):
+        return "login", "decryption_failed", None, "decryption_failed"
+    if isinstance(exc, InvalidToken) and not outcome.attempted:
+        return "login", "expired", None, "expired"
+    code = _error_code(exc)
+    if isinstance(exc, (CredentialsRejected, BadRequest)):
+        return "login", code, None, "rejected"
+    retry_after = getattr(exc, "retry_after", None) if isinstance(
+        exc, TransientUpstreamError) else None
+    cap = _seconds(synerise_settings.RETRY_AFTER_MAX)
+    wanted = delay
+    if retry_after is not None:
+        wanted = max(delay, min(float(retry_after), cap))
+    latest = (outcome.row.expires_at - EXPIRY_SAFETY - now).total_seconds() - RETRY_SLACK
+    if wanted > latest:
+        if retry_after is not None and min(float(retry_after), cap) > latest:
+            return "login", code, None, "expired"
+        if latest < MIN_RETRY_DELAY:
+            return "login", code, None, "expired"
+        wanted = latest
+    return "retry", code, wanted, ""
+
+
+def _write_outcomes(outcomes: list[_Outcome], lease_until: datetime, *, attempt: int,
+                    backoff: float, report: BatchReport) -> BatchReport:
+    now = timezone.now()
+    delay = backoff_delay(attempt, base=backoff)
+    ok: list[_Outcome] = []
+    failed: list[tuple[_Outcome, str, str, float | None]] = []
+    reasons: dict[int, str] = {}
+    for outcome in outcomes:
+        kind, code, retry_delay, reason = _classify(outcome, _db_now(outcome.row, now), delay)
+        if kind == "ok":
+            ok.append(outcome)
+        else:
+            failed.append((outcome, kind, code, retry_delay))
+            reasons[outcome.row.pk] = reason
+
+    stored = _store_successes(ok, lease_until)
+    written = _store_failures(failed, lease_until)
+    if (ok and stored < len(ok)) or (failed and written < len(failed)):
+        ok_pks, fail_pks = _reconcile(ok, failed)
+    else:
+        ok_pks = {o.row.pk for o in ok}
+        fail_pks = {o.row.pk for o, *_ in failed}
+
+    for outcome in ok:
+        row = outcome.row
+        if row.pk not in ok_pks:
+            logger.info("Refresh of Synerise token %s lost the race (stale_version)", row.pk)
+            report.skipped.append(row.pk)
+            continue
+        report.refreshed.append(row.pk)
+        signals.token_refreshed.send(sender=ClientToken, token=row, account=row.account)
+
+    for outcome, kind, code, retry_delay in failed:
+        row = outcome.row
+        if row.pk not in fail_pks or kind == "release":
+            report.skipped.append(row.pk)
+            continue
+        exc = outcome.error
+        error = exc if isinstance(exc, SyneriseError) else SyneriseError(code=code)
+        if kind == "retry":
+            report.failed_transient.append(row.pk)
+            report.retry_after = max(report.retry_after or 0.0, retry_delay or 0.0)
+            logger.warning("Refresh of Synerise token %s failed (%s%s); retry in %.1f s",
+                           row.pk, code, _reason_suffix(exc), retry_delay or 0.0)
+            signals.token_refresh_failed.send(sender=ClientToken, token=row,
+                                              account=row.account, error=error,
+                                              will_retry=True)
+            continue
+        report.needs_login.append(row.pk)
+        reason = reasons[row.pk]
+        logger.info("Synerise token %s needs a new login (%s)", row.pk, reason)
+        if outcome.attempted or isinstance(exc, TokenDecryptionError):
+            signals.token_refresh_failed.send(sender=ClientToken, token=row,
+                                              account=row.account, error=error,
+                                              will_retry=False)
+        signals.token_expired.send(sender=ClientToken, token=row, account=row.account,
+                                   reason=reason)
+    return report
+
+
+class _Sql:
+    """Raw ``UPDATE`` building blocks for ``ClientToken`` (quoted names, prepared values).
+
+    Batch writes use one ``UPDATE ... SET col = CASE id WHEN ... END`` statement; Django's
+    ``Case``/``When`` expressions cost milliseconds per row to resolve, the SQL costs none.
+    """
+
+    def __init__(self) -> None:
+        self.alias = router.db_for_write(ClientToken)
+        self.connection = connections[self.alias]
+        self.meta = ClientToken._meta
+        self.table = self.connection.ops.quote_name(self.meta.db_table)
+        self.pk = self.col("id")
+
+    def col(self, name: str) -> str:
+        field = self.meta.pk if name == "id" else self.meta.get_field(name)
+        return self.connection.ops.quote_name(field.column)
+
+    def value(self, name: str, value: Any) -> Any:
+        return self.meta.get_field(name).get_db_prep_save(value, self.connection)
+
+    def case(self, name: str, pairs: list[tuple[int, Any]], default: str,
+             params: list[Any]) -> str:
+        """``CASE id WHEN pk THEN value ... ELSE default END`` (appends to ``params``)."""
+        parts = []
+        for pk, value in pairs:
+            parts.append("WHEN %s THEN %s")
+            params.extend([pk, self.value(name, value) if name else value])
+        return f"CASE {self.pk} {' '.join(parts)} ELSE {default} END"
+
+    def execute(self, sql: str, params: list[Any]) -> int:
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.rowcount
+
+
+def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
+    """One compare-and-swap ``UPDATE`` for every new token; returns the rows written.
+
+    ``WHERE id IN (...) AND version = CASE id WHEN ... END AND status = 'refreshing' AND
+    lease_until = <our lease>``: a row revoked, re-stored or re-claimed meanwhile is left
+    alone.
+    """
+    if not ok:
+        return 0
+    sql = _Sql()
+    now = timezone.now()
+    params: list[Any] = []
+    sets = []
+    values = {o.row.pk: o.prepared.row_values() for o in ok if o.prepared is not None}
+    for name in ("encrypted_token", "expires_at", "refresh_at", "issued_at", "origin"):
+        pairs = [(pk, row_values[name]) for pk, row_values in values.items()]
+        sets.append(f"{sql.col(name)} = {sql.case(name, pairs, sql.col(name), params)}")
+    sets.append(f"{sql.col('refreshed_at')} = %s")
+    sets.append(f"{sql.col('updated_at')} = %s")
+    sets.append(f"{sql.col('status')} = %s")
+    params.extend([sql.value("refreshed_at", now), sql.value("updated_at", now),
+                   TokenStatus.ACTIVE.value])
+    version = sql.col("version")
+    sets.append(f"{version} = {version} + 1")
+    sets.append(f"{sql.col('lease_until')} = NULL")
+    sets.append(f"{sql.col('failure_count')} = 0")
+    sets.append(f"{sql.col('last_error')} = ''")
+    pks = [o.row.pk for o in ok]
+    where_params: list[Any] = list(pks)
+    versions = sql.case("", [(o.row.pk, o.row.version) for o in ok], "NULL", where_params)
+    where_params.extend([TokenStatus.REFRESHING.value, sql.value("lease_until", lease_until)])
+    count = sql.execute(
+        # Only quoted column/table names are interpolated; every value is a parameter.
+        f"UPDATE {sql.table} SET {', '.join(sets)} "  # noqa: S608
+        f"WHERE {sql.pk} IN ({', '.join(['%s'] * len(pks))}) AND {version} = {versions} "
+        f"AND {sql.col('status')} = %s AND {sql.col('lease_until')} = %s",
+        params + where_params,
+    )
+    for outcome in ok:
+        row, prepared = outcome.row, outcome.prepared
+        assert prepared is not None
+        for name, value in prepared.row_values().items():
+            setattr(row, name, value)
+        row.version += 1
+        row.status = TokenStatus.ACTIVE
+        row.lease_until = None
+        row.failure_count = 0
+        row.last_error = ""
+        row.refreshed_at = now
+    return count
+
+
+def _store_failures(failed: list[tuple[_Outcome, str, str, float | None]],
+                    lease_until: datetime) -> int:
+    """One ``UPDATE`` for every other outcome (needs_login, retry lease, release).
+
+    Retry leases are database time: the row's database clock offset, measured when it was
+    claimed, is added to this process's clock.
+    """
+    if not failed:
+        return 0
+    sql = _Sql()
+    now = timezone.now()
+    statuses, leases, errors, counted = [], [], [], []
+    for outcome, kind, code, retry_delay in failed:
+        pk = outcome.row.pk
+        statuses.append((pk, TokenStatus.NEEDS_LOGIN.value if kind == "login"
+                         else TokenStatus.ACTIVE.value))
+        if kind == "retry":
+            offset = getattr(outcome.row, "db_offset", timedelta(0))
+            leases.append((pk, now + offset + timedelta(seconds=retry_delay or 0.0)))
+        if kind != "release":
+            errors.append((pk, code[:64]))
+            counted.append((pk, 1))
+    params: list[Any] = []
+    status, lease, error, failures = (sql.col(name) for name in (
+        "status", "lease_until", "last_error", "failure_count"))
+    sets = [f"{status} = {sql.case('status', statuses, status, params)}"]
+    sets.append(f"{lease} = {sql.case('lease_until', leases, 'NULL', params)}"
+                if leases else f"{lease} = NULL")
+    if errors:
+        sets.append(f"{error} = {sql.case('last_error', errors, error, params)}")
+        sets.append(f"{failures} = {failures} + {sql.case('', counted, '0', params)}")
+    sets.append(f"{sql.col('updated_at')} = %s")
+    params.append(sql.value("updated_at", now))
+    pks = [o.row.pk for o, *_ in failed]
+    params.extend(pks)
+    params.extend([TokenStatus.REFRESHING.value, sql.value("lease_until", lease_until)])
+    count = sql.execute(
+        # Only quoted column/table names are interpolated; every value is a parameter.
+        f"UPDATE {sql.table} SET {', '.join(sets)} "  # noqa: S608
+        f"WHERE {sql.pk} IN ({', '.join(['%s'] * len(pks))}) "
+        f"AND {status} = %s AND {lease} = %s",
+        params,
+    )
+    for outcome, kind, code, _retry_delay in failed:
+        row = outcome.row
+        row.status = TokenStatus.NEEDS_LOGIN if kind == "login" else TokenStatus.ACTIVE
+        row.lease_until = None
+        if kind != "release":
+            row.failure_count += 1
+            row.last_error = code
+    return count
+
+
+def _reconcile(ok: list[_Outcome], failed: list[tuple[_Outcome, str, str, float | None]]
+               ) -> tuple[set[int], set[int]]:
+    """After a partial write, find which rows carry what this batch wrote (one query)."""
+    pks = [o.row.pk for o in ok] + [o.row.pk for o, *_ in failed]
+    current = {
+        pk: (ciphertext, status, lease)
+        for pk, ciphertext, status, lease in ClientToken.objects.filter(pk__in=pks)
+        .values_list("pk", "encrypted_token", "status", "lease_until")
+    }
+    ok_pks = {
+        o.row.pk for o in ok
+        if o.prepared is not None and current.get(o.row.pk, ("",))[0] == o.prepared.ciphertext
+    }
+    fail_pks = set()
+    for outcome, kind, _code, _delay in failed:
+        state = current.get(outcome.row.pk)
+        if state is None:
+            continue
+        expected = TokenStatus.NEEDS_LOGIN if kind == "login" else TokenStatus.ACTIVE
+        if state[1] == expected and state[0] == outcome.row.encrypted_token:
+            fail_pks.add(outcome.row.pk)
+    return ok_pks, fail_pks
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _summarise(requested: int, claimed: int, report: BatchReport) -> RefreshReport:
+    return RefreshReport(
+        requested=requested,
+        claimed=claimed,
+        refreshed=len(report.refreshed),
+        failed=len(report.failed_transient),
+        needs_login=len(report.needs_login),
+        skipped=len(report.skipped),
+    )
+
+
+def refresh_now(token_ids: Iterable[int], *, client: SyneriseClient | None = None
+                ) -> RefreshReport:
+    """Refresh exactly these tokens now, whatever their ``refresh_at`` (the admin action).
+
+    Rows whose lease is held (a refresh in flight, or a retry pending) and rows that are not
+    ``active`` or already expired are skipped. Runs in batches of ``REFRESH_BATCH_SIZE``;
+    transient failures are left to the next scheduled run. Never raises for upstream errors.
+    """
+    pks = sorted({int(getattr(item, "pk", item)) for item in token_ids})
+    report = BatchReport()
+    claimed = 0
+    size = max(1, _batch_size(None))
+    for start in range(0, len(pks), size):
+        chunk = pks[start:start + size]
+        claim = claim_tokens(chunk)
+        claimed += len(claim)
+        report.skipped.extend(pk for pk in chunk if pk not in set(claim.ids))
+        if claim:
+            report.merge(refresh_batch(claim, client=client))
+    return _summarise(len(pks), claimed, report)
+
+
+def refresh_due_tokens(*, limit: int | None = None, client: SyneriseClient | None = None,
+                       batch_size: int | None = None) -> RefreshReport:
+    """Claim and refresh due tokens in this process until none is due (the cron path).
+
+    Stops after ``limit`` tokens when given, or when a batch makes no progress. Transient
+    failures stay leased until their retry time and are picked up by a later run.
+    """
+    size = max(1, _batch_size(batch_size))
+    report = BatchReport()
+    claimed = 0
+    while limit is None or claimed < limit:
+        want = size if limit is None else min(size, limit - claimed)
+        claim = claim_due_tokens(limit=want)
+        if not claim:
+            break
+        claimed += len(claim)
+        batch = refresh_batch(claim, client=client)
+        report.merge(batch)
+        if not (batch.refreshed or batch.failed_transient or batch.needs_login):
+            break
+    return _summarise(claimed, claimed, report)
+
+
+def purge_tokens(*, now: datetime | None = None, batch_size: int = 1000) -> int:
+    """Delete revoked rows and rows expired for longer than ``PURGE_AFTER``; return the count.
+
+    Revoked rows go once they have not changed for ``PURGE_AFTER`` seconds. Deletes in
+    batches of ``batch_size`` primary keys so no statement locks the whole table.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=_seconds(synerise_settings.PURGE_AFTER))
+    stale = Q(status=TokenStatus.REVOKED, updated_at__lt=cutoff) | Q(expires_at__lt=cutoff)
+    deleted = 0
+    while True:
+        pks = list(ClientToken.objects.filter(stale).order_by("pk")
+                   .values_list("pk", flat=True)[:batch_size])
+        if not pks:
+            break
+        count, _ = ClientToken.objects.filter(pk__in=pks).filter(stale).delete()
+        deleted += count
+        if len(pks) < batch_size:
+            break
+    if deleted:
+        logger.info("Purged %s Synerise token rows", deleted)
+    return deleted
+
+
+def split(ids: Sequence[int], size: int) -> list[list[int]]:
+    """Split ``ids`` into lists of at most ``size`` items (order kept)."""
+    size = max(1, int(size))
+    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]

@@ -1,0 +1,35 @@
+"""Settings of the Celery worker started by tests/test_tasks_celery.py (env-driven).
+
+The worker must use the database pytest-django created (``SYNERISE_TEST_DB_NAME``) and the
+FakeSynerise the test module started (``SYNERISE_TEST_FAKE_URL``/``SYNERISE_TEST_API_KEY``).
+Short leases, timeouts and backoff keep the Celery tests under a minute.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tests.settings import *  # noqa: F403
+from tests.settings import DATABASES, SYNERISE
+
+if os.environ.get("SYNERISE_TEST_DB_NAME"):
+    DATABASES["default"]["NAME"] = os.environ["SYNERISE_TEST_DB_NAME"]
+
+SYNERISE = {
+    **SYNERISE,
+    "BASE_URL": os.environ.get("SYNERISE_TEST_FAKE_URL", SYNERISE["BASE_URL"]),
+    "API_KEY": os.environ.get("SYNERISE_TEST_API_KEY", SYNERISE["API_KEY"]),
+    "LEASE_SECONDS": 3,
+    "TOTAL_TIMEOUT": 2,
+    "TIMEOUT": (1, 2),
+    "REFRESH_BATCH_SIZE": 10,
+    "REFRESH_CONCURRENCY": 4,
+    "RETRY_AFTER_MAX": 30,
+    "BREAKER_THRESHOLD": 1000,
+}
+
+CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("SYNERISE_TEST_QUEUE", "celery")
+CELERY_TASK_ANNOTATIONS = {"django_synerise.tasks.refresh_tokens": {"backoff_base": 0.5}}

@@ -1,0 +1,480 @@
+"""Refresh pipeline services: claims, batches, compare-and-swap writes, retries, commands."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import threading
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_synerise import signals
+from django_synerise.models import ClientToken, TokenStatus
+from django_synerise.services import refresh as pipeline
+from django_synerise.services.refresh import (
+    Claim,
+    backoff_delay,
+    claim_due_tokens,
+    claim_tokens,
+    purge_tokens,
+    refresh_batch,
+    refresh_now,
+)
+from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
+from tests.fixtures_services import capture, fresh_breaker, synerise_settings  # noqa: F401
+
+
+@pytest.fixture
+def fake(fake_synerise: Any, settings: Any) -> Any:
+    """The fake with small, test-friendly pipeline settings."""
+    synerise_settings(settings, REFRESH_CONCURRENCY=4, LEASE_SECONDS=60, TOTAL_TIMEOUT=5,
+                      TIMEOUT=(1, 3), RETRY_AFTER_MAX=300)
+    return fake_synerise
+
+
+def _reload(row: ClientToken) -> ClientToken:
+    return ClientToken.objects.select_related("account").get(pk=row.pk)
+
+
+# --------------------------------------------------------------------------- claims
+
+
+@pytest.mark.django_db
+def test_claim_takes_only_due_tokens_of_active_recent_users(fake: Any) -> None:
+    due = [seed_token(fake) for _ in range(3)]
+    fresh = seed_token(fake, due=False)
+    idle = seed_token(fake, idle=True)
+    inactive = seed_token(fake, active_user=False)
+    needs_login = seed_token(fake, status=TokenStatus.NEEDS_LOGIN)
+    leased = seed_token(fake, lease_until=timezone.now() + timedelta(seconds=30))
+
+    claim = claim_due_tokens(limit=50)
+
+    assert sorted(claim.ids) == sorted(row.pk for row in due)
+    for row in due:
+        stored = _reload(row)
+        assert stored.status == TokenStatus.REFRESHING
+        assert stored.lease_until == claim.lease_until
+        lease_left = (stored.lease_until - timezone.now()).total_seconds()
+        assert 50 < lease_left <= 61
+    for row in (fresh, idle, inactive, needs_login, leased):
+        assert _reload(row).status == row.status
+    assert not claim_due_tokens(limit=50), "claimed rows must not be claimed twice"
+
+
+@pytest.mark.django_db
+def test_claim_respects_limit_and_oldest_target_first(fake: Any) -> None:
+    rows = [seed_token(fake) for _ in range(5)]
+    for i, row in enumerate(rows):
+        ClientToken.objects.filter(pk=row.pk).update(
+            refresh_at=timezone.now() - timedelta(minutes=10 - i)
+        )
+    claim = claim_due_tokens(limit=2)
+    assert list(claim.ids) == [rows[0].pk, rows[1].pk]
+
+
+@pytest.mark.django_db
+def test_refreshing_row_with_lapsed_lease_is_claimed_again(fake: Any) -> None:
+    row = seed_token(fake, status=TokenStatus.REFRESHING,
+                     lease_until=timezone.now() - timedelta(seconds=1))
+    assert list(claim_due_tokens().ids) == [row.pk]
+
+
+# --------------------------------------------------------------------------- refresh
+
+
+@pytest.mark.django_db
+def test_refresh_batch_stores_new_verified_tokens(fake: Any) -> None:
+    rows = [seed_token(fake) for _ in range(6)]
+    with capture(signals.token_refreshed) as refreshed:
+        report = refresh_batch(claim_due_tokens())
+
+    assert sorted(report.refreshed) == sorted(r.pk for r in rows)
+    assert not (report.failed_transient or report.needs_login or report.skipped)
+    assert len(refresh_calls(fake)) == 6
+    assert calls_per_token(fake) == {r.plaintext: 1 for r in rows}
+    for row in rows:
+        stored = _reload(row)
+        assert stored.status == TokenStatus.ACTIVE
+        assert stored.version == row.version + 1
+        assert stored.lease_until is None
+        assert stored.refreshed_at is not None
+        assert stored.refresh_at > timezone.now()
+        new = stored.get_token()
+        assert new != row.plaintext
+        info = fake.token_info(new)
+        assert info["valid"] and info["client_id"] == row.account.client_id
+    assert sorted(call["token"].pk for call in refreshed) == sorted(r.pk for r in rows)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [3, 40])
+def test_refresh_batch_uses_at_most_five_queries(fake: Any, size: int) -> None:
+    rows = [seed_token(fake) for _ in range(size)]
+    fake.inject(status=503, times=1, path="refresh")
+    fake.inject(status=401, times=1, path="refresh")
+    claim = claim_due_tokens(limit=size)
+    message = Claim.from_message(list(claim.ids), claim.lease_iso())  # as a task receives it
+
+    with CaptureQueriesContext(connection) as queries:
+        report = refresh_batch(message)
+
+    assert len(queries) <= 5, [q["sql"][:80] for q in queries]
+    assert len(report.refreshed) == size - 2
+    assert len(report.failed_transient) == 1 and len(report.needs_login) == 1
+    assert len(rows) == size
+
+
+@pytest.mark.django_db
+def test_duplicate_delivery_of_a_batch_refreshes_nothing_twice(fake: Any) -> None:
+    rows = [seed_token(fake) for _ in range(4)]
+    claim = claim_due_tokens()
+    first = refresh_batch(Claim.from_message(list(claim.ids), claim.lease_iso()))
+    second = refresh_batch(Claim.from_message(list(claim.ids), claim.lease_iso()))
+
+    assert len(first.refreshed) == 4
+    assert second.refreshed == [] and sorted(second.skipped) == sorted(r.pk for r in rows)
+    assert len(refresh_calls(fake)) == 4
+    assert {_reload(r).version for r in rows} == {2}
+
+
+@pytest.mark.django_db
+def test_401_moves_row_to_needs_login_after_one_call(fake: Any) -> None:
+    row = seed_token(fake)
+    fake.inject(status=401, times=None, path="refresh")
+    with capture(signals.token_expired) as expired, \
+            capture(signals.token_refresh_failed) as failed:
+        report = refresh_batch(claim_due_tokens())
+
+    assert report.needs_login == [row.pk] and report.retry_after is None
+    assert len(refresh_calls(fake)) == 1
+    stored = _reload(row)
+    assert stored.status == TokenStatus.NEEDS_LOGIN
+    assert stored.lease_until is None
+    assert stored.last_error == "credentials_rejected"
+    assert stored.failure_count == 1
+    assert [c["reason"] for c in expired] == ["rejected"]
+    assert [c["will_retry"] for c in failed] == [False]
+    assert not claim_due_tokens()
+
+
+@pytest.mark.django_db
+def test_transient_failure_keeps_row_leased_until_its_retry(fake: Any) -> None:
+    row = seed_token(fake)
+    fake.inject(status=503, times=1, path="refresh")
+    with capture(signals.token_refresh_failed) as failed:
+        report = refresh_batch(claim_due_tokens(), attempt=2, backoff=2.0)
+
+    assert report.failed_transient == [row.pk]
+    assert 0.2 <= report.retry_after <= 8.0
+    stored = _reload(row)
+    assert stored.status == TokenStatus.ACTIVE
+    assert stored.failure_count == 1
+    assert stored.last_error == "synerise_unavailable"
+    assert stored.version == row.version
+    assert stored.get_token() == row.plaintext
+    assert stored.lease_until > timezone.now()
+    assert [c["will_retry"] for c in failed] == [True]
+    assert not claim_due_tokens(), "the scheduler must not claim it before the retry time"
+
+
+@pytest.mark.django_db
+def test_retry_after_of_a_429_is_honoured(fake: Any) -> None:
+    row = seed_token(fake)
+    fake.inject(status=429, times=1, path="refresh", retry_after="120")
+    before = timezone.now()
+    report = refresh_batch(claim_due_tokens(), backoff=0.5)
+
+    assert report.failed_transient == [row.pk]
+    assert report.retry_after >= 120
+    assert _reload(row).lease_until >= before + timedelta(seconds=119)
+
+
+@pytest.mark.django_db
+def test_no_retry_is_scheduled_past_expiry_minus_the_safety_margin(fake: Any) -> None:
+    soon = seed_token(fake, lifetime=150)
+    later = seed_token(fake, lifetime=3600)
+    fake.inject(status=429, times=2, path="refresh", retry_after="120")
+    with capture(signals.token_expired) as expired:
+        report = refresh_batch(claim_due_tokens())
+
+    assert report.needs_login == [soon.pk]
+    assert report.failed_transient == [later.pk]
+    assert _reload(soon).status == TokenStatus.NEEDS_LOGIN
+    assert [(c["token"].pk, c["reason"]) for c in expired] == [(soon.pk, "expired")]
+
+
+@pytest.mark.django_db
+def test_last_retry_is_clamped_to_the_deadline(fake: Any) -> None:
+    row = seed_token(fake, lifetime=124)
+    fake.inject(status=503, times=1, path="refresh")
+    report = refresh_batch(claim_due_tokens(), attempt=8, backoff=2.0)
+    assert report.failed_transient == [row.pk]
+    deadline = row.expires_at - pipeline.EXPIRY_SAFETY
+    assert _reload(row).lease_until <= deadline + timedelta(seconds=1)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("skew", [300, -300])
+def test_retry_deadline_uses_the_database_clock(fake: Any, monkeypatch: Any, skew: int) -> None:
+    keep = seed_token(fake, lifetime=300)  # 180 s before exp - 120 s: a 60 s retry fits
+    give_up = seed_token(fake, lifetime=150)  # 30 s before exp - 120 s: it does not
+    fake.inject(status=429, times=2, path="refresh", retry_after="60")
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(seconds=skew))
+    report = refresh_batch(claim_due_tokens())
+    monkeypatch.setattr(timezone, "now", real_now)
+
+    assert report.failed_transient == [keep.pk]
+    assert report.needs_login == [give_up.pk]
+    lease = _reload(keep).lease_until
+    assert real_now() + timedelta(seconds=58) <= lease <= keep.expires_at - pipeline.EXPIRY_SAFETY
+
+
+@pytest.mark.django_db
+def test_undecryptable_token_needs_login_and_is_never_sent(fake: Any) -> None:
+    row = seed_token(fake)
+    ClientToken.objects.filter(pk=row.pk).update(encrypted_token="gAAAAAnot-a-real-token")
+    with capture(signals.token_expired) as expired:
+        report = refresh_batch(claim_due_tokens())
+    assert report.needs_login == [row.pk]
+    assert refresh_calls(fake) == []
+    assert _reload(row).status == TokenStatus.NEEDS_LOGIN
+    assert [c["reason"] for c in expired] == ["decryption_failed"]
+
+
+@pytest.mark.django_db
+def test_calls_not_started_before_the_lease_nears_its_end_are_released(
+    fake: Any, settings: Any
+) -> None:
+    synerise_settings(settings, LEASE_SECONDS=2, TOTAL_TIMEOUT=1, TIMEOUT=(1, 1),
+                      REFRESH_CONCURRENCY=1)
+    rows = [seed_token(fake) for _ in range(5)]
+    fake.latency = 0.45
+    report = refresh_batch(claim_due_tokens())
+
+    assert 1 <= len(report.refreshed) <= 3
+    assert len(report.refreshed) + len(report.skipped) == 5
+    assert len(refresh_calls(fake)) == len(report.refreshed)
+    for pk in report.skipped:
+        stored = ClientToken.objects.get(pk=pk)
+        assert stored.status == TokenStatus.ACTIVE and stored.lease_until is None
+        assert stored.failure_count == 0
+    assert len(rows) == 5
+
+
+@pytest.mark.django_db
+def test_backoff_is_exponential_with_full_jitter() -> None:
+    for attempt in range(10):
+        values = [backoff_delay(attempt, base=2.0, cap=300) for _ in range(200)]
+        assert all(0.2 <= v <= min(300, 2.0 * 2**attempt) for v in values)
+    assert max(backoff_delay(12, base=2.0, cap=300) for _ in range(200)) > 150
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+@pytest.mark.django_db
+def test_refresh_now_refreshes_exactly_the_given_free_tokens(fake: Any) -> None:
+    fresh = seed_token(fake, due=False)
+    other = seed_token(fake, due=False)
+    held = seed_token(fake, lease_until=timezone.now() + timedelta(seconds=30))
+    report = refresh_now([fresh.pk, held.pk])
+
+    assert (report.requested, report.claimed, report.refreshed, report.skipped) == (2, 1, 1, 1)
+    assert _reload(fresh).version == fresh.version + 1
+    assert _reload(other).version == other.version
+    assert _reload(held).version == held.version
+    assert "1 refreshed" in str(report)
+
+
+@pytest.mark.django_db
+def test_refresh_batch_with_plain_ids_claims_them_first(fake: Any) -> None:
+    row = seed_token(fake, due=False)
+    report = refresh_batch([row.pk])
+    assert report.refreshed == [row.pk]
+    assert refresh_batch([row.pk]).refreshed == [row.pk]  # lease was released again
+
+
+@pytest.mark.django_db
+def test_claim_tokens_due_only_skips_rows_refreshed_meanwhile(fake: Any) -> None:
+    row = seed_token(fake, due=False)
+    assert not claim_tokens([row.pk], due_only=True)
+    assert list(claim_tokens([row.pk]).ids) == [row.pk]
+
+
+@pytest.mark.django_db
+def test_purge_deletes_revoked_and_long_expired_rows(fake: Any) -> None:
+    keep = seed_token(fake)
+    old_revoked = seed_token(fake, status=TokenStatus.REVOKED)
+    new_revoked = seed_token(fake, status=TokenStatus.REVOKED)
+    long_expired = seed_token(fake, lifetime=-8 * 24 * 3600, status=TokenStatus.NEEDS_LOGIN)
+    ClientToken.objects.filter(pk=old_revoked.pk).update(
+        updated_at=timezone.now() - timedelta(days=8)
+    )
+    assert purge_tokens(batch_size=1) == 2
+    remaining = set(ClientToken.objects.values_list("pk", flat=True))
+    assert remaining == {keep.pk, new_revoked.pk}
+    assert long_expired.pk not in remaining
+
+
+@pytest.mark.django_db
+def test_refresh_command_dry_run_then_run(fake: Any) -> None:
+    rows = [seed_token(fake) for _ in range(3)]
+    seed_token(fake, due=False)
+    out = io.StringIO()
+    call_command("synerise_refresh_tokens", "--dry-run", stdout=out)
+    assert out.getvalue().strip() == "3 tokens due"
+    assert refresh_calls(fake) == []
+
+    out = io.StringIO()
+    call_command("synerise_refresh_tokens", "--batch-size", "2", stdout=out)
+    assert "refreshed=3" in out.getvalue() and "claimed=3" in out.getvalue()
+    assert {_reload(r).version for r in rows} == {2}
+
+    out = io.StringIO()
+    call_command("synerise_refresh_tokens", "--dry-run", stdout=out)
+    assert out.getvalue().strip() == "0 tokens due"
+
+
+@pytest.mark.django_db
+def test_refresh_command_limit(fake: Any) -> None:
+    for _ in range(3):
+        seed_token(fake)
+    out = io.StringIO()
+    call_command("synerise_refresh_tokens", "--limit", "2", stdout=out)
+    assert "refreshed=2" in out.getvalue()
+    assert len(refresh_calls(fake)) == 2
+
+
+@pytest.mark.django_db
+def test_purge_command(fake: Any) -> None:
+    row = seed_token(fake, lifetime=-8 * 24 * 3600, status=TokenStatus.NEEDS_LOGIN)
+    out = io.StringIO()
+    call_command("synerise_purge_tokens", "--dry-run", stdout=out)
+    assert out.getvalue().strip() == "1 token rows would be purged"
+    call_command("synerise_purge_tokens", stdout=io.StringIO())
+    assert not ClientToken.objects.filter(pk=row.pk).exists()
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_refresh_does_not_resurrect_a_token_revoked_in_flight(
+    fake: Any, require_postgres: None
+) -> None:
+    from django_synerise.services import revoke_tokens
+
+    row = seed_token(fake)
+
+    def revoke(request: Any) -> None:
+        if "refresh" in request.path:
+            revoke_tokens([row.pk], reason="admin")
+            connection.close()
+
+    fake.on_request = revoke
+    report = refresh_batch(claim_due_tokens())
+
+    assert report.skipped == [row.pk] and report.refreshed == []
+    stored = _reload(row)
+    assert stored.status == TokenStatus.REVOKED
+    assert stored.encrypted_token == ""
+
+
+def _run_threads(count: int, target: Any) -> list[BaseException]:
+    barrier = threading.Barrier(count)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait(timeout=10)
+            target()
+        except BaseException as exc:  # noqa: BLE001 - reported by the test
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return errors
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_schedulers_refresh_each_token_exactly_once(
+    fake: Any, require_postgres: None
+) -> None:
+    rows = [seed_token(fake) for _ in range(120)]
+    fake.latency = 0.005
+
+    def scheduler() -> None:
+        while True:
+            claim = claim_due_tokens(limit=10)
+            if not claim:
+                return
+            refresh_batch(claim)
+
+    assert _run_threads(4, scheduler) == []
+    assert calls_per_token(fake) == {r.plaintext: 1 for r in rows}
+    assert set(ClientToken.objects.values_list("version", "status")) == {
+        (2, TokenStatus.ACTIVE)
+    }
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicate_deliveries_refresh_each_token_once(
+    fake: Any, require_postgres: None
+) -> None:
+    rows = [seed_token(fake) for _ in range(30)]
+    claim = claim_due_tokens(limit=30)
+    fake.latency = 0.01
+
+    def deliver() -> None:
+        refresh_batch(Claim.from_message(list(claim.ids), claim.lease_iso()))
+
+    assert _run_threads(3, deliver) == []
+    assert calls_per_token(fake) == {r.plaintext: 1 for r in rows}
+    assert set(ClientToken.objects.values_list("version", flat=True)) == {2}
+
+
+# --------------------------------------------------------------------------- packaging
+
+
+def test_schedule_fragment_targets_the_refresh_task() -> None:
+    from django_synerise.schedule import BEAT_SCHEDULE, REFRESH_TASK
+
+    entry = next(e for e in BEAT_SCHEDULE.values() if e["task"] == REFRESH_TASK)
+    assert entry["schedule"] == 60
+    assert 0 < entry["options"]["expires"] < entry["schedule"]
+    purge = next(e for e in BEAT_SCHEDULE.values() if e["task"].endswith("purge_tokens"))
+    assert purge["schedule"] == 24 * 3600
+
+
+def test_django_setup_and_pipeline_imports_never_import_celery() -> None:
+    code = (
+        "import sys, django; django.setup();"
+        "import django_synerise.services, django_synerise.services.refresh,"
+        " django_synerise.schedule;"
+        "from django.core.management import call_command;"
+        "from django_synerise.management.commands import synerise_refresh_tokens;"
+        "assert 'celery' not in sys.modules, 'celery imported'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PATH": ""},
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
