@@ -34,7 +34,8 @@ MIN_RESPONSE_BYTES, MAX_RESPONSE_BYTES = 4 * 1024, 16 * 1024 * 1024
 MIN_TOKEN_BYTES, MAX_TOKEN_BYTES = 1024, 64 * 1024
 MAX_LEEWAY = 300
 MIN_MARGIN, MAX_MARGIN, TIGHT_MARGIN = 60, 3000, 300
-MIN_MARGIN_AFTER_JITTER = 60
+#: A fresh one-hour token must wait at least 10 minutes before its first refresh.
+MAX_MARGIN_PLUS_JITTER = 3000
 MAX_BATCH_SIZE = 1000
 MAX_CONCURRENCY = 64
 MAX_BUSINESS_PROFILE_ID_LENGTH = 32
@@ -161,9 +162,10 @@ MESSAGES: dict[str, Spec] = {
     ),
     "E020": _e(
         "SYNERISE['REFRESH_JITTER'] = {value!r} is invalid: {problem}.",
-        f"Use a number of seconds >= 0 that leaves at least {MIN_MARGIN_AFTER_JITTER} s of "
-        "REFRESH_MARGIN (REFRESH_MARGIN - REFRESH_JITTER >= "
-        f"{MIN_MARGIN_AFTER_JITTER}).",
+        "Use a number of seconds >= 0 with REFRESH_MARGIN + REFRESH_JITTER <= "
+        f"{MAX_MARGIN_PLUS_JITTER}: a token is refreshed between REFRESH_MARGIN and "
+        "REFRESH_MARGIN + REFRESH_JITTER seconds before it expires, so a larger sum makes a "
+        "fresh one-hour token due almost at once.",
     ),
     "E021": _e(
         "SYNERISE['KEEPALIVE_IDLE'] = {value!r} is not a positive number of seconds.",
@@ -672,14 +674,14 @@ def _check_lifecycle() -> list[CheckMessage]:
                 problem="expected a number of seconds >= 0",
             )
         )
-    elif margin_ok and margin - jitter < MIN_MARGIN_AFTER_JITTER:
+    elif margin_ok and margin + jitter > MAX_MARGIN_PLUS_JITTER:
         messages.append(
             _message(
                 "E020",
                 obj=_obj("REFRESH_JITTER"),
                 value=jitter,
-                problem=f"REFRESH_MARGIN - REFRESH_JITTER = {margin - jitter:g} s is below "
-                f"{MIN_MARGIN_AFTER_JITTER} s",
+                problem=f"REFRESH_MARGIN + REFRESH_JITTER = {margin + jitter:g} s is above "
+                f"{MAX_MARGIN_PLUS_JITTER} s",
             )
         )
     if not _positive(_get("KEEPALIVE_IDLE")):

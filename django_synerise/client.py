@@ -509,10 +509,10 @@ class SyneriseClient:
         if not isinstance(provider, str) or not provider:
             raise ValueError("identity_provider must be a non-empty string")
         names = {
-            "identity_provider_token": "identityProviderToken",
+            "identity_provider_token": "identityProviderToken",  # nosec B105
             "email": "email",
             "custom_id": "customId",
-            "password": "password",
+            "password": "password",  # nosec B105
             "uuid": "uuid",
             "device_id": "deviceId",
             "agreements": "agreements",

@@ -31,7 +31,7 @@ DEFAULTS: dict[str, Any] = {
     "JWT_ALGORITHMS": ["RS512"],
     "JWT_ISSUER": "Synerise",
     "JWT_LEEWAY": 30,
-    "MAX_TOKEN_BYTES": 8192,
+    "MAX_TOKEN_BYTES": 8192,  # nosec B105
     "BUSINESS_PROFILE_ID": None,
     # Token lifecycle
     "REFRESH_MARGIN": 900,

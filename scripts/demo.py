@@ -251,7 +251,7 @@ def child_env(args: argparse.Namespace, use_fake: bool) -> dict[str, str]:
     if use_fake:
         env["SYNERISE_FAKE_URL"] = f"http://127.0.0.1:{args.fake_port}"
         # Refresh when about 80 % of the short demo lifetime is left. The system checks want
-        # REFRESH_MARGIN - REFRESH_JITTER >= 60 s (tokens of real Synerise live an hour).
+        # REFRESH_MARGIN >= 60 s and REFRESH_MARGIN + REFRESH_JITTER <= 3000 s.
         jitter = max(0, int(args.token_lifetime * 0.1))
         env.setdefault("SYNERISE_REFRESH_JITTER", str(jitter))
         env.setdefault(

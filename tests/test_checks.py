@@ -310,7 +310,7 @@ SETTINGS_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
         [
             {"REFRESH_MARGIN": 300, "REFRESH_JITTER": 0},
             {"REFRESH_MARGIN": 900},
-            {"REFRESH_MARGIN": 3000},
+            {"REFRESH_MARGIN": 3000, "REFRESH_JITTER": 0},
         ],
         [
             {"REFRESH_MARGIN": 59, "REFRESH_JITTER": 0},
@@ -328,15 +328,15 @@ SETTINGS_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
         [
             {"REFRESH_JITTER": 0},
             {"REFRESH_JITTER": 300},
-            {"REFRESH_JITTER": 840},
+            {"REFRESH_JITTER": 2100},
             {"REFRESH_JITTER": 12.5},
         ],
         [
             {"REFRESH_JITTER": -1},
-            {"REFRESH_JITTER": 841},
+            {"REFRESH_JITTER": 2101},
             {"REFRESH_JITTER": None},
             {"REFRESH_JITTER": "300"},
-            {"REFRESH_MARGIN": 300, "REFRESH_JITTER": 300},
+            {"REFRESH_MARGIN": 3000, "REFRESH_JITTER": 1},
         ],
     ),
     (

@@ -33,7 +33,7 @@ __all__ = ["SyneriseTokenAuthenticationScheme", "error_responses", "generate_sch
 
 _TOKEN_EXAMPLE = OpenApiExample(
     "Token",
-    value={"token": "eyJhbGciOiJSUzUxMiIsInR5cCI6IkpXVCJ9.eyJjbElkIjoxMDB9.c2ln",
+    value={"token": "eyJhbGciOiJSUzUxMiIsInR5cCI6IkpXVCJ9.eyJjbElkIjoxMDB9.c2ln",  # nosec B105
            "expires_at": "2026-01-01T12:00:00Z", "client_id": "100000001", "user_id": "42"},
     response_only=True,
 )
@@ -108,7 +108,7 @@ _DESCRIPTIONS: dict[str, str] = {
         "Refreshes the caller's own token (one Synerise call however many concurrent requests; "
         'a token obtained in the last minute is returned as is).'
     ),
-    "synerise_token": (
+    "synerise_token": (  # nosec B105
         'A valid token of the caller, refreshed first when it is inside ``REFRESH_MARGIN``.'
     ),
     "synerise_logout": (

@@ -67,7 +67,7 @@ def rotate_encryption_keys(
             qs = (
                 ClientToken.objects.select_for_update(skip_locked=True, of=("self",))
                 .select_related("account")
-                .exclude(encrypted_token="")
+                .exclude(encrypted_token="")  # nosec B106
                 .order_by("pk")
             )
             if last_id is not None:

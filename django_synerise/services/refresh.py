@@ -657,7 +657,7 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
     where_params.extend([TokenStatus.REFRESHING.value, sql.value("lease_until", lease_until)])
     count = sql.execute(
         # Only quoted column/table names are interpolated; every value is a parameter.
-        f"UPDATE {sql.table} SET {', '.join(sets)} "  # noqa: S608
+        f"UPDATE {sql.table} SET {', '.join(sets)} "  # nosec B608 # noqa: S608
         f"WHERE {sql.pk} IN ({', '.join(['%s'] * len(pks))}) AND {version} = {versions} "
         f"AND {sql.col('status')} = %s AND {sql.col('lease_until')} = %s",
         params + where_params,
@@ -714,7 +714,7 @@ def _store_failures(failed: list[tuple[_Outcome, str, str, float | None]],
     params.extend([TokenStatus.REFRESHING.value, sql.value("lease_until", lease_until)])
     count = sql.execute(
         # Only quoted column/table names are interpolated; every value is a parameter.
-        f"UPDATE {sql.table} SET {', '.join(sets)} "  # noqa: S608
+        f"UPDATE {sql.table} SET {', '.join(sets)} "  # nosec B608 # noqa: S608
         f"WHERE {sql.pk} IN ({', '.join(['%s'] * len(pks))}) "
         f"AND {status} = %s AND {lease} = %s",
         params,

@@ -45,6 +45,7 @@ RECENT_REFRESH = timedelta(seconds=60)
 
 _POLL_FIRST = 0.02
 _POLL_MAX = 0.2
+_LEASE_GRACE = 0.5
 
 
 @dataclass(frozen=True, repr=False)
@@ -274,7 +275,7 @@ def _revoke_rows(rows: list[ClientToken], *, reason: str) -> int:
             return 0
         ClientToken.objects.filter(pk__in=changed_pks).update(
             status=TokenStatus.REVOKED,
-            encrypted_token="",
+            encrypted_token="",  # nosec B106
             lease_until=None,
             last_error=str(reason)[:64],
             updated_at=now,
@@ -283,7 +284,7 @@ def _revoke_rows(rows: list[ClientToken], *, reason: str) -> int:
         if row.pk not in changed_pks:
             continue
         row.status = TokenStatus.REVOKED
-        row.encrypted_token = ""
+        row.encrypted_token = ""  # nosec B105
         row.lease_until = None
         logger.info("Synerise token %s revoked (%s)", row.pk, reason)
         signals.token_revoked.send(
@@ -389,15 +390,22 @@ def _refresh_single_flight(
         mark_needs_login(row, reason="expired")
         raise LoginRequired(reason="expired")
 
-    won = (
+    # SKIP LOCKED: a row locked by another transaction (a batch claiming it, an admin edit)
+    # is not waited for; this caller then waits for the version to move, bounded (X19).
+    claimable = (
         ClientToken.objects.filter(
             pk=row.pk,
             version=version,
             status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING],
         )
         .filter(_lease_free())
-        .update(status=TokenStatus.REFRESHING, lease_until=_lease_expression())
+        .select_for_update(skip_locked=True)
+        .values("pk")
     )
+    with transaction.atomic():
+        won = ClientToken.objects.filter(pk__in=claimable).update(
+            status=TokenStatus.REFRESHING, lease_until=_lease_expression()
+        )
     if not won:
         return _wait_for_refresh(row, current)
 
@@ -470,7 +478,10 @@ def _release_lease(row: ClientToken, version: int, *, error: str) -> None:
 def _wait_for_refresh(row: ClientToken, current: str) -> tuple[ClientToken, str]:
     """Poll until another caller's refresh lands; bounded by ``SINGLE_FLIGHT_WAIT``."""
     ClientToken, _, TokenStatus = _models()
-    deadline = time.monotonic() + float(synerise_settings.SINGLE_FLIGHT_WAIT)
+    started = time.monotonic()
+    deadline = started + float(synerise_settings.SINGLE_FLIGHT_WAIT)
+    # The winner's lease may not be committed yet when we first look: keep looking briefly.
+    grace = min(deadline, started + _LEASE_GRACE)
     pause = _POLL_FIRST
     while True:
         fresh = ClientToken.objects.select_related("account").filter(pk=row.pk).first()
@@ -482,7 +493,8 @@ def _wait_for_refresh(row: ClientToken, current: str) -> tuple[ClientToken, str]
         lease_held = fresh.status == TokenStatus.REFRESHING and (
             fresh.lease_until is not None and fresh.lease_until > timezone.now()
         )
-        if not lease_held or time.monotonic() >= deadline:
+        now = time.monotonic()
+        if (not lease_held and now >= grace) or now >= deadline:
             # The refresher gave up (or is slow): keep serving the current token while valid.
             if _still_valid(fresh):
                 return fresh, current
