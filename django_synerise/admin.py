@@ -113,26 +113,37 @@ class _OperateMixin:
             messages.SUCCESS if refreshed else messages.WARNING,
         )
         needs_login, failed, skipped = (
-            int(report.needs_login), int(report.failed), int(report.skipped)
+            int(report.needs_login),
+            int(report.failed),
+            int(report.skipped),
         )
         problems = (
-            (needs_login, ngettext(
-                "%(count)d token needs a new login.",
-                "%(count)d tokens need a new login.",
+            (
                 needs_login,
-            )),
-            (failed, ngettext(
-                "%(count)d token could not be refreshed now (Synerise unavailable); "
-                "it will be retried.",
-                "%(count)d tokens could not be refreshed now (Synerise unavailable); "
-                "they will be retried.",
+                ngettext(
+                    "%(count)d token needs a new login.",
+                    "%(count)d tokens need a new login.",
+                    needs_login,
+                ),
+            ),
+            (
                 failed,
-            )),
-            (skipped, ngettext(
-                "%(count)d token was skipped (being refreshed, not active or expired).",
-                "%(count)d tokens were skipped (being refreshed, not active or expired).",
+                ngettext(
+                    "%(count)d token could not be refreshed now (Synerise unavailable); "
+                    "it will be retried.",
+                    "%(count)d tokens could not be refreshed now (Synerise unavailable); "
+                    "they will be retried.",
+                    failed,
+                ),
+            ),
+            (
                 skipped,
-            )),
+                ngettext(
+                    "%(count)d token was skipped (being refreshed, not active or expired).",
+                    "%(count)d tokens were skipped (being refreshed, not active or expired).",
+                    skipped,
+                ),
+            ),
         )
         for count, text in problems:
             if count:
@@ -163,18 +174,55 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
     ordering = ("expires_at",)
     actions = ("refresh_now_action", "revoke_action")
     fieldsets = (
-        (None, {"fields": ("account", "status", "origin", "ciphertext_fingerprint",
-                           "encryption_key")}),
-        (_("Lifetime"), {"fields": ("issued_at", "expires_at", "expires_in_display",
-                                    "refresh_at", "refreshed_at", "last_used_at")}),
-        (_("Pipeline"), {"fields": ("version", "lease_until", "failure_count", "last_error",
-                                    "created_at", "updated_at")}),
+        (
+            None,
+            {"fields": ("account", "status", "origin", "ciphertext_fingerprint", "encryption_key")},
+        ),
+        (
+            _("Lifetime"),
+            {
+                "fields": (
+                    "issued_at",
+                    "expires_at",
+                    "expires_in_display",
+                    "refresh_at",
+                    "refreshed_at",
+                    "last_used_at",
+                )
+            },
+        ),
+        (
+            _("Pipeline"),
+            {
+                "fields": (
+                    "version",
+                    "lease_until",
+                    "failure_count",
+                    "last_error",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
     )
     readonly_fields = (
-        "account", "status", "origin", "ciphertext_fingerprint", "encryption_key",
-        "issued_at", "expires_at", "expires_in_display", "refresh_at", "refreshed_at",
-        "last_used_at", "version", "lease_until", "failure_count", "last_error",
-        "created_at", "updated_at",
+        "account",
+        "status",
+        "origin",
+        "ciphertext_fingerprint",
+        "encryption_key",
+        "issued_at",
+        "expires_at",
+        "expires_in_display",
+        "refresh_at",
+        "refreshed_at",
+        "last_used_at",
+        "version",
+        "lease_until",
+        "failure_count",
+        "last_error",
+        "created_at",
+        "updated_at",
     )
 
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
@@ -267,9 +315,18 @@ class SyneriseAccountAdmin(_OperateMixin, admin.ModelAdmin):
     ordering = ("-created_at",)
     actions = ("refresh_now_action", "revoke_action")
     fields = (
-        "user", "client_id", "email", "custom_id", "uuid", "identity_provider",
-        "business_profile_id", "token_status", "token_expires_in", "last_login_at",
-        "created_at", "updated_at",
+        "user",
+        "client_id",
+        "email",
+        "custom_id",
+        "uuid",
+        "identity_provider",
+        "business_profile_id",
+        "token_status",
+        "token_expires_in",
+        "last_login_at",
+        "created_at",
+        "updated_at",
     )
     readonly_fields = fields
 
@@ -336,8 +393,13 @@ class SyneriseAccountInline(admin.StackedInline):
     can_delete = False
     verbose_name = _("Synerise account")
     fields = (
-        "client_id", "email", "identity_provider", "business_profile_id", "last_login_at",
-        "token_status", "token_expires_in",
+        "client_id",
+        "email",
+        "identity_provider",
+        "business_profile_id",
+        "last_login_at",
+        "token_status",
+        "token_expires_in",
     )
     readonly_fields = fields
 

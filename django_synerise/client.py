@@ -190,8 +190,9 @@ def close_session() -> None:
 # --------------------------------------------------------------------------- helpers
 
 
-def parse_retry_after(value: str | None, *, cap: float | None = None,
-                      now: datetime | None = None) -> float | None:
+def parse_retry_after(
+    value: str | None, *, cap: float | None = None, now: datetime | None = None
+) -> float | None:
     """Parse a ``Retry-After`` header: delta-seconds or an HTTP-date.
 
     :returns: seconds to wait (a past date gives ``0.0``), capped at ``cap`` (default
@@ -262,8 +263,9 @@ def _timestamp(value: Any, *, name: str, scale: int, status: int) -> datetime | 
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
 
 
-def _optional_str(data: Mapping[str, Any], key: str, *, status: int,
-                  allow_int: bool = False) -> str | None:
+def _optional_str(
+    data: Mapping[str, Any], key: str, *, status: int, allow_int: bool = False
+) -> str | None:
     value = data.get(key)
     if value is None:
         return None
@@ -427,12 +429,19 @@ class SyneriseClient:
         :raises BadRequest: missing or invalid fields (400).
         """
         body = self._login_body(
-            identity_provider=identity_provider, email=email, custom_id=custom_id,
-            password=password, identity_provider_token=identity_provider_token, uuid=uuid,
-            device_id=device_id, agreements=agreements, attributes=attributes,
+            identity_provider=identity_provider,
+            email=email,
+            custom_id=custom_id,
+            password=password,
+            identity_provider_token=identity_provider_token,
+            uuid=uuid,
+            device_id=device_id,
+            agreements=agreements,
+            attributes=attributes,
         )
-        return self._call("POST", self._auth_path("login/client"), json_body=body,
-                          parse=_parse_auth)
+        return self._call(
+            "POST", self._auth_path("login/client"), json_body=body, parse=_parse_auth
+        )
 
     def login_conditional(
         self,
@@ -454,12 +463,22 @@ class SyneriseClient:
         :raises BadResponse: ``SUCCESS`` without a usable token, or no ``status``.
         """
         body = self._login_body(
-            identity_provider=identity_provider, email=email, custom_id=custom_id,
-            password=password, identity_provider_token=identity_provider_token, uuid=uuid,
-            device_id=device_id, agreements=agreements, attributes=attributes,
+            identity_provider=identity_provider,
+            email=email,
+            custom_id=custom_id,
+            password=password,
+            identity_provider_token=identity_provider_token,
+            uuid=uuid,
+            device_id=device_id,
+            agreements=agreements,
+            attributes=attributes,
         )
-        return self._call("POST", self._auth_path("login/client/conditional"), json_body=body,
-                          parse=_parse_conditional)
+        return self._call(
+            "POST",
+            self._auth_path("login/client/conditional"),
+            json_body=body,
+            parse=_parse_conditional,
+        )
 
     def login_anonymous(self, *, uuid: str, device_id: str | None = None) -> AuthResult:
         """``POST /sauth/{v}/auth/login/client/anonymous``: an anonymous-client token.
@@ -469,8 +488,9 @@ class SyneriseClient:
         body: dict[str, Any] = {"apiKey": self.api_key, "uuid": uuid}
         if device_id is not None:
             body["deviceId"] = device_id
-        return self._call("POST", self._auth_path("login/client/anonymous"), json_body=body,
-                          parse=_parse_auth)
+        return self._call(
+            "POST", self._auth_path("login/client/anonymous"), json_body=body, parse=_parse_auth
+        )
 
     def refresh(self, token: str) -> AuthResult:
         """``POST /sauth/{v}/auth/refresh/client`` with ``Authorization: Bearer <token>`` and
@@ -481,8 +501,13 @@ class SyneriseClient:
             key is wrong (403), or ``token`` is malformed (not sent; ``status`` is ``None``).
         """
         self._require_token(token)
-        return self._call("POST", self._auth_path("refresh/client"),
-                          json_body={"apiKey": self.api_key}, token=token, parse=_parse_auth)
+        return self._call(
+            "POST",
+            self._auth_path("refresh/client"),
+            json_body={"apiKey": self.api_key},
+            token=token,
+            parse=_parse_auth,
+        )
 
     def public_key(self) -> str:
         """``GET /v4/public.pem``: the PEM public key that signs client tokens.
@@ -490,8 +515,9 @@ class SyneriseClient:
         :returns: the PEM text (an RSA key of at least 2048 bits).
         :raises BadResponse: not a loadable RSA public key.
         """
-        return self._call("GET", "/v4/public.pem", accept="application/x-pem-file, text/plain",
-                          parse=_parse_pem)
+        return self._call(
+            "GET", "/v4/public.pem", accept="application/x-pem-file, text/plain", parse=_parse_pem
+        )
 
     def personal_information(self, token: str) -> dict[str, Any]:
         """``GET /v4/my-account/personal-information`` as the client owning ``token``.
@@ -531,13 +557,21 @@ class SyneriseClient:
 
     # ------------------------------------------------------------------ transport
 
-    def _call_json(self, method: str, path: str, *, json_body: Any = None,
-                   token: str | None = None) -> dict[str, Any]:
+    def _call_json(
+        self, method: str, path: str, *, json_body: Any = None, token: str | None = None
+    ) -> dict[str, Any]:
         return self._call(method, path, json_body=json_body, token=token, parse=_parse_object)
 
-    def _call(self, method: str, path: str, *, parse: Callable[[_Response], T],
-              json_body: Any = None, token: str | None = None,
-              accept: str = "application/json") -> T:
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        parse: Callable[[_Response], T],
+        json_body: Any = None,
+        token: str | None = None,
+        accept: str = "application/json",
+    ) -> T:
         """Send one request under the breaker; ``parse`` runs inside it, so an unusable
         answer counts as a failure."""
 
@@ -548,12 +582,14 @@ class SyneriseClient:
 
         return self.breaker.call(attempt)
 
-    def _send(self, method: str, path: str, *, json_body: Any, token: str | None,
-              accept: str) -> _Response:
+    def _send(
+        self, method: str, path: str, *, json_body: Any, token: str | None, accept: str
+    ) -> _Response:
         url = self.base_url + path
         headers = {
-            "Api-Version": str(synerise_settings.API_VERSION if self._api_version is None
-                               else self._api_version),
+            "Api-Version": str(
+                synerise_settings.API_VERSION if self._api_version is None else self._api_version
+            ),
             "Accept": accept,
             "User-Agent": USER_AGENT,
         }
@@ -592,31 +628,56 @@ class SyneriseClient:
         except requests.exceptions.ConnectionError as exc:
             message = "Could not reach Synerise."
             raise self._unavailable(method, path, start, message) from exc
-        except (requests.exceptions.InvalidURL, requests.exceptions.MissingSchema,
-                requests.exceptions.InvalidSchema) as exc:
+        except (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.MissingSchema,
+            requests.exceptions.InvalidSchema,
+        ) as exc:
             raise SyneriseConfigurationError("SYNERISE['BASE_URL'] is not a valid URL.") from exc
         except requests.exceptions.RequestException as exc:
             raise self._unavailable(method, path, start, "Synerise request failed.") from exc
         try:
-            body = self._read_body(response, method=method, path=path, start=start,
-                                   deadline=deadline, read_timeout=read_timeout,
-                                   max_bytes=max_bytes)
+            body = self._read_body(
+                response,
+                method=method,
+                path=path,
+                start=start,
+                deadline=deadline,
+                read_timeout=read_timeout,
+                max_bytes=max_bytes,
+            )
         finally:
             response.close()
         elapsed_ms = (time.monotonic() - start) * 1000
         level = logging.DEBUG if response.status_code < 400 else logging.INFO
-        logger.log(level, "Synerise %s %s -> %s in %.1f ms", method, path,
-                   response.status_code, elapsed_ms)
+        logger.log(
+            level, "Synerise %s %s -> %s in %.1f ms", method, path, response.status_code, elapsed_ms
+        )
         return _Response(response.status_code, response.headers, body, elapsed_ms)
 
-    def _unavailable(self, method: str, path: str, start: float, message: str,
-                     status: int | None = None) -> SyneriseUnavailable:
-        logger.warning("Synerise %s %s failed after %.1f ms: %s", method, path,
-                       (time.monotonic() - start) * 1000, message)
+    def _unavailable(
+        self, method: str, path: str, start: float, message: str, status: int | None = None
+    ) -> SyneriseUnavailable:
+        logger.warning(
+            "Synerise %s %s failed after %.1f ms: %s",
+            method,
+            path,
+            (time.monotonic() - start) * 1000,
+            message,
+        )
         return SyneriseUnavailable(message, status=status, path=path)
 
-    def _read_body(self, response: requests.Response, *, method: str, path: str, start: float,
-                   deadline: float, read_timeout: float, max_bytes: int) -> bytes:
+    def _read_body(
+        self,
+        response: requests.Response,
+        *,
+        method: str,
+        path: str,
+        start: float,
+        deadline: float,
+        read_timeout: float,
+        max_bytes: int,
+    ) -> bytes:
         """Stream the body under the total deadline and the size cap.
 
         A 2xx body over the cap is :class:`BadResponse`; an error body over the cap is cut
@@ -626,16 +687,18 @@ class SyneriseClient:
         success = 200 <= status < 300
         declared = response.headers.get("Content-Length")
         if success and declared and declared.strip().isdigit() and int(declared) > max_bytes:
-            raise BadResponse("Synerise's answer is larger than MAX_RESPONSE_BYTES.",
-                              status=status, path=path)
+            raise BadResponse(
+                "Synerise's answer is larger than MAX_RESPONSE_BYTES.", status=status, path=path
+            )
         raw = response.raw
         chunks: list[bytes] = []
         size = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise self._unavailable(method, path, start,
-                                        "Synerise's answer exceeded the total deadline.", status)
+                raise self._unavailable(
+                    method, path, start, "Synerise's answer exceeded the total deadline.", status
+                )
             _set_socket_timeout(raw, min(read_timeout, remaining))
             try:
                 chunk = raw.read1(_CHUNK, decode_content=True)
@@ -646,18 +709,23 @@ class SyneriseClient:
                     message = "Synerise stopped sending its answer (read timeout)."
                 raise self._unavailable(method, path, start, message, status) from exc
             except (ProtocolError, Urllib3SSLError, OSError) as exc:
-                raise self._unavailable(method, path, start,
-                                        "Connection to Synerise broke mid-answer.", status) from exc
+                raise self._unavailable(
+                    method, path, start, "Connection to Synerise broke mid-answer.", status
+                ) from exc
             except DecodeError as exc:
-                raise BadResponse("Synerise's answer could not be decoded.", status=status,
-                                  path=path) from exc
+                raise BadResponse(
+                    "Synerise's answer could not be decoded.", status=status, path=path
+                ) from exc
             if not chunk:
                 break
             size += len(chunk)
             if size > max_bytes:
                 if success:
-                    raise BadResponse("Synerise's answer is larger than MAX_RESPONSE_BYTES.",
-                                      status=status, path=path)
+                    raise BadResponse(
+                        "Synerise's answer is larger than MAX_RESPONSE_BYTES.",
+                        status=status,
+                        path=path,
+                    )
                 chunks.append(chunk[: max(0, max_bytes - (size - len(chunk)))])
                 break
             chunks.append(chunk)
@@ -672,8 +740,9 @@ def _raise_for_status(response: _Response, path: str) -> None:
     if 200 <= status < 300:
         return
     if 300 <= status < 400:
-        raise BadResponse("Synerise answered with a redirect; it was not followed.",
-                          status=status, path=path)
+        raise BadResponse(
+            "Synerise answered with a redirect; it was not followed.", status=status, path=path
+        )
     fields = _error_fields(response)
     kwargs: dict[str, Any] = {
         "status": status,
@@ -686,13 +755,15 @@ def _raise_for_status(response: _Response, path: str) -> None:
     if status in (401, 403):
         raise CredentialsRejected(message, **kwargs)
     if status == 429:
-        raise RateLimited(message, retry_after=parse_retry_after(
-            response.headers.get("Retry-After")), **kwargs)
+        raise RateLimited(
+            message, retry_after=parse_retry_after(response.headers.get("Retry-After")), **kwargs
+        )
     if 400 <= status < 500:
         raise BadRequest(message, **kwargs)
     if status >= 500:
-        raise SyneriseUnavailable(message, retry_after=parse_retry_after(
-            response.headers.get("Retry-After")), **kwargs)
+        raise SyneriseUnavailable(
+            message, retry_after=parse_retry_after(response.headers.get("Retry-After")), **kwargs
+        )
     raise BadResponse(f"Unexpected HTTP status {status} from Synerise.", status=status, path=path)
 
 
@@ -700,8 +771,12 @@ def _error_fields(response: _Response) -> dict[str, Any]:
     """Read a Spring-style error body (``error``, ``message``, ``errorCode``, ``errors[]``);
     anything unparseable yields empty fields. ``rejectedValue`` is never kept (it may echo a
     password)."""
-    fields: dict[str, Any] = {"error": None, "error_code": None, "message": None,
-                              "field_errors": []}
+    fields: dict[str, Any] = {
+        "error": None,
+        "error_code": None,
+        "message": None,
+        "field_errors": [],
+    }
     if not response.body or not _is_json_type(response.headers.get("Content-Type")):
         return fields
     try:
@@ -727,8 +802,9 @@ def _error_fields(response: _Response) -> dict[str, Any]:
                 FieldError(
                     field=_short(field_name) if isinstance(field_name, str) else None,
                     message=(_short(item_message) or "") if isinstance(item_message, str) else "",
-                    code=item_code if isinstance(item_code, (str, int))
-                    and not isinstance(item_code, bool) else None,
+                    code=item_code
+                    if isinstance(item_code, (str, int)) and not isinstance(item_code, bool)
+                    else None,
                 )
             )
     return fields
@@ -770,8 +846,7 @@ def _parse_pem(response: _Response) -> str:
     except (ValueError, TypeError) as exc:
         raise BadResponse("Synerise's public key could not be loaded.", status=status) from exc
     if not isinstance(key, RSAPublicKey) or key.key_size < 2048:
-        raise BadResponse("Synerise's public key is not an RSA key of >= 2048 bits.",
-                          status=status)
+        raise BadResponse("Synerise's public key is not an RSA key of >= 2048 bits.", status=status)
     return text + "\n"
 
 
@@ -781,8 +856,7 @@ def _auth_result_from(data: Mapping[str, Any], *, status: int = 200) -> AuthResu
         raise BadResponse("Synerise's answer has no usable token.", status=status)
     return AuthResult(
         token=token,
-        expiration=_timestamp(data.get("expiration"), name="expiration", scale=1,
-                              status=status),
+        expiration=_timestamp(data.get("expiration"), name="expiration", scale=1, status=status),
         created=_timestamp(data.get("created"), name="created", scale=1000, status=status),
         origin=_optional_str(data, "origin", status=status),
         realm=_optional_str(data, "realm", status=status),
@@ -806,8 +880,9 @@ def _parse_conditional(response: _Response) -> ConditionalResult:
     if conditions is None:
         conditions = []
     if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
-        raise BadResponse("Conditional login 'conditions' is not a list of objects.",
-                          status=response.status)
+        raise BadResponse(
+            "Conditional login 'conditions' is not a list of objects.", status=response.status
+        )
     result = _auth_result_from(data, status=response.status) if status == "SUCCESS" else None
     return ConditionalResult(status=status, conditions=conditions, result=result)
 

@@ -211,4 +211,3 @@ def rotate_ciphertext(ciphertext: str) -> str:
         return _keyring().multi.rotate(data).decode("ascii")
     except InvalidToken:
         raise _fail("invalid_ciphertext", None) from None
-

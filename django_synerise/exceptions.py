@@ -80,8 +80,9 @@ class TransientUpstreamError(UpstreamError):
     default_code = "synerise_unavailable"
     default_message = "Synerise is unavailable."
 
-    def __init__(self, message: str | None = None, *, retry_after: float | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, message: str | None = None, *, retry_after: float | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
 

@@ -77,7 +77,7 @@ class SyneriseAccount(models.Model):
     identity_provider = models.CharField(
         _("identity provider"),
         max_length=16,
-        choices=IdentityProvider.choices,
+        choices=IdentityProvider,
         default=IdentityProvider.SYNERISE,
         help_text=_("Provider used at the latest sign-in."),
     )
@@ -153,7 +153,7 @@ class ClientToken(models.Model):
     status = models.CharField(
         _("status"),
         max_length=16,
-        choices=TokenStatus.choices,
+        choices=TokenStatus,
         default=TokenStatus.ACTIVE,
         db_index=True,
     )

@@ -162,16 +162,26 @@ def refresh_tokens(self: Any, ids: list[int], lease: str | None = None) -> dict[
 
     pks = [int(pk) for pk in ids]
     batch = Claim.from_message(pks, lease) if lease else claim_tokens(pks, due_only=True)
-    report = refresh_batch(batch, attempt=int(self.request.retries or 0),
-                           backoff=float(getattr(self, "backoff_base", BACKOFF_BASE)))
+    report = refresh_batch(
+        batch,
+        attempt=int(self.request.retries or 0),
+        backoff=float(getattr(self, "backoff_base", BACKOFF_BASE)),
+    )
     counts = report.as_counts()
     if report.failed_transient:
         countdown = (report.retry_after or 0.0) + RETRY_SLACK
-        logger.info("Retrying %s Synerise tokens in %.1f s", len(report.failed_transient),
-                    countdown)
+        logger.info(
+            "Retrying %s Synerise tokens in %.1f s", len(report.failed_transient), countdown
+        )
         soft, hard = batch_time_limits()
-        raise self.retry(args=(report.failed_transient,), kwargs={}, countdown=countdown,
-                         max_retries=None, soft_time_limit=soft, time_limit=hard)
+        raise self.retry(
+            args=(report.failed_transient,),
+            kwargs={},
+            countdown=countdown,
+            max_retries=None,
+            soft_time_limit=soft,
+            time_limit=hard,
+        )
     return counts
 
 

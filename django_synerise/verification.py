@@ -165,8 +165,9 @@ def pinned_algorithms() -> list[str]:
 # --------------------------------------------------------------------------- verification
 
 
-def verify_token(token: str, *, public_key: str | None = None,
-                 client: SyneriseClient | None = None) -> TokenClaims:
+def verify_token(
+    token: str, *, public_key: str | None = None, client: SyneriseClient | None = None
+) -> TokenClaims:
     """Verify a Synerise client JWT and return its claims (``verified=True``).
 
     ``public_key`` (PEM) overrides the configured/fetched key; ``client`` is used to fetch
@@ -229,8 +230,13 @@ def _decode(token: str, pem: str, algorithms: list[str]) -> dict[str, Any]:
         raise InvalidToken("The token signature is invalid.", reason="signature") from exc
     except jwt.InvalidAlgorithmError as exc:
         raise InvalidToken("The token algorithm is not accepted.", reason="algorithm") from exc
-    except (jwt.MissingRequiredClaimError, jwt.InvalidIssuerError, jwt.ImmatureSignatureError,
-            jwt.InvalidIssuedAtError, jwt.InvalidAudienceError) as exc:
+    except (
+        jwt.MissingRequiredClaimError,
+        jwt.InvalidIssuerError,
+        jwt.ImmatureSignatureError,
+        jwt.InvalidIssuedAtError,
+        jwt.InvalidAudienceError,
+    ) as exc:
         raise InvalidToken("The token claims are not acceptable.", reason="claims") from exc
     except jwt.DecodeError as exc:
         raise InvalidToken("The token could not be decoded.", reason="malformed") from exc

@@ -110,11 +110,13 @@ def flatten_field_errors(detail: Any, prefix: str = "") -> list[dict[str, str]]:
         for item in detail:
             errors.extend(flatten_field_errors(item, prefix))
     else:
-        errors.append({
-            "field": prefix or "non_field_errors",
-            "code": str(getattr(detail, "code", None) or "invalid"),
-            "message": str(detail),
-        })
+        errors.append(
+            {
+                "field": prefix or "non_field_errors",
+                "code": str(getattr(detail, "code", None) or "invalid"),
+                "message": str(detail),
+            }
+        )
     return errors
 
 
@@ -132,17 +134,26 @@ def _api_exception_response(exc: drf_exceptions.APIException) -> Response:
         }
         return Response(data, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, drf_exceptions.AuthenticationFailed):
-        return Response(generic_401_body(), status=status.HTTP_401_UNAUTHORIZED,
-                        headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        return Response(
+            generic_401_body(),
+            status=status.HTTP_401_UNAUTHORIZED,
+            headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+        )
     if isinstance(exc, drf_exceptions.NotAuthenticated):
         headers["WWW-Authenticate"] = getattr(exc, "auth_header", None) or WWW_AUTHENTICATE
-        return Response(_body(exc.detail, "not_authenticated"),
-                        status=status.HTTP_401_UNAUTHORIZED, headers=headers)
+        return Response(
+            _body(exc.detail, "not_authenticated"),
+            status=status.HTTP_401_UNAUTHORIZED,
+            headers=headers,
+        )
     if isinstance(exc, drf_exceptions.Throttled):
         wait = max(1, math.ceil(exc.wait)) if exc.wait is not None else DEFAULT_RETRY_AFTER
         return Response(
-            {"detail": _("Too many requests. Try again later."), "code": "throttled",
-             "retry_after": wait},
+            {
+                "detail": _("Too many requests. Try again later."),
+                "code": "throttled",
+                "retry_after": wait,
+            },
             status=status.HTTP_429_TOO_MANY_REQUESTS,
             headers={"Retry-After": str(wait)},
         )
@@ -151,11 +162,14 @@ def _api_exception_response(exc: drf_exceptions.APIException) -> Response:
         code = "csrf_failed" if detail.startswith("CSRF Failed") else "permission_denied"
         return Response(_body(detail, code), status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
-        return Response(_body(exc.detail, "method_not_allowed"),
-                        status=status.HTTP_405_METHOD_NOT_ALLOWED)
+        return Response(
+            _body(exc.detail, "method_not_allowed"), status=status.HTTP_405_METHOD_NOT_ALLOWED
+        )
     if isinstance(exc, drf_exceptions.UnsupportedMediaType):
-        return Response(_body(exc.detail, "unsupported_media_type"),
-                        status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE)
+        return Response(
+            _body(exc.detail, "unsupported_media_type"),
+            status=status.HTTP_415_UNSUPPORTED_MEDIA_TYPE,
+        )
     codes = exc.get_codes()
     code = codes if isinstance(codes, str) else exc.default_code
     detail = exc.detail if isinstance(exc.detail, str) else exc.default_detail
@@ -209,22 +223,32 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
         )
     if isinstance(exc, REJECTED_CREDENTIALS):
         if isinstance(exc, BadRequest):
-            logger.warning("%s: Synerise refused the request with status %s", view_name,
-                           exc.status)
+            logger.warning("%s: Synerise refused the request with status %s", view_name, exc.status)
         else:
             logger.info("%s: credentials rejected (%s)", view_name, type(exc).__name__)
-        return Response(generic_401_body(), status=status.HTTP_401_UNAUTHORIZED,
-                        headers={"WWW-Authenticate": WWW_AUTHENTICATE})
+        return Response(
+            generic_401_body(),
+            status=status.HTTP_401_UNAUTHORIZED,
+            headers={"WWW-Authenticate": WWW_AUTHENTICATE},
+        )
     if isinstance(exc, UpstreamError):
         # TransientUpstreamError (unavailable, rate limited, bad response, circuit open) and
         # any other upstream failure: Synerise is the problem, not the caller -> 503.
-        retry_after = retry_after_seconds(exc) if isinstance(exc, TransientUpstreamError) \
+        retry_after = (
+            retry_after_seconds(exc)
+            if isinstance(exc, TransientUpstreamError)
             else DEFAULT_RETRY_AFTER
-        logger.warning("%s: Synerise failed (%s, status %s); answering 503", view_name,
-                       type(exc).__name__, getattr(exc, "status", None))
+        )
+        logger.warning(
+            "%s: Synerise failed (%s, status %s); answering 503",
+            view_name,
+            type(exc).__name__,
+            getattr(exc, "status", None),
+        )
         return Response(
-            _body(_("Synerise is temporarily unavailable. Try again later."),
-                  "synerise_unavailable"),
+            _body(
+                _("Synerise is temporarily unavailable. Try again later."), "synerise_unavailable"
+            ),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(retry_after)},
         )

@@ -48,8 +48,12 @@ class StrictJSONParser(BaseParser):
     media_type = "application/json"
     renderer_class = JSONRenderer
 
-    def parse(self, stream: Any, media_type: str | None = None,
-              parser_context: dict[str, Any] | None = None) -> Any:
+    def parse(
+        self,
+        stream: Any,
+        media_type: str | None = None,
+        parser_context: dict[str, Any] | None = None,
+    ) -> Any:
         """Return the decoded JSON document.
 
         :raises RequestDataTooBig: the body is larger than the configured cap.
@@ -64,8 +68,9 @@ class StrictJSONParser(BaseParser):
         except UnicodeDecodeError:
             raise ParseError("JSON parse error - the body is not valid UTF-8.") from None
         try:
-            return json.loads(text, parse_constant=_reject_constant,
-                              object_pairs_hook=_reject_duplicates)
+            return json.loads(
+                text, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates
+            )
         except RecursionError:
             raise ParseError("JSON parse error - the document is nested too deeply.") from None
         except ValueError as exc:

@@ -33,39 +33,72 @@ __all__ = ["SyneriseTokenAuthenticationScheme", "error_responses", "generate_sch
 
 _TOKEN_EXAMPLE = OpenApiExample(
     "Token",
-    value={"token": "eyJhbGciOiJSUzUxMiIsInR5cCI6IkpXVCJ9.eyJjbElkIjoxMDB9.c2ln",  # nosec B105
-           "expires_at": "2026-01-01T12:00:00Z", "client_id": "100000001", "user_id": "42"},
+    value={
+        "token": "eyJhbGciOiJSUzUxMiIsInR5cCI6IkpXVCJ9.eyJjbElkIjoxMDB9.c2ln",  # nosec B105
+        "expires_at": "2026-01-01T12:00:00Z",
+        "client_id": "100000001",
+        "user_id": "42",
+    },
     response_only=True,
 )
 
 _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
-    400: ("Invalid input: field errors, or a body that is not one JSON document.",
-          {"detail": "Invalid input.", "code": "invalid",
-           "errors": [{"field": "password", "code": "required",
-                       "message": "This field is required."}]}),
-    401: ("Rejected credentials (one generic body whatever the reason), missing "
-          "authentication, or ``login_required`` when the Synerise session is over.",
-          dict(GENERIC_401)),
-    403: ("CSRF failure (session cookie without a valid CSRF token).",
-          {"detail": "CSRF Failed: CSRF token missing.", "code": "csrf_failed"}),
-    405: ("Method not allowed; see the ``Allow`` header.",
-          {"detail": 'Method "GET" not allowed.', "code": "method_not_allowed"}),
-    406: ("The ``Accept`` header excludes JSON.",
-          {"detail": "Could not satisfy the request Accept header.", "code": "not_acceptable"}),
-    409: ("The account cannot be linked (adapter conflict).",
-          {"detail": "This Synerise client cannot be linked to this user.",
-           "code": "account_conflict"}),
-    413: ("Body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``.",
-          {"detail": "Request body is too large.", "code": "request_too_large"}),
-    415: ("Body is not ``application/json``.",
-          {"detail": 'Unsupported media type "text/plain" in request.',
-           "code": "unsupported_media_type"}),
-    429: ("Throttled; retry after ``Retry-After`` seconds.",
-          {"detail": "Too many requests. Try again later.", "code": "throttled",
-           "retry_after": 42}),
-    503: ("Synerise is unreachable or failing; retry after ``Retry-After`` seconds.",
-          {"detail": "Synerise is temporarily unavailable. Try again later.",
-           "code": "synerise_unavailable"}),
+    400: (
+        "Invalid input: field errors, or a body that is not one JSON document.",
+        {
+            "detail": "Invalid input.",
+            "code": "invalid",
+            "errors": [
+                {"field": "password", "code": "required", "message": "This field is required."}
+            ],
+        },
+    ),
+    401: (
+        "Rejected credentials (one generic body whatever the reason), missing "
+        "authentication, or ``login_required`` when the Synerise session is over.",
+        dict(GENERIC_401),
+    ),
+    403: (
+        "CSRF failure (session cookie without a valid CSRF token).",
+        {"detail": "CSRF Failed: CSRF token missing.", "code": "csrf_failed"},
+    ),
+    405: (
+        "Method not allowed; see the ``Allow`` header.",
+        {"detail": 'Method "GET" not allowed.', "code": "method_not_allowed"},
+    ),
+    406: (
+        "The ``Accept`` header excludes JSON.",
+        {"detail": "Could not satisfy the request Accept header.", "code": "not_acceptable"},
+    ),
+    409: (
+        "The account cannot be linked (adapter conflict).",
+        {
+            "detail": "This Synerise client cannot be linked to this user.",
+            "code": "account_conflict",
+        },
+    ),
+    413: (
+        "Body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``.",
+        {"detail": "Request body is too large.", "code": "request_too_large"},
+    ),
+    415: (
+        "Body is not ``application/json``.",
+        {
+            "detail": 'Unsupported media type "text/plain" in request.',
+            "code": "unsupported_media_type",
+        },
+    ),
+    429: (
+        "Throttled; retry after ``Retry-After`` seconds.",
+        {"detail": "Too many requests. Try again later.", "code": "throttled", "retry_after": 42},
+    ),
+    503: (
+        "Synerise is unreachable or failing; retry after ``Retry-After`` seconds.",
+        {
+            "detail": "Synerise is temporarily unavailable. Try again later.",
+            "code": "synerise_unavailable",
+        },
+    ),
 }
 
 _LOGIN_ERRORS = (400, 401, 403, 405, 406, 409, 413, 415, 429, 503)
@@ -78,42 +111,48 @@ def error_responses(statuses: tuple[int, ...]) -> dict[int, OpenApiResponse]:
         code: OpenApiResponse(
             response=ErrorSerializer,
             description=_ERRORS[code][0],
-            examples=[OpenApiExample(f"{code}", value=_ERRORS[code][1], response_only=True,
-                                     status_codes=[str(code)])],
+            examples=[
+                OpenApiExample(
+                    f"{code}", value=_ERRORS[code][1], response_only=True, status_codes=[str(code)]
+                )
+            ],
         )
         for code in statuses
     }
 
 
 def _token_responses(errors: tuple[int, ...]) -> dict[int, Any]:
-    return {200: OpenApiResponse(TokenResponseSerializer, examples=[_TOKEN_EXAMPLE],
-                                 description="The token (``Cache-Control: no-store``)."),
-            **error_responses(errors)}
+    return {
+        200: OpenApiResponse(
+            TokenResponseSerializer,
+            examples=[_TOKEN_EXAMPLE],
+            description="The token (``Cache-Control: no-store``).",
+        ),
+        **error_responses(errors),
+    }
 
 
 #: Operation descriptions (the views' docstrings are for Python readers).
 _DESCRIPTIONS: dict[str, str] = {
     "synerise_login": (
-        'Exactly one of ``email`` and ``custom_id``, plus ``password``. Starts a Django session '
-        'when ``LOGIN_STARTS_SESSION`` is on (CSRF is then required when the request carries a '
-        'session cookie). Any rejected credential gets the same 401 body.'
+        "Exactly one of ``email`` and ``custom_id``, plus ``password``. Starts a Django session "
+        "when ``LOGIN_STARTS_SESSION`` is on (CSRF is then required when the request carries a "
+        "session cookie). Any rejected credential gets the same 401 body."
     ),
     "synerise_provider_login": (
-        'Synerise verifies ``identity_provider_token`` and creates the client on its first '
-        'login; the user is linked by the Synerise client id. Google and Apple tokens must be '
-        'JWTs (three segments), Facebook and OAuth tokens printable ASCII; at most '
-        '``MAX_TOKEN_BYTES`` bytes.'
+        "Synerise verifies ``identity_provider_token`` and creates the client on its first "
+        "login; the user is linked by the Synerise client id. Google and Apple tokens must be "
+        "JWTs (three segments), Facebook and OAuth tokens printable ASCII; at most "
+        "``MAX_TOKEN_BYTES`` bytes."
     ),
     "synerise_refresh": (
         "Refreshes the caller's own token (one Synerise call however many concurrent requests; "
-        'a token obtained in the last minute is returned as is).'
+        "a token obtained in the last minute is returned as is)."
     ),
     "synerise_token": (  # nosec B105
-        'A valid token of the caller, refreshed first when it is inside ``REFRESH_MARGIN``.'
+        "A valid token of the caller, refreshed first when it is inside ``REFRESH_MARGIN``."
     ),
-    "synerise_logout": (
-        'Revokes the stored token and ends the Django session, if any.'
-    ),
+    "synerise_logout": ("Revokes the stored token and ends the Django session, if any."),
 }
 
 
@@ -129,7 +168,7 @@ class SyneriseTokenAuthenticationScheme(OpenApiAuthenticationExtension):
             "scheme": "bearer",
             "bearerFormat": "JWT",
             "description": "A Synerise client token (realm ``client``) of this workspace, "
-                           "mapped by its client id to an active user.",
+            "mapped by its client id to an active user.",
         }
 
 
@@ -158,14 +197,18 @@ class LoginViewScheme(OpenApiViewExtension):
     target_class = "django_synerise.api.views.LoginView"
 
     def view_replacement(self) -> type:
-        return _replace(self.target_class, "synerise_login", extend_schema(
-            description=_DESCRIPTIONS["synerise_login"],
-            summary="Sign in with a Synerise e-mail (or custom id) and password",
-            request=LoginSerializer,
-            responses=_token_responses(_LOGIN_ERRORS),
-            auth=[],
-            tags=["synerise"],
-        ))
+        return _replace(
+            self.target_class,
+            "synerise_login",
+            extend_schema(
+                description=_DESCRIPTIONS["synerise_login"],
+                summary="Sign in with a Synerise e-mail (or custom id) and password",
+                request=LoginSerializer,
+                responses=_token_responses(_LOGIN_ERRORS),
+                auth=[],
+                tags=["synerise"],
+            ),
+        )
 
 
 class ProviderLoginViewScheme(OpenApiViewExtension):
@@ -174,17 +217,27 @@ class ProviderLoginViewScheme(OpenApiViewExtension):
     target_class = "django_synerise.api.views.ProviderLoginView"
 
     def view_replacement(self) -> type:
-        return _replace(self.target_class, "synerise_provider_login", extend_schema(
-            description=_DESCRIPTIONS["synerise_provider_login"],
-            summary="Sign in with a Google, Apple, Facebook or OAuth token",
-            parameters=[OpenApiParameter("provider", str, OpenApiParameter.PATH,
-                                         enum=sorted(PROVIDERS),
-                                         description="Identity provider.")],
-            request=ProviderLoginSerializer,
-            responses=_token_responses(_LOGIN_ERRORS),
-            auth=[],
-            tags=["synerise"],
-        ))
+        return _replace(
+            self.target_class,
+            "synerise_provider_login",
+            extend_schema(
+                description=_DESCRIPTIONS["synerise_provider_login"],
+                summary="Sign in with a Google, Apple, Facebook or OAuth token",
+                parameters=[
+                    OpenApiParameter(
+                        "provider",
+                        str,
+                        OpenApiParameter.PATH,
+                        enum=sorted(PROVIDERS),
+                        description="Identity provider.",
+                    )
+                ],
+                request=ProviderLoginSerializer,
+                responses=_token_responses(_LOGIN_ERRORS),
+                auth=[],
+                tags=["synerise"],
+            ),
+        )
 
 
 class RefreshViewScheme(OpenApiViewExtension):
@@ -193,13 +246,17 @@ class RefreshViewScheme(OpenApiViewExtension):
     target_class = "django_synerise.api.views.RefreshView"
 
     def view_replacement(self) -> type:
-        return _replace(self.target_class, "synerise_refresh", extend_schema(
-            description=_DESCRIPTIONS["synerise_refresh"],
-            summary="Refresh the caller's Synerise token now",
-            request=None,
-            responses=_token_responses(_AUTHENTICATED_ERRORS),
-            tags=["synerise"],
-        ))
+        return _replace(
+            self.target_class,
+            "synerise_refresh",
+            extend_schema(
+                description=_DESCRIPTIONS["synerise_refresh"],
+                summary="Refresh the caller's Synerise token now",
+                request=None,
+                responses=_token_responses(_AUTHENTICATED_ERRORS),
+                tags=["synerise"],
+            ),
+        )
 
 
 class TokenViewScheme(OpenApiViewExtension):
@@ -208,12 +265,16 @@ class TokenViewScheme(OpenApiViewExtension):
     target_class = "django_synerise.api.views.TokenView"
 
     def view_replacement(self) -> type:
-        return _replace(self.target_class, "synerise_token", extend_schema(
-            description=_DESCRIPTIONS["synerise_token"],
-            summary="The caller's valid Synerise token (refreshed first when needed)",
-            responses=_token_responses((401, 403, 405, 406, 503)),
-            tags=["synerise"],
-        ))
+        return _replace(
+            self.target_class,
+            "synerise_token",
+            extend_schema(
+                description=_DESCRIPTIONS["synerise_token"],
+                summary="The caller's valid Synerise token (refreshed first when needed)",
+                responses=_token_responses((401, 403, 405, 406, 503)),
+                tags=["synerise"],
+            ),
+        )
 
 
 class LogoutViewScheme(OpenApiViewExtension):
@@ -222,18 +283,25 @@ class LogoutViewScheme(OpenApiViewExtension):
     target_class = "django_synerise.api.views.LogoutView"
 
     def view_replacement(self) -> type:
-        return _replace(self.target_class, "synerise_logout", extend_schema(
-            description=_DESCRIPTIONS["synerise_logout"],
-            summary="Revoke the caller's Synerise token and end the session",
-            request=None,
-            responses={204: OpenApiResponse(description="Signed out."),
-                       **error_responses(_AUTHENTICATED_ERRORS)},
-            tags=["synerise"],
-        ))
+        return _replace(
+            self.target_class,
+            "synerise_logout",
+            extend_schema(
+                description=_DESCRIPTIONS["synerise_logout"],
+                summary="Revoke the caller's Synerise token and end the session",
+                request=None,
+                responses={
+                    204: OpenApiResponse(description="Signed out."),
+                    **error_responses(_AUTHENTICATED_ERRORS),
+                },
+                tags=["synerise"],
+            ),
+        )
 
 
-def generate_schema(prefix: str = "synerise/", *, title: str = "django-synerise API",
-                    version: str | None = None) -> dict[str, Any]:
+def generate_schema(
+    prefix: str = "synerise/", *, title: str = "django-synerise API", version: str | None = None
+) -> dict[str, Any]:
     """Return the OpenAPI 3 schema (a dict) of the endpoints mounted under ``prefix``."""
     from django.urls import include, path
     from drf_spectacular.generators import SchemaGenerator
@@ -246,6 +314,5 @@ def generate_schema(prefix: str = "synerise/", *, title: str = "django-synerise 
         version=version or __version__,
     )
     schema = generator.get_schema(request=None, public=True)
-    schema["info"] = {**schema.get("info", {}), "title": title,
-                      "version": version or __version__}
+    schema["info"] = {**schema.get("info", {}), "title": title, "version": version or __version__}
     return schema

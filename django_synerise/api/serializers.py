@@ -53,14 +53,27 @@ PROVIDERS: dict[str, tuple[str, str]] = {
 }
 
 #: Asymmetric JWS algorithms a provider ID token may announce (never ``none`` or HMAC).
-PROVIDER_JWT_ALGORITHMS = frozenset({
-    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
-})
+PROVIDER_JWT_ALGORITHMS = frozenset(
+    {
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    }
+)
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
-_UUID = re.compile(r"\A[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
-                   r"[0-9a-fA-F]{12}\Z")
+_UUID = re.compile(
+    r"\A[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?"
+    r"[0-9a-fA-F]{12}\Z"
+)
 _B64URL_SEGMENT = re.compile(r"\A[A-Za-z0-9_-]+\Z")
 _OPAQUE_TOKEN = re.compile(r"\A[\x21-\x7e]+\Z")
 _AGREEMENT_KEY = re.compile(r"\A[A-Za-z0-9_]{1,64}\Z")
@@ -126,11 +139,13 @@ def check_provider_token(token: str, kind: str) -> None:
 
     :raises serializers.ValidationError: (code ``invalid_token``) the shape is wrong.
     """
-    invalid = serializers.ValidationError(_("Not a valid identity provider token."),
-                                          code="invalid_token")
+    invalid = serializers.ValidationError(
+        _("Not a valid identity provider token."), code="invalid_token"
+    )
     if len(token.encode("utf-8", "surrogatepass")) > int(synerise_settings.MAX_TOKEN_BYTES):
-        raise serializers.ValidationError(_("The identity provider token is too long."),
-                                          code="max_length")
+        raise serializers.ValidationError(
+            _("The identity provider token is too long."), code="max_length"
+        )
     if kind == "jwt":
         parts = token.split(".")
         if len(parts) != 3 or not all(_B64URL_SEGMENT.match(part) for part in parts):
@@ -154,10 +169,13 @@ class LoginSerializer(serializers.Serializer):
     """
 
     email = StrictCharField(required=False, max_length=EMAIL_MAX_LENGTH, allow_blank=False)
-    custom_id = StrictCharField(required=False, max_length=CUSTOM_ID_MAX_LENGTH,
-                                allow_blank=False)
-    password = StrictCharField(max_length=PASSWORD_MAX_LENGTH, trim_whitespace=False,
-                               write_only=True, style={"input_type": "password"})
+    custom_id = StrictCharField(required=False, max_length=CUSTOM_ID_MAX_LENGTH, allow_blank=False)
+    password = StrictCharField(
+        max_length=PASSWORD_MAX_LENGTH,
+        trim_whitespace=False,
+        write_only=True,
+        style={"input_type": "password"},
+    )
     uuid = StrictCharField(required=False, max_length=36, help_text="Synerise profile UUID.")
     device_id = StrictCharField(required=False, max_length=DEVICE_ID_MAX_LENGTH)
 
@@ -182,7 +200,8 @@ class LoginSerializer(serializers.Serializer):
         """Require exactly one of ``email`` and ``custom_id``."""
         if ("email" in attrs) == ("custom_id" in attrs):
             raise serializers.ValidationError(
-                {"non_field_errors": [self.error_messages["identifier"]]}, code="identifier")
+                {"non_field_errors": [self.error_messages["identifier"]]}, code="identifier"
+            )
         return attrs
 
 
@@ -198,11 +217,13 @@ class ProviderLoginSerializer(serializers.Serializer):
     uuid = StrictCharField(required=False, max_length=36)
     device_id = StrictCharField(required=False, max_length=DEVICE_ID_MAX_LENGTH)
     agreements = serializers.DictField(
-        child=StrictBooleanField(), required=False,
+        child=StrictBooleanField(),
+        required=False,
         help_text="Marketing agreements as booleans (email, sms, push, ...).",
     )
     attributes = serializers.DictField(
-        child=serializers.JSONField(), required=False,
+        child=serializers.JSONField(),
+        required=False,
         help_text="Profile attributes for a first login: up to 50 keys, scalar values.",
     )
 
@@ -227,17 +248,26 @@ class ProviderLoginSerializer(serializers.Serializer):
         if len(value) > MAX_ATTRIBUTES:
             raise invalid
         for key, item in value.items():
-            if (not key or len(key) > ATTRIBUTE_KEY_MAX_LENGTH or _CONTROL.search(key)
-                    or _SURROGATE.search(key)):
+            if (
+                not key
+                or len(key) > ATTRIBUTE_KEY_MAX_LENGTH
+                or _CONTROL.search(key)
+                or _SURROGATE.search(key)
+            ):
                 raise invalid
             if isinstance(item, str):
-                if (len(item) > ATTRIBUTE_VALUE_MAX_LENGTH or "\x00" in item
-                        or _SURROGATE.search(item)):
+                if (
+                    len(item) > ATTRIBUTE_VALUE_MAX_LENGTH
+                    or "\x00" in item
+                    or _SURROGATE.search(item)
+                ):
                     raise invalid
             elif item is not None and not isinstance(item, (bool, int, float)):
                 raise invalid
-        if len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass")) \
-                > ATTRIBUTES_MAX_BYTES:
+        if (
+            len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+            > ATTRIBUTES_MAX_BYTES
+        ):
             raise invalid
         return value
 
@@ -246,8 +276,9 @@ class ProviderLoginSerializer(serializers.Serializer):
         """Check the provider against :data:`PROVIDERS` and the token shape for it."""
         entry = PROVIDERS.get(str(self.context.get("provider", "")))
         if entry is None:
-            raise serializers.ValidationError({"provider": [self.error_messages["provider"]]},
-                                              code="invalid_choice")
+            raise serializers.ValidationError(
+                {"provider": [self.error_messages["provider"]]}, code="invalid_choice"
+            )
         identity_provider, kind = entry
         token = attrs["identity_provider_token"]
         try:
@@ -270,8 +301,10 @@ class TokenResponseSerializer(serializers.Serializer):
 class FieldErrorSerializer(serializers.Serializer):
     """One entry of ``errors`` in a 400 body."""
 
-    field = serializers.CharField(help_text="Field name; nested fields use dots; "
-                                            "``non_field_errors`` for the body as a whole.")
+    field = serializers.CharField(
+        help_text="Field name; nested fields use dots; "
+        "``non_field_errors`` for the body as a whole."
+    )
     code = serializers.CharField()
     message = serializers.CharField()
 

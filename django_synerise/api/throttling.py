@@ -64,7 +64,7 @@ def client_ip(request: Request) -> str:
     """
     remote_addr = request.META.get("REMOTE_ADDR") or ""
     num_proxies = api_settings.NUM_PROXIES or 0
-    xff = request.META.get("HTTP_X_FORWARDED_FOR")
+    xff = request.headers.get("x-forwarded-for")
     if num_proxies <= 0 or not xff:
         return remote_addr
     addrs = [part.strip() for part in xff.split(",")]

@@ -125,12 +125,14 @@ def _expiry_of(token: str) -> datetime | None:
 
 
 def _token_response(*, token: str, expires_at: Any, client_id: str, user: Any) -> Response:
-    body = TokenResponseSerializer({
-        "token": token,
-        "expires_at": expires_at,
-        "client_id": client_id,
-        "user_id": user.pk,
-    }).data
+    body = TokenResponseSerializer(
+        {
+            "token": token,
+            "expires_at": expires_at,
+            "client_id": client_id,
+            "user_id": user.pk,
+        }
+    ).data
     return Response(body, status=status.HTTP_200_OK, headers=NO_STORE_HEADERS)
 
 
@@ -142,8 +144,12 @@ class _BaseLoginView(SyneriseAPIView):
     def _finish_login(self, request: Request, result: Any) -> Response:
         if starts_session(request):
             django_login(request._request, result.user, backend=LOGIN_BACKEND)
-        return _token_response(token=result.token, expires_at=result.expires_at,
-                               client_id=result.account.client_id, user=result.user)
+        return _token_response(
+            token=result.token,
+            expires_at=result.expires_at,
+            client_id=result.account.client_id,
+            user=result.user,
+        )
 
 
 @method_decorator(sensitive_post_parameters("password"), name="dispatch")
@@ -187,7 +193,8 @@ class ProviderLoginView(_BaseLoginView):
     @sensitive_variables()
     def post(self, request: Request, provider: str, *args: Any, **kwargs: Any) -> Response:
         serializer = self.serializer_class(
-            data=request.data, context={"request": request, "provider": provider})
+            data=request.data, context={"request": request, "provider": provider}
+        )
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         result = services.login(
@@ -204,7 +211,9 @@ class ProviderLoginView(_BaseLoginView):
 
 class _AuthenticatedView(SyneriseAPIView):
     authentication_classes: ClassVar[list[Any]] = [
-        SyneriseTokenAuthentication, SessionAuthentication]
+        SyneriseTokenAuthentication,
+        SessionAuthentication,
+    ]
     permission_classes: ClassVar[list[Any]] = [IsAuthenticated]
     throttle_classes: ClassVar[list[Any]] = []
 
@@ -216,8 +225,12 @@ class RefreshView(_AuthenticatedView):
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         stored = services.refresh_user_token(request.user)
-        return _token_response(token=stored.get_token(), expires_at=stored.expires_at,
-                               client_id=stored.account.client_id, user=request.user)
+        return _token_response(
+            token=stored.get_token(),
+            expires_at=stored.expires_at,
+            client_id=stored.account.client_id,
+            user=request.user,
+        )
 
 
 class TokenView(_AuthenticatedView):
@@ -232,9 +245,12 @@ class TokenView(_AuthenticatedView):
             if stored is None:  # revoked in between
                 raise LoginRequired(reason="no_token")
             expires_at = stored.expires_at
-        return _token_response(token=token, expires_at=expires_at,
-                               client_id=request.user.synerise_account.client_id,
-                               user=request.user)
+        return _token_response(
+            token=token,
+            expires_at=expires_at,
+            client_id=request.user.synerise_account.client_id,
+            user=request.user,
+        )
 
 
 class LogoutView(_AuthenticatedView):

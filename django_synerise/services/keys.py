@@ -103,7 +103,12 @@ def rotate_encryption_keys(
                     _fail_closed(broken)
         logger.info(
             "Key rotation batch %d: up to id %s, rotated=%d unchanged=%d failed=%d dry_run=%s",
-            batches, last_id, rotated, unchanged, failed, dry_run,
+            batches,
+            last_id,
+            rotated,
+            unchanged,
+            failed,
+            dry_run,
         )
     if failed:
         logger.error(

@@ -241,9 +241,11 @@ def _claim(queryset: Any, limit: int | None) -> Claim:
     value can fence later writes.
     """
     with transaction.atomic(savepoint=False):
-        locked = queryset.select_for_update(skip_locked=True, of=("self",)).select_related(
-            "account"
-        ).annotate(db_now=Now())
+        locked = (
+            queryset.select_for_update(skip_locked=True, of=("self",))
+            .select_related("account")
+            .annotate(db_now=Now())
+        )
         if limit is not None:
             locked = locked.order_by("refresh_at")[:limit]
         rows = list(locked)
@@ -307,8 +309,9 @@ def _take(claim: Claim) -> tuple[list[ClientToken], datetime | None]:
         rows = list(
             ClientToken.objects.select_for_update(of=("self",))
             .select_related("account")
-            .filter(pk__in=list(claim.ids), status=TokenStatus.REFRESHING,
-                    lease_until=claim.lease_until)
+            .filter(
+                pk__in=list(claim.ids), status=TokenStatus.REFRESHING, lease_until=claim.lease_until
+            )
             .annotate(db_now=Now())
             .order_by("pk")
         )
@@ -318,17 +321,16 @@ def _take(claim: Claim) -> tuple[list[ClientToken], datetime | None]:
         offset = rows[0].db_now - timezone.now()
         if lease_until == claim.lease_until:
             lease_until += timedelta(microseconds=1)
-        ClientToken.objects.filter(pk__in=[row.pk for row in rows]).update(
-            lease_until=lease_until
-        )
+        ClientToken.objects.filter(pk__in=[row.pk for row in rows]).update(lease_until=lease_until)
     for row in rows:
         row.lease_until = lease_until
         row.db_offset = offset
     return rows, lease_until
 
 
-def backoff_delay(attempt: int, *, base: float = DEFAULT_BACKOFF,
-                  cap: float | None = None) -> float:
+def backoff_delay(
+    attempt: int, *, base: float = DEFAULT_BACKOFF, cap: float | None = None
+) -> float:
     """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**attempt))``.
 
     ``cap`` defaults to ``RETRY_AFTER_MAX``; the result is never below ``min(base, 0.2)``.
@@ -356,8 +358,7 @@ def _get_executor() -> ThreadPoolExecutor:
     with _executor_lock:
         if _executor is None or _executor_key != key:
             old = _executor if _executor_key and _executor_key[0] == os.getpid() else None
-            _executor = ThreadPoolExecutor(max_workers=size,
-                                           thread_name_prefix="synerise-refresh")
+            _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="synerise-refresh")
             _executor_key = key
             if old is not None:
                 old.shutdown(wait=False)
@@ -380,8 +381,7 @@ class _Outcome:
     attempted: bool = True
 
 
-def _call(row: ClientToken, token: str, client: SyneriseClient, start_deadline: float
-          ) -> _Outcome:
+def _call(row: ClientToken, token: str, client: SyneriseClient, start_deadline: float) -> _Outcome:
     """Refresh one token in a pool thread (no database access)."""
     if time.monotonic() > start_deadline:
         return _Outcome(row, attempted=False)
@@ -455,8 +455,14 @@ def refresh_batch(
     report.skipped.extend(pk for pk in requested if pk not in taken)
     if not rows or lease_until is None:
         return report
-    return _refresh_rows(rows, lease_until, client=_default_client(client), attempt=attempt,
-                         backoff=backoff, report=report)
+    return _refresh_rows(
+        rows,
+        lease_until,
+        client=_default_client(client),
+        attempt=attempt,
+        backoff=backoff,
+        report=report,
+    )
 
 
 def _db_now(row: ClientToken, now: datetime) -> datetime:
@@ -464,8 +470,15 @@ def _db_now(row: ClientToken, now: datetime) -> datetime:
     return now + getattr(row, "db_offset", timedelta(0))
 
 
-def _refresh_rows(rows: list[ClientToken], lease_until: datetime, *, client: SyneriseClient,
-                  attempt: int, backoff: float, report: BatchReport) -> BatchReport:
+def _refresh_rows(
+    rows: list[ClientToken],
+    lease_until: datetime,
+    *,
+    client: SyneriseClient,
+    attempt: int,
+    backoff: float,
+    report: BatchReport,
+) -> BatchReport:
     now = timezone.now()
     lease = _lease_seconds()
     total = _seconds(synerise_settings.TOTAL_TIMEOUT)
@@ -477,9 +490,11 @@ def _refresh_rows(rows: list[ClientToken], lease_until: datetime, *, client: Syn
     executor = _get_executor()
     for row in rows:
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
-            outcomes.append(_Outcome(row, error=InvalidToken("Token expired.",
-                                                               reason="expired"),
-                                     attempted=False))
+            outcomes.append(
+                _Outcome(
+                    row, error=InvalidToken("Token expired.", reason="expired"), attempted=False
+                )
+            )
             continue
         try:
             token = row.get_token()
@@ -490,12 +505,10 @@ def _refresh_rows(rows: list[ClientToken], lease_until: datetime, *, client: Syn
         futures.append(executor.submit(_call, row, token, client, start_deadline))
         del token
     outcomes.extend(future.result() for future in futures)
-    return _write_outcomes(outcomes, lease_until, attempt=attempt, backoff=backoff,
-                           report=report)
+    return _write_outcomes(outcomes, lease_until, attempt=attempt, backoff=backoff, report=report)
 
 
-def _classify(outcome: _Outcome, now: datetime, delay: float
-              ) -> tuple[str, str, float | None, str]:
+def _classify(outcome: _Outcome, now: datetime, delay: float) -> tuple[str, str, float | None, str]:
     """Return ``(kind, error code, retry delay, needs-login reason)``; ``now`` is database time.
 
     ``kind`` is ``ok``, ``login`` (to needs_login), ``retry`` or ``release`` (not attempted).
@@ -512,8 +525,9 @@ def _classify(outcome: _Outcome, now: datetime, delay: float
     code = _error_code(exc)
     if isinstance(exc, (CredentialsRejected, BadRequest)):
         return "login", code, None, "rejected"
-    retry_after = getattr(exc, "retry_after", None) if isinstance(
-        exc, TransientUpstreamError) else None
+    retry_after = (
+        getattr(exc, "retry_after", None) if isinstance(exc, TransientUpstreamError) else None
+    )
     cap = _seconds(synerise_settings.RETRY_AFTER_MAX)
     wanted = delay
     if retry_after is not None:
@@ -528,8 +542,14 @@ def _classify(outcome: _Outcome, now: datetime, delay: float
     return "retry", code, wanted, ""
 
 
-def _write_outcomes(outcomes: list[_Outcome], lease_until: datetime, *, attempt: int,
-                    backoff: float, report: BatchReport) -> BatchReport:
+def _write_outcomes(
+    outcomes: list[_Outcome],
+    lease_until: datetime,
+    *,
+    attempt: int,
+    backoff: float,
+    report: BatchReport,
+) -> BatchReport:
     now = timezone.now()
     delay = backoff_delay(attempt, base=backoff)
     ok: list[_Outcome] = []
@@ -570,21 +590,27 @@ def _write_outcomes(outcomes: list[_Outcome], lease_until: datetime, *, attempt:
         if kind == "retry":
             report.failed_transient.append(row.pk)
             report.retry_after = max(report.retry_after or 0.0, retry_delay or 0.0)
-            logger.warning("Refresh of Synerise token %s failed (%s%s); retry in %.1f s",
-                           row.pk, code, _reason_suffix(exc), retry_delay or 0.0)
-            signals.token_refresh_failed.send(sender=ClientToken, token=row,
-                                              account=row.account, error=error,
-                                              will_retry=True)
+            logger.warning(
+                "Refresh of Synerise token %s failed (%s%s); retry in %.1f s",
+                row.pk,
+                code,
+                _reason_suffix(exc),
+                retry_delay or 0.0,
+            )
+            signals.token_refresh_failed.send(
+                sender=ClientToken, token=row, account=row.account, error=error, will_retry=True
+            )
             continue
         report.needs_login.append(row.pk)
         reason = reasons[row.pk]
         logger.info("Synerise token %s needs a new login (%s)", row.pk, reason)
         if outcome.attempted or isinstance(exc, TokenDecryptionError):
-            signals.token_refresh_failed.send(sender=ClientToken, token=row,
-                                              account=row.account, error=error,
-                                              will_retry=False)
-        signals.token_expired.send(sender=ClientToken, token=row, account=row.account,
-                                   reason=reason)
+            signals.token_refresh_failed.send(
+                sender=ClientToken, token=row, account=row.account, error=error, will_retry=False
+            )
+        signals.token_expired.send(
+            sender=ClientToken, token=row, account=row.account, reason=reason
+        )
     return report
 
 
@@ -609,8 +635,7 @@ class _Sql:
     def value(self, name: str, value: Any) -> Any:
         return self.meta.get_field(name).get_db_prep_save(value, self.connection)
 
-    def case(self, name: str, pairs: list[tuple[int, Any]], default: str,
-             params: list[Any]) -> str:
+    def case(self, name: str, pairs: list[tuple[int, Any]], default: str, params: list[Any]) -> str:
         """``CASE id WHEN pk THEN value ... ELSE default END`` (appends to ``params``)."""
         parts = []
         for pk, value in pairs:
@@ -644,8 +669,9 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
     sets.append(f"{sql.col('refreshed_at')} = %s")
     sets.append(f"{sql.col('updated_at')} = %s")
     sets.append(f"{sql.col('status')} = %s")
-    params.extend([sql.value("refreshed_at", now), sql.value("updated_at", now),
-                   TokenStatus.ACTIVE.value])
+    params.extend(
+        [sql.value("refreshed_at", now), sql.value("updated_at", now), TokenStatus.ACTIVE.value]
+    )
     version = sql.col("version")
     sets.append(f"{version} = {version} + 1")
     sets.append(f"{sql.col('lease_until')} = NULL")
@@ -676,8 +702,9 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
     return count
 
 
-def _store_failures(failed: list[tuple[_Outcome, str, str, float | None]],
-                    lease_until: datetime) -> int:
+def _store_failures(
+    failed: list[tuple[_Outcome, str, str, float | None]], lease_until: datetime
+) -> int:
     """One ``UPDATE`` for every other outcome (needs_login, retry lease, release).
 
     Retry leases are database time: the row's database clock offset, measured when it was
@@ -690,8 +717,9 @@ def _store_failures(failed: list[tuple[_Outcome, str, str, float | None]],
     statuses, leases, errors, counted = [], [], [], []
     for outcome, kind, code, retry_delay in failed:
         pk = outcome.row.pk
-        statuses.append((pk, TokenStatus.NEEDS_LOGIN.value if kind == "login"
-                         else TokenStatus.ACTIVE.value))
+        statuses.append(
+            (pk, TokenStatus.NEEDS_LOGIN.value if kind == "login" else TokenStatus.ACTIVE.value)
+        )
         if kind == "retry":
             offset = getattr(outcome.row, "db_offset", timedelta(0))
             leases.append((pk, now + offset + timedelta(seconds=retry_delay or 0.0)))
@@ -699,11 +727,15 @@ def _store_failures(failed: list[tuple[_Outcome, str, str, float | None]],
             errors.append((pk, code[:64]))
             counted.append((pk, 1))
     params: list[Any] = []
-    status, lease, error, failures = (sql.col(name) for name in (
-        "status", "lease_until", "last_error", "failure_count"))
+    status, lease, error, failures = (
+        sql.col(name) for name in ("status", "lease_until", "last_error", "failure_count")
+    )
     sets = [f"{status} = {sql.case('status', statuses, status, params)}"]
-    sets.append(f"{lease} = {sql.case('lease_until', leases, 'NULL', params)}"
-                if leases else f"{lease} = NULL")
+    sets.append(
+        f"{lease} = {sql.case('lease_until', leases, 'NULL', params)}"
+        if leases
+        else f"{lease} = NULL"
+    )
     if errors:
         sets.append(f"{error} = {sql.case('last_error', errors, error, params)}")
         sets.append(f"{failures} = {failures} + {sql.case('', counted, '0', params)}")
@@ -729,17 +761,20 @@ def _store_failures(failed: list[tuple[_Outcome, str, str, float | None]],
     return count
 
 
-def _reconcile(ok: list[_Outcome], failed: list[tuple[_Outcome, str, str, float | None]]
-               ) -> tuple[set[int], set[int]]:
+def _reconcile(
+    ok: list[_Outcome], failed: list[tuple[_Outcome, str, str, float | None]]
+) -> tuple[set[int], set[int]]:
     """After a partial write, find which rows carry what this batch wrote (one query)."""
     pks = [o.row.pk for o in ok] + [o.row.pk for o, *_ in failed]
     current = {
         pk: (ciphertext, status, lease)
-        for pk, ciphertext, status, lease in ClientToken.objects.filter(pk__in=pks)
-        .values_list("pk", "encrypted_token", "status", "lease_until")
+        for pk, ciphertext, status, lease in ClientToken.objects.filter(pk__in=pks).values_list(
+            "pk", "encrypted_token", "status", "lease_until"
+        )
     }
     ok_pks = {
-        o.row.pk for o in ok
+        o.row.pk
+        for o in ok
         if o.prepared is not None and current.get(o.row.pk, ("",))[0] == o.prepared.ciphertext
     }
     fail_pks = set()
@@ -767,8 +802,7 @@ def _summarise(requested: int, claimed: int, report: BatchReport) -> RefreshRepo
     )
 
 
-def refresh_now(token_ids: Iterable[int], *, client: SyneriseClient | None = None
-                ) -> RefreshReport:
+def refresh_now(token_ids: Iterable[int], *, client: SyneriseClient | None = None) -> RefreshReport:
     """Refresh exactly these tokens now, whatever their ``refresh_at`` (the admin action).
 
     Rows whose lease is held (a refresh in flight, or a retry pending) and rows that are not
@@ -780,7 +814,7 @@ def refresh_now(token_ids: Iterable[int], *, client: SyneriseClient | None = Non
     claimed = 0
     size = max(1, _batch_size(None))
     for start in range(0, len(pks), size):
-        chunk = pks[start:start + size]
+        chunk = pks[start : start + size]
         claim = claim_tokens(chunk)
         claimed += len(claim)
         report.skipped.extend(pk for pk in chunk if pk not in set(claim.ids))
@@ -789,8 +823,9 @@ def refresh_now(token_ids: Iterable[int], *, client: SyneriseClient | None = Non
     return _summarise(len(pks), claimed, report)
 
 
-def refresh_due_tokens(*, limit: int | None = None, client: SyneriseClient | None = None,
-                       batch_size: int | None = None) -> RefreshReport:
+def refresh_due_tokens(
+    *, limit: int | None = None, client: SyneriseClient | None = None, batch_size: int | None = None
+) -> RefreshReport:
     """Claim and refresh due tokens in this process until none is due (the cron path).
 
     Stops after ``limit`` tokens when given, or when a batch makes no progress. Transient
@@ -823,8 +858,11 @@ def purge_tokens(*, now: datetime | None = None, batch_size: int = 1000) -> int:
     stale = Q(status=TokenStatus.REVOKED, updated_at__lt=cutoff) | Q(expires_at__lt=cutoff)
     deleted = 0
     while True:
-        pks = list(ClientToken.objects.filter(stale).order_by("pk")
-                   .values_list("pk", flat=True)[:batch_size])
+        pks = list(
+            ClientToken.objects.filter(stale)
+            .order_by("pk")
+            .values_list("pk", flat=True)[:batch_size]
+        )
         if not pks:
             break
         count, _ = ClientToken.objects.filter(pk__in=pks).filter(stale).delete()
@@ -839,4 +877,4 @@ def purge_tokens(*, now: datetime | None = None, batch_size: int = 1000) -> int:
 def split(ids: Sequence[int], size: int) -> list[list[int]]:
     """Split ``ids`` into lists of at most ``size`` items (order kept)."""
     size = max(1, int(size))
-    return [list(ids[i:i + size]) for i in range(0, len(ids), size)]
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
