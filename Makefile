@@ -46,8 +46,7 @@ test-fast: install
 	$(BIN)/pytest -m "not celery and not browser and not slow"
 
 lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check django_synerise
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -475,6 +475,23 @@ def _certificate(
         .not_valid_after(now + timedelta(days=days[1]))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
+    # The extensions Python 3.13's strict X.509 verification (VERIFY_X509_STRICT) requires.
+    builder = builder.add_extension(
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+    ).add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False
+    ).add_extension(
+        x509.KeyUsage(
+            digital_signature=not ca, content_commitment=False, key_encipherment=False,
+            data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+            encipher_only=False, decipher_only=False,
+        ),
+        critical=True,
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
     if san is not None:
         builder = builder.add_extension(x509.SubjectAlternativeName([san]), critical=False)
     from cryptography.hazmat.primitives.serialization import Encoding
