@@ -286,16 +286,8 @@ def test_revoke_action_from_accounts(admin_client_):
     assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.REVOKED
 
 
-def _refresh_now_available() -> bool:
-    from django_synerise import services
-
-    return hasattr(services, "refresh_now")
-
-
 @pytest.mark.django_db(transaction=True)
 def test_refresh_now_action_refreshes_through_synerise(client, fake_synerise):
-    if not _refresh_now_available():
-        pytest.fail("django_synerise.services.refresh_now (H6) is missing")
     root = make_user("root2", is_staff=True, is_superuser=True)
     client.force_login(root, backend=BACKEND)
     remote = fake_synerise.add_client(email="r@example.com", password="pw")
@@ -317,8 +309,6 @@ def test_refresh_now_action_refreshes_through_synerise(client, fake_synerise):
 
 @pytest.mark.django_db(transaction=True)
 def test_refresh_now_action_reports_needs_login(client, fake_synerise):
-    if not _refresh_now_available():
-        pytest.fail("django_synerise.services.refresh_now (H6) is missing")
     root = make_user("root3", is_staff=True, is_superuser=True)
     client.force_login(root, backend=BACKEND)
     remote = fake_synerise.add_client(email="n@example.com", password="pw")
