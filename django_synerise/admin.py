@@ -77,7 +77,19 @@ class ExpiringSoonFilter(admin.SimpleListFilter):
 
 
 class _OperateMixin:
-    """Actions need the ``change`` permission although the change form stays read-only."""
+    """Rows are written by the machine: no add and no edit, delete for active superusers.
+
+    Actions need the ``change`` permission although the change form stays read-only.
+    """
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return bool(request.user.is_active and request.user.is_superuser)
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         opts = ClientToken._meta
@@ -235,17 +247,6 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("account", "account__user")
 
-    # -- permissions: machine-written rows, so no add and no edit; delete for superusers.
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_active and request.user.is_superuser)
-
     # -- columns
 
     @admin.display(description=_("user"), ordering="account__user")
@@ -335,15 +336,6 @@ class SyneriseAccountAdmin(_OperateMixin, admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("user", "token")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return bool(request.user.is_active and request.user.is_superuser)
 
     @admin.display(description=_("token status"), ordering="token__status")
     def token_status(self, obj: SyneriseAccount) -> str:

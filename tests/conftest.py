@@ -36,3 +36,13 @@ def broker_url() -> str:
     if not url or url.startswith("memory"):
         pytest.fail("This test needs a real broker: set CELERY_BROKER_URL=redis://127.0.0.1:6379/0")
     return url
+
+
+@pytest.fixture
+def keys(settings):
+    """A setter for ``SYNERISE["TOKEN_ENCRYPTION_KEYS"]`` (read live by the package)."""
+
+    def _set(*values: str) -> None:
+        settings.SYNERISE = {**settings.SYNERISE, "TOKEN_ENCRYPTION_KEYS": list(values)}
+
+    return _set

@@ -109,3 +109,14 @@ def make_token(account: SyneriseAccount | None = None, *, token: str | None = No
     row.save()
     row.plaintext = plaintext
     return row
+
+
+def raw_ciphertext(pk: int) -> str:
+    """The ``encrypted_token`` column of a ``ClientToken`` row, read with SQL (no ORM)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT encrypted_token FROM django_synerise_clienttoken WHERE id = %s", [pk]
+        )
+        return cursor.fetchone()[0]

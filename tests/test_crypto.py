@@ -16,28 +16,10 @@ from hypothesis import strategies as st
 from django_synerise import crypto
 from django_synerise.exceptions import SyneriseConfigurationError, TokenDecryptionError
 from django_synerise.models import ClientToken
-from tests.factories import make_account, make_token
+from tests.factories import make_account, make_token, raw_ciphertext
 
 KEY_A = Fernet.generate_key().decode()
 KEY_B = Fernet.generate_key().decode()
-
-
-@pytest.fixture
-def keys(settings):
-    """Set TOKEN_ENCRYPTION_KEYS (live) and return a setter."""
-
-    def _set(*values: str) -> None:
-        settings.SYNERISE = {**settings.SYNERISE, "TOKEN_ENCRYPTION_KEYS": list(values)}
-
-    return _set
-
-
-def raw_column(pk: int) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT encrypted_token FROM django_synerise_clienttoken WHERE id = %s", [pk]
-        )
-        return cursor.fetchone()[0]
 
 
 def write_column(pk: int, value: str) -> None:
@@ -60,7 +42,7 @@ def test_raw_column_holds_only_fernet_ciphertext():
     # '#' and '.' are outside the base64url alphabet: a clear client id cannot hide in it.
     account = make_account(client_id="cl#4711.x")
     row = make_token(account)
-    raw = raw_column(row.pk)
+    raw = raw_ciphertext(row.pk)
 
     assert raw.startswith("gAAAAA")
     assert row.plaintext not in raw
@@ -77,10 +59,10 @@ def test_raw_column_holds_only_fernet_ciphertext():
 @pytest.mark.django_db
 def test_same_token_encrypts_differently_each_time():
     row = make_token()
-    first = raw_column(row.pk)
+    first = raw_ciphertext(row.pk)
     row.set_token(row.plaintext)
     row.save()
-    assert raw_column(row.pk) != first
+    assert raw_ciphertext(row.pk) != first
     assert reload(row.pk).get_token() == row.plaintext
 
 
@@ -109,7 +91,7 @@ def _flip_one_byte(ciphertext: str, position: int) -> str:
 @pytest.mark.parametrize("position", [0, 5, 12, 30, -40, -1])
 def test_one_flipped_byte_fails_closed(position):
     row = make_token()
-    write_column(row.pk, _flip_one_byte(raw_column(row.pk), position))
+    write_column(row.pk, _flip_one_byte(raw_ciphertext(row.pk), position))
     with pytest.raises(TokenDecryptionError):
         reload(row.pk).get_token()
 
@@ -118,7 +100,7 @@ def test_one_flipped_byte_fails_closed(position):
 @pytest.mark.parametrize("keep", [10, 60, -1, -33])
 def test_truncated_ciphertext_fails_closed(keep):
     row = make_token()
-    raw = raw_column(row.pk)
+    raw = raw_ciphertext(row.pk)
     write_column(row.pk, raw[:keep])
     with pytest.raises(TokenDecryptionError):
         reload(row.pk).get_token()
@@ -162,7 +144,7 @@ def test_non_ascii_and_empty_columns_fail_closed():
 @pytest.mark.django_db
 def test_swapped_ciphertexts_fail_closed_for_both_rows():
     one, two = make_token(), make_token()
-    raw_one, raw_two = raw_column(one.pk), raw_column(two.pk)
+    raw_one, raw_two = raw_ciphertext(one.pk), raw_ciphertext(two.pk)
     write_column(one.pk, raw_two)
     write_column(two.pk, raw_one)
     for pk in (one.pk, two.pk):

@@ -9,16 +9,16 @@ import shutil
 import subprocess
 import sys
 import tarfile
-import textwrap
 import zipfile
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.docs_snippets import apply_to_existing, installation_blocks
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "django_synerise"
-INSTALLATION = ROOT / "docs" / "installation.rst"
 
 pytestmark = pytest.mark.slow
 
@@ -109,28 +109,6 @@ def package_files() -> set[str]:
     }
 
 
-def python_blocks(rst: str) -> list[str]:
-    """Return the ``code-block:: python`` bodies of an rst document, dedented."""
-    blocks = []
-    lines = rst.splitlines()
-    for index, line in enumerate(lines):
-        if line.strip() != ".. code-block:: python":
-            continue
-        directive = len(line) - len(line.lstrip())
-        body = []
-        for candidate in lines[index + 1 :]:
-            if candidate.strip() and len(candidate) - len(candidate.lstrip()) <= directive:
-                break
-            body.append(candidate)
-        blocks.append(textwrap.dedent("\n".join(body)).strip("\n") + "\n")
-    return blocks
-
-
-def apply_to_existing(block: str) -> str:
-    """Turn the docs' ``NAME = [\\n    # ...`` (meaning "what you already have") into code."""
-    return re.sub(r"^(\w+) = \[\n(\s+)# \.\.\.\n", r"\1 = [\n\2*\1,\n", block, flags=re.M)
-
-
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``python -m build`` (sdist, then the wheel built from that sdist) of a copy of the tree."""
@@ -160,9 +138,7 @@ def documented_project(
     fresh_venv: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, str]]:
     """``django-admin startproject`` in the clean venv plus the settings and URLs of the docs."""
-    blocks = python_blocks(INSTALLATION.read_text())
-    settings_block = next(b for b in blocks if "AUTHENTICATION_BACKENDS" in b)
-    urls_block = next(b for b in blocks if "urlpatterns" in b)
+    settings_block, urls_block = installation_blocks()
     for documented in (
         '"rest_framework"',
         '"django_synerise"',

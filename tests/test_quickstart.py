@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,36 +10,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-ROOT = Path(__file__).resolve().parent.parent
-INSTALLATION = ROOT / "docs" / "installation.rst"
+from tests.docs_snippets import apply_to_existing, installation_blocks
 
 pytestmark = pytest.mark.slow
-
-
-def python_blocks(rst: str) -> list[str]:
-    """Return the ``code-block:: python`` bodies of an rst document, dedented."""
-    blocks = []
-    lines = rst.splitlines()
-    for index, line in enumerate(lines):
-        if line.strip() != ".. code-block:: python":
-            continue
-        directive_indent = len(line) - len(line.lstrip())
-        body = []
-        for candidate in lines[index + 1 :]:
-            if candidate.strip() and len(candidate) - len(candidate.lstrip()) <= directive_indent:
-                break
-            body.append(candidate)
-        code = [b for b in body if b.strip()]
-        indent = min(len(b) - len(b.lstrip()) for b in code)
-        blocks.append("\n".join(b[indent:] for b in body).strip("\n") + "\n")
-    return blocks
-
-
-def apply_to_existing(block: str) -> str:
-    """Turn the docs' ``NAME = [\\n    # ...`` (meaning "what you already have") into code."""
-    return re.sub(
-        r"^(\w+) = \[\n(\s+)# \.\.\.\n", r"\1 = [\n\2*\1,\n", block, flags=re.MULTILINE
-    )
 
 
 def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
@@ -52,9 +24,7 @@ def run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 def test_documented_quickstart_signs_a_user_in(tmp_path, fake_synerise):
-    blocks = python_blocks(INSTALLATION.read_text())
-    settings_block = next(b for b in blocks if "AUTHENTICATION_BACKENDS" in b)
-    urls_block = next(b for b in blocks if "urlpatterns" in b)
+    settings_block, urls_block = installation_blocks()
 
     env = {
         **os.environ,

@@ -9,32 +9,17 @@ import pytest
 from cryptography.fernet import Fernet
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection, connections, transaction
+from django.db import connections, transaction
 
 from django_synerise import crypto
 from django_synerise.exceptions import TokenDecryptionError
 from django_synerise.models import ClientToken, TokenStatus
 from django_synerise.services.keys import RotationReport, rotate_encryption_keys
 from django_synerise.signals import token_expired
-from tests.factories import make_token
+from tests.factories import make_token, raw_ciphertext
 
 KEY_A = Fernet.generate_key().decode()
 KEY_B = Fernet.generate_key().decode()
-
-
-@pytest.fixture
-def keys(settings):
-    def _set(*values: str) -> None:
-        settings.SYNERISE = {**settings.SYNERISE, "TOKEN_ENCRYPTION_KEYS": list(values)}
-
-    return _set
-
-
-def raw(pk: int) -> str:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT encrypted_token FROM django_synerise_clienttoken WHERE id = %s",
-                       [pk])
-        return cursor.fetchone()[0]
 
 
 def read_all() -> dict[int, str]:
@@ -67,8 +52,8 @@ def test_rows_under_a_are_readable_with_b_a_then_with_b_alone_after_rotation(key
     keys(KEY_B)                                  # phase 3: A removed
     assert read_all() == expected
     for r in rows:
-        assert raw(r.pk).startswith("gAAAAA")
-        assert r.plaintext not in raw(r.pk)
+        assert raw_ciphertext(r.pk).startswith("gAAAAA")
+        assert r.plaintext not in raw_ciphertext(r.pk)
 
 
 @pytest.mark.django_db
@@ -78,11 +63,11 @@ def test_rotation_is_idempotent_and_keeps_version(keys):
     keys(KEY_B, KEY_A)
     first = rotate_encryption_keys(batch_size=10)
     assert (first.rotated, first.unchanged, first.failed, first.batches) == (3, 0, 0, 1)
-    after_first = {r.pk: raw(r.pk) for r in rows}
+    after_first = {r.pk: raw_ciphertext(r.pk) for r in rows}
 
     second = rotate_encryption_keys(batch_size=10)
     assert (second.rotated, second.unchanged, second.failed) == (0, 3, 0)
-    assert {r.pk: raw(r.pk) for r in rows} == after_first          # nothing rewritten
+    assert {r.pk: raw_ciphertext(r.pk) for r in rows} == after_first          # nothing rewritten
     out, _ = run_command()
     assert "rotated=0 unchanged=3 failed=0" in out
     assert set(ClientToken.objects.values_list("version", flat=True)) == {1}
@@ -92,14 +77,14 @@ def test_rotation_is_idempotent_and_keeps_version(keys):
 def test_dry_run_writes_nothing(keys):
     keys(KEY_A)
     rows = [make_token() for _ in range(3)]
-    before = {r.pk: raw(r.pk) for r in rows}
+    before = {r.pk: raw_ciphertext(r.pk) for r in rows}
     ClientToken.objects.filter(pk=rows[0].pk).update(encrypted_token=rows[0].plaintext)
     before[rows[0].pk] = rows[0].plaintext
     keys(KEY_B, KEY_A)
     out, err = run_command("--dry-run")
     assert out.startswith("[dry run] rotated=2 unchanged=0 failed=1")
     assert "could not be decrypted" in err
-    assert {r.pk: raw(r.pk) for r in rows} == before
+    assert {r.pk: raw_ciphertext(r.pk) for r in rows} == before
     assert ClientToken.objects.get(pk=rows[0].pk).status == TokenStatus.ACTIVE
 
 
@@ -110,7 +95,7 @@ def test_resume_after_id(keys):
     keys(KEY_B, KEY_A)
     report = rotate_encryption_keys(after_id=rows[1].pk)
     assert report.rotated == 2 and report.last_id == rows[3].pk
-    assert [crypto.key_index(raw(r.pk)) for r in rows] == [1, 1, 0, 0]
+    assert [crypto.key_index(raw_ciphertext(r.pk)) for r in rows] == [1, 1, 0, 0]
     out, _ = run_command("--after-id", str(rows[3].pk))
     assert "rotated=0 unchanged=0 failed=0 batches=0" in out
     report = rotate_encryption_keys()
@@ -130,7 +115,7 @@ def test_undecryptable_live_rows_fail_closed(keys):
     ClientToken.objects.filter(pk=foreign.pk).update(
         encrypted_token=Fernet(Fernet.generate_key()).encrypt(b"x").decode()
     )
-    ClientToken.objects.filter(pk=swapped_a.pk).update(encrypted_token=raw(swapped_b.pk))
+    ClientToken.objects.filter(pk=swapped_a.pk).update(encrypted_token=raw_ciphertext(swapped_b.pk))
     ClientToken.objects.filter(pk=dead.pk).update(encrypted_token="garbage")
     ClientToken.objects.filter(pk=revoked.pk).update(encrypted_token="")
 
@@ -159,7 +144,7 @@ def test_undecryptable_live_rows_fail_closed(keys):
     assert sorted(r[0] for r in received) == sorted([legacy.pk, foreign.pk, swapped_a.pk])
     assert {r[2] for r in received} == {"decryption_failed"}
     # the ciphertext of failed rows is kept (forensics / restoring a forgotten key)
-    assert raw(legacy.pk) == legacy.plaintext
+    assert raw_ciphertext(legacy.pk) == legacy.plaintext
 
 
 @pytest.mark.django_db
@@ -217,6 +202,6 @@ def test_rows_locked_by_another_transaction_are_skipped_not_waited_for(require_p
         release.set()
         holder.join(10)
     assert report.rotated == 2
-    assert [crypto.key_index(raw(r.pk)) for r in rows] == [0, 1, 0]
+    assert [crypto.key_index(raw_ciphertext(r.pk)) for r in rows] == [0, 1, 0]
     report = rotate_encryption_keys(batch_size=10)        # run again once the lock is gone
     assert (report.rotated, report.unchanged) == (1, 2)
