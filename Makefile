@@ -65,9 +65,12 @@ bench: install
 demo: $(DEMO_STAMP)
 	$(BIN)/python scripts/demo.py
 
+# tox's discovery does not follow pyenv shims: hand it every pyenv CPython 3.1x directly.
+PYENV_PYTHONS := $(foreach v,$(shell pyenv versions --bare 2>/dev/null | grep -E '^3\.1[0-9]\.'),$(shell pyenv root)/versions/$(v)/bin/python$(basename $(v)))
+
 tox: install
 	$(BIN)/pip install --quiet "tox>=4.22"
-	$(BIN)/tox
+	$(BIN)/tox $(if $(PYENV_PYTHONS),--discover $(PYENV_PYTHONS))
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache docs/_build example_project/var

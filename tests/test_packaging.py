@@ -286,9 +286,14 @@ def test_installed_wheel_passes_django_check(
     project, env = documented_project
     output = run([fresh_venv / "django-admin", "check"], cwd=project, env=env)
     assert "System check identified no issues" in output
-    # The deployment checks of the package itself stay quiet with the documented settings
-    # (Django's own security warnings about DEBUG and SECRET_KEY are expected here).
-    output = run([fresh_venv / "django-admin", "check", "--deploy"], cwd=project, env=env)
+    # The deployment checks of the package itself stay quiet with the documented settings.
+    # Django's own findings about a startproject site (DEBUG, SECRET_KEY, and from Django 6.1
+    # the console mail backend) are expected here, so only our ids are asserted on.
+    output = run(
+        [fresh_venv / "django-admin", "check", "--deploy", "--fail-level", "CRITICAL"],
+        cwd=project,
+        env=env,
+    )
     assert "django_synerise." not in output, output
     # The migrations shipped in the wheel apply and match the models.
     run([fresh_venv / "django-admin", "migrate", "--verbosity", "0"], cwd=project, env=env)
