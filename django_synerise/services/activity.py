@@ -37,17 +37,29 @@ def touch_activity(user: Any, *, now: datetime | None = None) -> None:
     _touch(ClientToken.objects.filter(account__user_id=pk), now)
 
 
-def touch_token_activity(token_pk: int, *, now: datetime | None = None) -> None:
-    """Like :func:`touch_activity` for a known ``ClientToken`` primary key (no join)."""
+def touch_token_activity(
+    token_pk: int, *, now: datetime | None = None, last_used_at: datetime | None = None
+) -> None:
+    """Like :func:`touch_activity` for a known ``ClientToken`` primary key (no join).
+
+    ``last_used_at`` is the value the caller just read from the row: when it is recent
+    enough, no query is made at all.
+    """
     from ..models import ClientToken
 
+    now = now or timezone.now()
+    if last_used_at is not None and last_used_at >= _cutoff(now):
+        return
     _touch(ClientToken.objects.filter(pk=token_pk), now)
+
+
+def _cutoff(now: datetime) -> datetime:
+    return now - timedelta(seconds=float(synerise_settings.ACTIVITY_INTERVAL))
 
 
 def _touch(queryset: Any, now: datetime | None) -> None:
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=float(synerise_settings.ACTIVITY_INTERVAL))
-    queryset.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=cutoff)).update(
+    queryset.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=_cutoff(now))).update(
         last_used_at=now
     )
 

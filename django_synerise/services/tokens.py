@@ -434,19 +434,20 @@ def _refresh_single_flight(
         raise
 
     now = timezone.now()
+    values = {
+        "version": version + 1,
+        "status": TokenStatus.ACTIVE,
+        "lease_until": None,
+        "failure_count": 0,
+        "last_error": "",
+        "refreshed_at": now,
+        "last_used_at": now,
+        "updated_at": now,
+        **prepared.row_values(),
+    }
     stored = ClientToken.objects.filter(
         pk=row.pk, version=version, status=TokenStatus.REFRESHING
-    ).update(
-        version=version + 1,
-        status=TokenStatus.ACTIVE,
-        lease_until=None,
-        failure_count=0,
-        last_error="",
-        refreshed_at=now,
-        last_used_at=now,
-        updated_at=now,
-        **prepared.row_values(),
-    )
+    ).update(**values)
     if not stored:
         logger.info("Refresh of Synerise token %s lost the race (stale_version)", row.pk)
         fresh = ClientToken.objects.select_related("account").filter(pk=row.pk).first()
@@ -456,10 +457,12 @@ def _refresh_single_flight(
         if fresh.version != version:
             return fresh, _decrypt(fresh)
         raise LoginRequired(reason="needs_login")
-    fresh = ClientToken.objects.select_related("account").get(pk=row.pk)
+    # The row now holds exactly what the compare-and-swap wrote: no need to read it back.
+    for field, value in values.items():
+        setattr(row, field, value)
     logger.debug("Synerise token %s refreshed (version %s)", row.pk, version + 1)
-    signals.token_refreshed.send(sender=ClientToken, token=fresh, account=fresh.account)
-    return fresh, result.token
+    signals.token_refreshed.send(sender=ClientToken, token=row, account=row.account)
+    return row, result.token
 
 
 def _release_lease(row: ClientToken, version: int, *, error: str) -> None:
@@ -533,7 +536,7 @@ def get_valid_token(user: Any, *, client: SyneriseClient | None = None) -> str:
         401/403; the row moves to needs_login and ``token_expired`` is sent) or ``expired``.
     """
     row, token = _obtain(user, client=client, force=False)
-    touch_token_activity(row.pk)
+    touch_token_activity(row.pk, last_used_at=row.last_used_at)
     return token
 
 
@@ -546,7 +549,7 @@ def refresh_user_token(user: Any, *, client: SyneriseClient | None = None) -> Cl
     :raises LoginRequired: as :func:`get_valid_token`.
     """
     row, _ = _obtain(user, client=client, force=True)
-    touch_token_activity(row.pk)
+    touch_token_activity(row.pk, last_used_at=row.last_used_at)
     return row
 
 
