@@ -140,3 +140,12 @@ def test_schemathesis_no_500_and_conforming_responses(api_live_server, live_api,
                                checks=[not_a_server_error, response_schema_conformance])
 
     run()
+
+
+def test_published_schema_is_up_to_date() -> None:
+    """``docs/_static/openapi.yaml`` (linked from the docs) matches the generated schema."""
+    from drf_spectacular.renderers import OpenApiYamlRenderer
+
+    published = Path(__file__).resolve().parent.parent / "docs" / "_static" / "openapi.yaml"
+    generated = OpenApiYamlRenderer().render(generate_schema("synerise/"), renderer_context={})
+    assert published.read_bytes() == generated, "run `make schema` and commit the result"
