@@ -11,6 +11,8 @@ import tomllib
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+# Autodoc imports the package; the docs never touch a database, so SQLite settings will do.
+os.environ.pop("DATABASE_URL", None)
 
 import django  # noqa: E402
 
