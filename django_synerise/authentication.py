@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
 from typing import Any
 
-from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
@@ -32,7 +30,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
        issuer);
     3. its realm is ``client`` (anonymous tokens are refused);
     4. its client id maps to an existing, active user (the rule of
-       :func:`django_synerise.services.user_for_client_id`, in one query with the token row);
+       :func:`django_synerise.services.account_for_client_id`, one query with the token row);
     5. its business profile (``bpi``) equals ``BUSINESS_PROFILE_ID`` or, when that is unset,
        the one stored on the account at login — Synerise's signing key is shared by all
        workspaces, so this is what makes it *our* token;
@@ -74,6 +72,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
             be fetched.
         """
         from . import verification
+        from .services.activity import account_for_client_id, touch_token_activity
 
         try:
             verification.check_token_shape(token)
@@ -82,7 +81,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
             raise self._failed(exc.reason) from None
         if claims.is_anonymous:
             raise self._failed("anonymous")
-        account = _account_for_client_id(claims.client_id)
+        account = account_for_client_id(claims.client_id)
         if account is None:
             raise self._failed("unknown_client")
         user = account.user
@@ -92,7 +91,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         stored = _stored_token(account)
         if stored is None or stored.status not in _USABLE_STATUSES:
             raise self._failed("token_not_usable")
-        self._touch(user, stored)
+        touch_token_activity(stored.pk, last_used_at=stored.last_used_at)
         return user, claims
 
     def authenticate_header(self, request: Request) -> str:
@@ -103,34 +102,6 @@ class SyneriseTokenAuthentication(BaseAuthentication):
     def _failed(reason: str) -> AuthenticationFailed:
         logger.info("Bearer authentication failed: %s", reason)
         return AuthenticationFailed("Invalid credentials.", code="invalid_credentials")
-
-    @staticmethod
-    def _touch(user: Any, stored: Any) -> None:
-        from . import services
-
-        interval = timedelta(seconds=float(synerise_settings.ACTIVITY_INTERVAL))
-        last = getattr(stored, "last_used_at", None)
-        if last is not None and timezone.now() - last < interval:
-            return  # already fresh: no query
-        services.touch_activity(user)
-
-
-def _account_for_client_id(client_id: Any) -> Any:
-    """Return the account of ``client_id`` whose user is active, with its user and token row
-    loaded in the same query, or ``None``.
-
-    The rule is :func:`django_synerise.services.user_for_client_id`'s (existing account,
-    active user only); the single query keeps a Bearer request at one lookup.
-    """
-    from .models import SyneriseAccount
-
-    if client_id is None or str(client_id) == "":
-        return None
-    return (
-        SyneriseAccount.objects.select_related("user", "token")
-        .filter(client_id=str(client_id), user__is_active=True)
-        .first()
-    )
 
 
 def _stored_token(account: Any) -> Any:

@@ -5,7 +5,7 @@ Import from here: ``from django_synerise import services; services.get_valid_tok
 
 from __future__ import annotations
 
-from .activity import touch_activity, user_for_client_id
+from .activity import account_for_client_id, touch_activity, user_for_client_id
 from .keys import RotationReport, rotate_encryption_keys
 from .login import IDENTITY_PROVIDERS, AccountConflict, LoginResult, login
 from .refresh import (
@@ -47,6 +47,7 @@ __all__ = [
     "PreparedToken",
     "RefreshReport",
     "RotationReport",
+    "account_for_client_id",
     "backoff_delay",
     "check_business_profile",
     "claim_due_tokens",

@@ -14,6 +14,8 @@ from ..conf import synerise_settings
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
+    from ..models import SyneriseAccount
+
 logger = logging.getLogger(__name__)
 
 
@@ -64,19 +66,26 @@ def _touch(queryset: Any, now: datetime | None) -> None:
     )
 
 
-def user_for_client_id(client_id: str) -> AbstractBaseUser | None:
-    """Return the active Django user linked to the Synerise ``client_id``, or ``None``.
+def account_for_client_id(client_id: str | None) -> SyneriseAccount | None:
+    """Return the account linked to the Synerise ``client_id`` whose user is active, with its
+    user and token row loaded in the same query, or ``None``.
 
-    Inactive users and unknown client ids both give ``None``; bearer authentication uses
-    this, so a client id maps only to an existing, active account.
+    Unknown client ids and inactive users both give ``None``: a client id maps only to an
+    existing, active account.
     """
     from ..models import SyneriseAccount
 
     if client_id is None or str(client_id) == "":
         return None
-    account = (
-        SyneriseAccount.objects.select_related("user")
+    return (
+        SyneriseAccount.objects.select_related("user", "token")
         .filter(client_id=str(client_id), user__is_active=True)
         .first()
     )
+
+
+def user_for_client_id(client_id: str | None) -> AbstractBaseUser | None:
+    """Return the active Django user linked to the Synerise ``client_id``, or ``None``
+    (see :func:`account_for_client_id`)."""
+    account = account_for_client_id(client_id)
     return account.user if account is not None else None
