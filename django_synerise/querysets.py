@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from .conf import synerise_settings
@@ -20,6 +21,12 @@ def _seconds(value: Any) -> timedelta:
     if isinstance(value, timedelta):
         return value
     return timedelta(seconds=float(value))
+
+
+def lease_free_q(now: datetime | Now | None = None) -> Q:
+    """The condition "no worker holds a lease": no lease, or one that ran out by ``now``
+    (default: the database's clock, the one every worker shares)."""
+    return Q(lease_until__isnull=True) | Q(lease_until__lte=Now() if now is None else now)
 
 
 class AccountQuerySet(models.QuerySet):
@@ -64,8 +71,7 @@ class ClientTokenQuerySet(models.QuerySet):
 
     def lease_free(self, now: datetime | None = None) -> ClientTokenQuerySet:
         """Tokens no worker holds a lease on at ``now``."""
-        now = now or timezone.now()
-        return self.filter(Q(lease_until__isnull=True) | Q(lease_until__lte=now))
+        return self.filter(lease_free_q(now or timezone.now()))
 
     def expired(self, now: datetime | None = None) -> ClientTokenQuerySet:
         """Tokens whose expiry is at or before ``now`` (any status)."""

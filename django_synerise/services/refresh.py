@@ -43,7 +43,8 @@ from ..exceptions import (
     TransientUpstreamError,
 )
 from ..models import ClientToken, TokenStatus
-from .tokens import PreparedToken, prepare_token
+from ..querysets import lease_free_q
+from .tokens import PreparedToken, prepare_token, resolve_client
 
 if TYPE_CHECKING:
     from ..client import SyneriseClient
@@ -200,10 +201,6 @@ def _batch_size(limit: int | None) -> int:
     return max(0, size)
 
 
-def _lease_free() -> Q:
-    return Q(lease_until__isnull=True) | Q(lease_until__lte=Now())
-
-
 def _active_owner(now: datetime) -> Q:
     """Owner active and seen within ``KEEPALIVE_IDLE`` (never-used tokens count from creation)."""
     cutoff = now - timedelta(seconds=_seconds(synerise_settings.KEEPALIVE_IDLE))
@@ -220,7 +217,7 @@ def due_tokens(*, now: datetime | None = None) -> Any:
     """
     now = now or timezone.now()
     return ClientToken.objects.filter(
-        _lease_free(),
+        lease_free_q(),
         _active_owner(now),
         status__in=_CLAIMABLE,
         refresh_at__lte=Now(),
@@ -290,7 +287,7 @@ def claim_tokens(ids: Iterable[int], *, due_only: bool = False) -> Claim:
     if not pks:
         return Claim(ids=(), lease_until=None, rows=())
     queryset = ClientToken.objects.filter(
-        _lease_free(), pk__in=pks, status__in=_CLAIMABLE, expires_at__gt=Now()
+        lease_free_q(), pk__in=pks, status__in=_CLAIMABLE, expires_at__gt=Now()
     )
     if due_only:
         queryset = queryset.filter(refresh_at__lte=Now())
@@ -363,14 +360,6 @@ def _get_executor() -> ThreadPoolExecutor:
             if old is not None:
                 old.shutdown(wait=False)
         return _executor
-
-
-def _default_client(client: SyneriseClient | None) -> SyneriseClient:
-    if client is not None:
-        return client
-    from ..adapter import get_adapter
-
-    return get_adapter().get_client()
 
 
 @dataclass
@@ -458,7 +447,7 @@ def refresh_batch(
     return _refresh_rows(
         rows,
         lease_until,
-        client=_default_client(client),
+        client=resolve_client(client),
         attempt=attempt,
         backoff=backoff,
         report=report,

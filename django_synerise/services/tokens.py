@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F, Q
+from django.db.models import DateTimeField, ExpressionWrapper, F
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -25,6 +25,7 @@ from ..exceptions import (
     TransientUpstreamError,
     UpstreamError,
 )
+from ..querysets import lease_free_q
 from .activity import touch_token_activity
 
 if TYPE_CHECKING:
@@ -89,10 +90,6 @@ def _lease_expression() -> ExpressionWrapper:
     """``now() + LEASE_SECONDS`` evaluated by the database (one clock for every worker)."""
     seconds = float(synerise_settings.LEASE_SECONDS)
     return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
-
-
-def _lease_free() -> Q:
-    return Q(lease_until__isnull=True) | Q(lease_until__lt=Now())
 
 
 def _expected_business_profile(account: SyneriseAccount | None) -> str | None:
@@ -327,7 +324,8 @@ def revoke_tokens(
 # --------------------------------------------------------------------------- single flight
 
 
-def _default_client(client: SyneriseClient | None) -> SyneriseClient:
+def resolve_client(client: SyneriseClient | None) -> SyneriseClient:
+    """Return ``client``, or the adapter's client when it is ``None``."""
     if client is not None:
         return client
     from ..adapter import get_adapter
@@ -398,7 +396,7 @@ def _refresh_single_flight(
             version=version,
             status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING],
         )
-        .filter(_lease_free())
+        .filter(lease_free_q())
         .select_for_update(skip_locked=True)
         .values("pk")
     )
@@ -410,7 +408,7 @@ def _refresh_single_flight(
         return _wait_for_refresh(row, current)
 
     try:
-        result = _default_client(client).refresh(current)
+        result = resolve_client(client).refresh(current)
         prepared = prepare_token(row.account, result, client=client)
     except CredentialsRejected:
         logger.info("Synerise rejected the refresh of token %s", row.pk)
