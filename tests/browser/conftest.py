@@ -60,6 +60,24 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# The demo runs on its embedded defaults (its own SQLite database, filesystem broker, the fake),
+# whatever the test run itself was given: these never reach a demo process.
+HOST_SETTINGS = (
+    "SYNERISE_API_KEY",
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "DJANGO_SETTINGS_MODULE",
+    "GOOGLE_CLIENT_ID",
+    "APPLE_CLIENT_ID",
+    "FACEBOOK_APP_ID",
+)
+
+
+def _without_host_settings(environ: Any) -> dict[str, str]:
+    """Return a copy of ``environ`` without :data:`HOST_SETTINGS`."""
+    return {name: value for name, value in environ.items() if name not in HOST_SETTINGS}
+
+
 @dataclass
 class DemoSite:
     """A running example site: its URL, its fake's URL and the demo credentials."""
@@ -83,17 +101,7 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
     """Run ``scripts/demo.py`` on free ports until the session ends, then Ctrl-C it."""
     port, fake_port = _free_port(), _free_port()
     var_dir = tmp_path_factory.mktemp("demo-var")
-    env = dict(os.environ)
-    for name in (
-        "SYNERISE_API_KEY",
-        "DATABASE_URL",
-        "CELERY_BROKER_URL",
-        "DJANGO_SETTINGS_MODULE",
-        "GOOGLE_CLIENT_ID",
-        "APPLE_CLIENT_ID",
-        "FACEBOOK_APP_ID",
-    ):
-        env.pop(name, None)
+    env = _without_host_settings(os.environ)
     env.update(
         DEMO_ADMIN_PASSWORD=ADMIN[1], DEMO_CLIENT_PASSWORD=CLIENT_PASSWORD, PYTHONUNBUFFERED="1"
     )
@@ -174,10 +182,13 @@ def sdk_site(demo_site: DemoSite) -> Iterator[str]:
         fake_port=demo_site.fake_port,
         token_lifetime=TOKEN_LIFETIME,
     )
-    env = demo.child_env(args, use_fake=True)
+    # Same database and fake as demo_site: never the DATABASE_URL the test run was given.
+    env = _without_host_settings(demo.child_env(args, use_fake=True))
+    env.update(DJANGO_SETTINGS_MODULE="example_project.settings")
     env.update(
         GOOGLE_CLIENT_ID="test-client.apps.googleusercontent.com", FACEBOOK_APP_ID="1234567890"
     )
+    log = (demo_site.var_dir / "sdk-site.log").open("w")  # read it when an SDK test fails
     process = subprocess.Popen(
         [
             sys.executable,
@@ -190,8 +201,8 @@ def sdk_site(demo_site: DemoSite) -> Iterator[str]:
         cwd=ROOT / "example_project",
         env=env,
         stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -200,6 +211,7 @@ def sdk_site(demo_site: DemoSite) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(10)
+        log.close()
 
 
 @pytest.fixture(scope="session")

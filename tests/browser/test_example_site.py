@@ -253,14 +253,23 @@ def test_provider_sdk_button_posts_token_to_the_api(
     )
     context = browser.new_context(base_url=sdk_site)
     page = context.new_page()
-    page.route(
-        stub_url,
-        lambda route: route.fulfill(
-            status=200, content_type="application/javascript", body=stub % json.dumps(token)
-        ),
-    )
-    page.goto("/login/")
+    held: list[Any] = []
+    page.route(stub_url, lambda route: held.append(route))
+    page.goto("/login/", wait_until="domcontentloaded")
     assert page.locator(f"[data-testid=demo-{provider}]").count() == 0
+    for _ in range(100):  # the SDK request is held: wait until the page has asked for it
+        if held:
+            break
+        page.wait_for_timeout(50)
+    assert len(held) == 1, "the page asks for the provider's SDK once"
+    # The SDK has not arrived: its button is absent (Google renders its own) or disabled,
+    # so a click made too early is never silently lost.
+    sdk_button = page.locator(button)
+    assert sdk_button.count() == 0 or sdk_button.is_disabled()
+    held[0].fulfill(
+        status=200, content_type="application/javascript", body=stub % json.dumps(token)
+    )
+    page.wait_for_selector(f"{button}:enabled")
 
     with page.expect_response(f"**/synerise/auth/login/{provider}/") as response_info:
         page.click(button)

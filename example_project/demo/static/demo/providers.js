@@ -28,6 +28,13 @@
     }).catch(function () { showError("Sign-in failed: the site is not reachable."); });
   }
 
+  /* SDK buttons are rendered disabled; they are enabled only once their click handler is
+     attached, so a click before the SDK has loaded is never silently lost. */
+  function ready(button) {
+    button.disabled = false;
+    button.removeAttribute("aria-busy");
+  }
+
   function whenLoaded(globalName, callback, tries) {
     tries = tries || 0;
     if (window[globalName]) { callback(window[globalName]); return; }
@@ -59,6 +66,7 @@
           postToken("apple", response.authorization.id_token);
         }).catch(function () { showError("Apple sign-in was cancelled."); });
       });
+      ready(apple);
     });
   }
 
@@ -72,6 +80,7 @@
           else { showError("Facebook sign-in was cancelled."); }
         }, { scope: "email" });
       });
+      ready(facebook);
     });
   }
 })();
