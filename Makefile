@@ -12,7 +12,7 @@ DEMO_STAMP := $(VENV)/.installed-demo
 test test-fast bench tox: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
 test test-fast bench tox: export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/5
 
-.PHONY: help install test test-fast lint format docs schema bench demo tox clean
+.PHONY: help install test test-fast lint format docs schema screenshots bench demo tox clean
 
 help:
 	@echo "make demo   - run the example project (fake Synerise, Django, Celery worker + beat)"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint   - ruff check and format check"
 	@echo "make docs   - build the Sphinx docs with warnings as errors"
 	@echo "make schema - write the OpenAPI schema to docs/_static/openapi.yaml"
+	@echo "make screenshots - rewrite the docs' screenshots (runs the browser tests)"
 	@echo "make bench  - run the benchmarks"
 	@echo "make tox    - run the tox matrix"
 
@@ -57,6 +58,10 @@ docs: install
 
 schema: install
 	DJANGO_SETTINGS_MODULE=tests.settings $(BIN)/python -m django_synerise.api --file docs/_static/openapi.yaml
+
+screenshots: install
+	scripts/ensure-chromium
+	UPDATE_SCREENSHOTS=1 $(BIN)/pytest -m browser tests/browser
 
 bench: install
 	$(BIN)/python benchmarks/refresh_throughput.py

@@ -240,7 +240,11 @@ def page(browser: Any, demo_site: DemoSite) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
-def screenshot_dir() -> Path:
-    """Where screenshots go: ``docs/_static/screenshots/`` (shown in the docs)."""
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+def screenshot_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where screenshots go: ``docs/_static/screenshots/`` (shown in the docs) when
+    ``UPDATE_SCREENSHOTS=1`` is set, else a temporary directory, so a test run never changes
+    tracked files."""
+    if os.environ.get("UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
