@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from urllib.parse import unquote, urlsplit
 
+import django
+
 from django_synerise.schedule import BEAT_SCHEDULE
 
 SECRET_KEY = "tests-only-secret-key-not-for-production-use-0123456789abcdef"  # noqa: S105
@@ -104,3 +106,7 @@ LOGGING = {
     "handlers": {"null": {"class": "logging.NullHandler"}},
     "loggers": {"django_synerise": {"level": "DEBUG", "handlers": ["null"], "propagate": True}},
 }
+
+# Django 6.1 replaced EMAIL_BACKEND with MAILERS (the test runner swaps in locmem either way).
+if django.VERSION >= (6, 1):
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.locmem.EmailBackend"}}

@@ -13,6 +13,8 @@ them from its environment or a vault.
 
 from __future__ import annotations
 
+import django
+
 from django_synerise.schedule import BEAT_SCHEDULE
 from tests.settings import *  # noqa: F403
 from tests.settings import MIDDLEWARE
@@ -40,6 +42,9 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SECURE = True
 CSRF_TRUSTED_ORIGINS = ["https://app.example.com"]
 X_FRAME_OPTIONS = "DENY"
+
+if django.VERSION >= (6, 1):  # a real mail server (the test settings use the memory backend)
+    MAILERS = {"default": {"BACKEND": "django.core.mail.backends.smtp.EmailBackend"}}
 
 SYNERISE = {
     "API_KEY": "production-like-profile-api-key",

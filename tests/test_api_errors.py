@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import django
 import pytest
 from django.core import mail
 from django.core.exceptions import RequestDataTooBig
@@ -314,7 +315,9 @@ class ExplodingAdapter(DefaultSyneriseAdapter):
 def test_password_is_masked_in_error_reports(fake_synerise, settings) -> None:
     settings.SYNERISE = {**settings.SYNERISE,
                          "ADAPTER": "tests.test_api_errors.ExplodingAdapter"}
-    settings.ADMINS = [("Admin", "admin@example.com")]
+    # Django 6.0 takes plain addresses and deprecates the (name, address) pairs 5.2 needs.
+    admin = "admin@example.com"
+    settings.ADMINS = [admin] if django.VERSION >= (6, 0) else [("Admin", admin)]
     settings.DEBUG = False
     handler = AdminEmailHandler(include_html=True)
     request_logger = logging.getLogger("django.request")
