@@ -35,6 +35,8 @@ pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("api_clean_state")]
 
 UNAVAILABLE = {"detail": "Synerise is temporarily unavailable. Try again later.",
                "code": "synerise_unavailable"}
+BAD_RESPONSE = {"detail": "Synerise sent an answer that could not be used. Try again later.",
+                "code": "synerise_bad_response"}
 
 
 def _login(client: APIClient, email: str = "a@example.com", password: str = PASSWORD):
@@ -143,12 +145,7 @@ def test_concurrent_logins_do_not_pass_the_limit(fake_synerise, settings) -> Non
     ({"status": 429, "retry_after": "7"}, "7"),
     ({"status": 429, "retry_after": "100000"}, "300"),   # capped by RETRY_AFTER_MAX
     ({"fault": "reset"}, "30"),
-    ({"fault": "garbage"}, "30"),
-    ({"fault": "html"}, "30"),
-    ({"fault": "empty"}, "30"),
     ({"fault": "truncated"}, "30"),
-    ({"fault": "redirect"}, "30"),
-    ({"fault": "bad_json_shape"}, "30"),
 ])
 def test_503_when_synerise_fails_on_login(fake_synerise, api, inject, retry_after) -> None:
     fake_synerise.add_client(email="a@example.com", password=PASSWORD)
@@ -158,6 +155,28 @@ def test_503_when_synerise_fails_on_login(fake_synerise, api, inject, retry_afte
     assert response.json() == UNAVAILABLE
     assert response["Retry-After"] == retry_after
     assert "token" not in response.json()
+
+
+# --------------------------------------------------------------------------- 502
+
+
+@pytest.mark.parametrize("inject", [
+    {"fault": "garbage"},
+    {"fault": "html"},
+    {"fault": "empty"},
+    {"fault": "redirect"},
+    {"fault": "bad_json_shape"},
+])
+def test_502_when_synerise_answers_something_unusable_on_login(fake_synerise, api,
+                                                               inject) -> None:
+    """U1/U2/U5: an answer that is not a usable login answer is a bad gateway, retryable."""
+    fake_synerise.add_client(email="a@example.com", password=PASSWORD)
+    fake_synerise.inject(path="login", times=5, **inject)
+    response = _login(api)
+    assert response.status_code == 502, response.content
+    assert response.json() == BAD_RESPONSE
+    assert response["Retry-After"] == "30"
+    assert len(fake_synerise.requests) == 1
 
 
 def test_503_when_synerise_times_out(fake_synerise, api, settings) -> None:
@@ -259,7 +278,7 @@ def test_refresh_rejected_upstream_is_login_required(fake_synerise, signed_in) -
     (errors.TokenDecryptionError(), 401, "login_required"),
     (errors.SyneriseUnavailable(status=500), 503, "synerise_unavailable"),
     (errors.RateLimited(retry_after=12.2), 503, "synerise_unavailable"),
-    (errors.BadResponse(), 503, "synerise_unavailable"),
+    (errors.BadResponse(), 502, "synerise_bad_response"),
     (errors.CircuitOpen(), 503, "synerise_unavailable"),
     (errors.UpstreamError(), 503, "synerise_unavailable"),
     (AccountConflict(), 409, "account_conflict"),

@@ -339,8 +339,8 @@ def test_x10_u3_refresh_token_failing_verification_is_not_stored(fake: Any, case
 def test_x10_malformed_login_answers_store_nothing(fake: Any, fault: str) -> None:
     fake.inject(fault=fault, path="login", times=1)
     response = api_login()
-    assert response.status_code == 503
-    assert "token" not in response.json()
+    assert response.status_code == 502
+    assert response.json()["code"] == "synerise_bad_response"
     assert_nothing_stored_by_login()
 
 

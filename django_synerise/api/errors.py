@@ -2,8 +2,9 @@
 
 Field errors add ``errors`` (a list of ``{field, code, message}``). Any rejected credential
 gets one generic 401 body, whatever the reason (no account enumeration). A failing or
-unreachable Synerise gets 503 with ``Retry-After``; bad input and upstream failures never
-produce a 500.
+unreachable Synerise gets 503 with ``Retry-After``; an answer from Synerise that cannot be
+used (not JSON, no token, a redirect, an unexpected status) gets 502 with ``Retry-After``. Bad
+input and upstream failures never produce a 500.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..conf import synerise_settings
 from ..exceptions import (
     AccountInactive,
     BadRequest,
+    BadResponse,
     CircuitOpen,
     ConditionalAuthFailed,
     CredentialsRejected,
@@ -232,25 +234,34 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
     if isinstance(exc, UpstreamError):
-        # TransientUpstreamError (unavailable, rate limited, bad response, circuit open) and
-        # any other upstream failure: Synerise is the problem, not the caller -> 503.
+        # Synerise is the problem, not the caller. An answer that cannot be used -> 502; any
+        # other failure (unreachable, 5xx, rate limited, circuit open) -> 503.
         retry_after = (
             retry_after_seconds(exc)
             if isinstance(exc, TransientUpstreamError)
             else DEFAULT_RETRY_AFTER
         )
+        if isinstance(exc, BadResponse):
+            answer = (
+                status.HTTP_502_BAD_GATEWAY,
+                _("Synerise sent an answer that could not be used. Try again later."),
+                "synerise_bad_response",
+            )
+        else:
+            answer = (
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                _("Synerise is temporarily unavailable. Try again later."),
+                "synerise_unavailable",
+            )
         logger.warning(
-            "%s: Synerise failed (%s, status %s); answering 503",
+            "%s: Synerise failed (%s, status %s); answering %s",
             view_name,
             type(exc).__name__,
             getattr(exc, "status", None),
+            answer[0],
         )
         return Response(
-            _body(
-                _("Synerise is temporarily unavailable. Try again later."), "synerise_unavailable"
-            ),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": str(retry_after)},
+            _body(answer[1], answer[2]), status=answer[0], headers={"Retry-After": str(retry_after)}
         )
     if isinstance(exc, AccountConflict):
         logger.warning("%s: account conflict", view_name)

@@ -92,6 +92,13 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         "Throttled; retry after ``Retry-After`` seconds.",
         {"detail": "Too many requests. Try again later.", "code": "throttled", "retry_after": 42},
     ),
+    502: (
+        "Synerise sent an answer that could not be used; retry after ``Retry-After`` seconds.",
+        {
+            "detail": "Synerise sent an answer that could not be used. Try again later.",
+            "code": "synerise_bad_response",
+        },
+    ),
     503: (
         "Synerise is unreachable or failing; retry after ``Retry-After`` seconds.",
         {
@@ -101,8 +108,8 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     ),
 }
 
-_LOGIN_ERRORS = (400, 401, 403, 405, 406, 409, 413, 415, 429, 503)
-_AUTHENTICATED_ERRORS = (400, 401, 403, 405, 406, 413, 415, 503)
+_LOGIN_ERRORS = (400, 401, 403, 405, 406, 409, 413, 415, 429, 502, 503)
+_AUTHENTICATED_ERRORS = (400, 401, 403, 405, 406, 413, 415, 502, 503)
 
 
 def error_responses(statuses: tuple[int, ...]) -> dict[int, OpenApiResponse]:
@@ -271,7 +278,7 @@ class TokenViewScheme(OpenApiViewExtension):
             extend_schema(
                 description=_DESCRIPTIONS["synerise_token"],
                 summary="The caller's valid Synerise token (refreshed first when needed)",
-                responses=_token_responses((401, 403, 405, 406, 503)),
+                responses=_token_responses((401, 403, 405, 406, 502, 503)),
                 tags=["synerise"],
             ),
         )
