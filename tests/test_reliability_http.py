@@ -73,13 +73,15 @@ def snapshot(row: ClientToken) -> tuple[str, int, Any]:
     return stored.encrypted_token, stored.version, stored.expires_at
 
 
-def assert_untouched_but_retrying(row: ClientToken, before: tuple[str, int, Any]) -> None:
+def assert_untouched_but_retrying(
+    row: ClientToken, before: tuple[str, int, Any], failures: int = 1
+) -> None:
     """Transient failure: same ciphertext, version and expiry; active; leased until the retry."""
     stored = ClientToken.objects.select_related("account").get(pk=row.pk)
     assert (stored.encrypted_token, stored.version, stored.expires_at) == before
     assert stored.status == TokenStatus.ACTIVE
     assert stored.get_token() == row.plaintext
-    assert stored.failure_count == 1
+    assert stored.failure_count == failures
     assert stored.lease_until is not None and stored.lease_until > timezone.now()
 
 
@@ -167,6 +169,52 @@ def test_x4_refused_connection_fails_fast_everywhere(fake: Any, settings: Any) -
     assert (stored.encrypted_token, stored.version) == before[:2]
     assert stored.status == TokenStatus.ACTIVE
     assert User.objects.count() == 1  # only the seeded user; the login stored nothing
+
+
+# --------------------------------------------------------------------------- X12 DNS
+
+
+@pytest.fixture
+def unresolvable(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A host name the resolver cannot resolve (``.invalid`` is reserved for that, RFC 6761).
+
+    The answer is injected at ``socket.getaddrinfo`` so the test never leaves the machine;
+    every other name still goes to the real resolver, and the client sees the very
+    ``socket.gaierror`` a real DNS failure raises.
+    """
+    real_getaddrinfo = socket.getaddrinfo
+    host = "api.synerise.invalid"
+
+    def getaddrinfo(name: Any, *args: Any, **kwargs: Any) -> Any:
+        text = name.decode() if isinstance(name, bytes) else str(name)
+        if text.endswith(".invalid"):
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(name, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    return host
+
+
+def test_x12_dns_failure_is_transient_and_counted_by_the_breaker(
+    fake: Any, settings: Any, unresolvable: str
+) -> None:
+    row = seed_token(fake, lifetime=600)  # inside REFRESH_MARGIN: get_valid_token refreshes
+    before = snapshot(row)
+    synerise_settings(
+        settings, BASE_URL=f"http://{unresolvable}", BREAKER_THRESHOLD=3, BREAKER_RESET_TIMEOUT=30
+    )
+
+    response = api_login()
+    assert response.status_code == 503
+    assert response.json()["code"] == "synerise_unavailable"
+    assert services.get_valid_token(row.account.user) == row.plaintext  # still valid: served
+    report = refresh_batch(claim_tokens_free(row))
+    assert report.failed_transient == [row.pk]
+
+    assert_untouched_but_retrying(row, before, failures=2)  # get_valid_token's try, the batch's
+    assert User.objects.count() == 1  # only the seeded user; the login stored nothing
+    assert get_breaker().state == OPEN, "three DNS failures are three consecutive failures"
+    assert fake.requests == []
 
 
 def claim_tokens_free(row: ClientToken) -> Any:
