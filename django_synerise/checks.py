@@ -38,6 +38,17 @@ MIN_MARGIN, MAX_MARGIN, TIGHT_MARGIN = 60, 3000, 300
 MAX_MARGIN_PLUS_JITTER = 3000
 MAX_BATCH_SIZE = 1000
 MAX_CONCURRENCY = 64
+MIN_RATE_LIMIT, MAX_RATE_LIMIT = 3, 10_000
+#: Cache backends a shared rate limit cannot rely on, and why.
+_RATE_LIMIT_CACHE_PROBLEMS: dict[str, str] = {
+    "django.core.cache.backends.locmem.LocMemCache": "is private to each process, so the "
+    "limit holds per process only",
+    "django.core.cache.backends.dummy.DummyCache": "stores nothing, so there is no limit",
+    "django.core.cache.backends.db.DatabaseCache": "does not increment atomically, so "
+    "concurrent workers can exceed the limit",
+    "django.core.cache.backends.filebased.FileBasedCache": "does not increment atomically, so "
+    "concurrent workers can exceed the limit",
+}
 MAX_BUSINESS_PROFILE_ID_LENGTH = 32
 MIN_RSA_KEY_BITS = 2048
 PYJWT_FLOOR = (2, 13)
@@ -271,6 +282,16 @@ MESSAGES: dict[str, Spec] = {
         "refresh tasks.",
         deploy=True,
     ),
+    "E042": _e(
+        "SYNERISE['REFRESH_RATE_LIMIT'] = {value!r} is not None or a number of calls per second "
+        f"between {MIN_RATE_LIMIT:g} and {MAX_RATE_LIMIT}.",
+        "Use None (no global limit) or the calls per second Synerise may receive from the "
+        "background refresh of every worker together, e.g. 50.",
+    ),
+    "E043": _e(
+        "SYNERISE['REFRESH_RATE_LIMIT_CACHE'] = {value!r} is not an alias in CACHES.",
+        "Use the alias of a Redis or Memcached cache that every worker shares, e.g. 'default'.",
+    ),
     "W001": _w(
         "SYNERISE['VERIFY_SIGNATURE'] is False: client tokens are not verified locally.",
         "Set it to True unless your tokens cannot be verified; without it the expiry comes "
@@ -304,6 +325,12 @@ MESSAGES: dict[str, Spec] = {
         f"Add an entry running '{REFRESH_TASK}' to CELERY_BEAT_SCHEDULE (merge "
         "django_synerise.schedule.BEAT_SCHEDULE), use django-celery-beat, or run "
         "`manage.py synerise_refresh_tokens` from cron and silence this warning.",
+    ),
+    "W007": _w(
+        "SYNERISE['REFRESH_RATE_LIMIT'] counts calls in cache {alias!r} ({backend}), which "
+        "{problem}.",
+        "Point REFRESH_RATE_LIMIT_CACHE at a Redis or Memcached cache that every worker shares "
+        "(django.core.cache.backends.redis.RedisCache or a memcached backend).",
     ),
 }
 
@@ -833,6 +860,32 @@ def _throttle_problem(rates: Any) -> str | None:
     return None
 
 
+def _check_rate_limit() -> list[CheckMessage]:
+    rate = _get("REFRESH_RATE_LIMIT")
+    if rate is None:
+        return []
+    if not (_is_number(rate) and MIN_RATE_LIMIT <= rate <= MAX_RATE_LIMIT):
+        return [_message("E042", obj=_obj("REFRESH_RATE_LIMIT"), value=rate)]
+    alias = _get("REFRESH_RATE_LIMIT_CACHE")
+    caches = getattr(settings, "CACHES", None) or {}
+    if not isinstance(alias, str) or not isinstance(caches, Mapping) or alias not in caches:
+        return [_message("E043", obj=_obj("REFRESH_RATE_LIMIT_CACHE"), value=alias)]
+    config = caches[alias]
+    backend = config.get("BACKEND", "") if isinstance(config, Mapping) else ""
+    problem = _RATE_LIMIT_CACHE_PROBLEMS.get(str(backend))
+    if problem is None:
+        return []
+    return [
+        _message(
+            "W007",
+            obj=_obj("REFRESH_RATE_LIMIT_CACHE"),
+            alias=alias,
+            backend=str(backend).rsplit(".", 1)[-1],
+            problem=problem,
+        )
+    ]
+
+
 _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_structure,
     _check_api_key,
@@ -844,6 +897,7 @@ _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_lifecycle,
     _check_security,
     _check_breaker_and_api,
+    _check_rate_limit,
 )
 
 

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
     "ACTIVITY_INTERVAL": 60,
     "REFRESH_BATCH_SIZE": 100,
     "REFRESH_CONCURRENCY": 8,
+    "REFRESH_RATE_LIMIT": None,
+    "REFRESH_RATE_LIMIT_CACHE": "default",
     "RETRY_AFTER_MAX": 300,
     "PURGE_AFTER": 7 * 24 * 3600,
     # Security

@@ -28,6 +28,17 @@ SYNERISE = {
     "BREAKER_THRESHOLD": 1000,
 }
 
+# A global refresh rate limit counted in a shared Redis cache (tests/test_ratelimit.py).
+if os.environ.get("SYNERISE_TEST_RATE_LIMIT"):
+    SYNERISE["REFRESH_RATE_LIMIT"] = float(os.environ["SYNERISE_TEST_RATE_LIMIT"])
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": os.environ["SYNERISE_TEST_CACHE_URL"],
+            "KEY_PREFIX": os.environ.get("SYNERISE_TEST_CACHE_PREFIX", ""),
+        }
+    }
+
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -476,6 +476,27 @@ SETTINGS_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
     ),
     ("W003", [{"TOKEN_ENCRYPTION_KEYS": [KEY_A]}], [{"TOKEN_ENCRYPTION_KEYS": []}]),
     ("W004", [{"LINK_BY_EMAIL": False}], [{"LINK_BY_EMAIL": True}]),
+    (
+        "E042",
+        [{"REFRESH_RATE_LIMIT": None}],
+        [
+            {"REFRESH_RATE_LIMIT": 0},
+            {"REFRESH_RATE_LIMIT": -5},
+            {"REFRESH_RATE_LIMIT": 2.9},
+            {"REFRESH_RATE_LIMIT": 10_001},
+            {"REFRESH_RATE_LIMIT": "50"},
+            {"REFRESH_RATE_LIMIT": True},
+            {"REFRESH_RATE_LIMIT": float("nan")},
+        ],
+    ),
+    (
+        "E043",
+        [{"REFRESH_RATE_LIMIT": None, "REFRESH_RATE_LIMIT_CACHE": "missing"}],
+        [
+            {"REFRESH_RATE_LIMIT": 50, "REFRESH_RATE_LIMIT_CACHE": "missing"},
+            {"REFRESH_RATE_LIMIT": 50, "REFRESH_RATE_LIMIT_CACHE": None},
+        ],
+    ),
 ]
 
 
@@ -950,3 +971,40 @@ def test_configuration_docs_cover_every_key() -> None:
         assert re.search(rf"^``{key}``$", text, re.MULTILINE), key
     for code in re.findall(r"django_synerise\.([EW]\d{3})", text):
         assert code in checks.MESSAGES, code
+
+
+# --------------------------------------------------------------------------- rate limit cache
+
+SHARED_CACHES = {
+    "redis": "django.core.cache.backends.redis.RedisCache",
+    "memcached": "django.core.cache.backends.memcached.PyMemcacheCache",
+}
+UNSHARED_CACHES = {
+    "locmem": ("django.core.cache.backends.locmem.LocMemCache", "per process only"),
+    "dummy": ("django.core.cache.backends.dummy.DummyCache", "there is no limit"),
+    "db": ("django.core.cache.backends.db.DatabaseCache", "can exceed the limit"),
+    "file": ("django.core.cache.backends.filebased.FileBasedCache", "can exceed the limit"),
+}
+
+
+@pytest.mark.parametrize("backend", SHARED_CACHES.values(), ids=SHARED_CACHES)
+@pytest.mark.parametrize("rate", [3, 3.5, 50, 10_000])
+def test_rate_limit_on_a_shared_cache_passes(backend: str, rate: float) -> None:
+    caches = {"default": {"BACKEND": backend, "LOCATION": "127.0.0.1:1"}}
+    with override_settings(SECRET_KEY=SECRET, CACHES=caches):
+        assert settings_ids({"REFRESH_RATE_LIMIT": rate}) == set()
+
+
+@pytest.mark.parametrize(("backend", "problem"), UNSHARED_CACHES.values(), ids=UNSHARED_CACHES)
+def test_rate_limit_on_an_unshared_cache_warns_w007(backend: str, problem: str) -> None:
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache"},
+        "limits": {"BACKEND": backend, "LOCATION": "x"},
+    }
+    overrides = {"REFRESH_RATE_LIMIT": 50, "REFRESH_RATE_LIMIT_CACHE": "limits"}
+    with override_settings(SECRET_KEY=SECRET, CACHES=caches, SYNERISE=synerise(**overrides)):
+        (message,) = checks.check_settings()
+    assert ids([message]) == {"W007"}
+    assert isinstance(message, Warning)
+    assert "'limits'" in message.msg and problem in message.msg
+

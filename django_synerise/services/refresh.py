@@ -44,6 +44,7 @@ from ..exceptions import (
 )
 from ..models import ClientToken, TokenStatus
 from ..querysets import lease_free_q
+from ..ratelimit import RateLimiter, refresh_rate_limiter
 from .tokens import PreparedToken, prepare_token, resolve_client
 
 if TYPE_CHECKING:
@@ -370,9 +371,21 @@ class _Outcome:
     attempted: bool = True
 
 
-def _call(row: ClientToken, token: str, client: SyneriseClient, start_deadline: float) -> _Outcome:
-    """Refresh one token in a pool thread (no database access)."""
+def _call(
+    row: ClientToken,
+    token: str,
+    client: SyneriseClient,
+    start_deadline: float,
+    limiter: RateLimiter | None = None,
+) -> _Outcome:
+    """Refresh one token in a pool thread (no database access).
+
+    Not attempted (the row is released) when the call cannot start before ``start_deadline``,
+    including while waiting for the global rate limit.
+    """
     if time.monotonic() > start_deadline:
+        return _Outcome(row, attempted=False)
+    if limiter is not None and not limiter.acquire(start_deadline):
         return _Outcome(row, attempted=False)
     try:
         result = client.refresh(token)
@@ -412,9 +425,11 @@ def refresh_batch(
     Each token is decrypted (failure: ``needs_login``, nothing sent upstream) and refreshed
     concurrently over ``REFRESH_CONCURRENCY`` pool threads, each with its own pooled HTTP
     session; new tokens are verified (:func:`~django_synerise.services.prepare_token`).
-    Calls not started before the lease nears its end are not made (the rows are released).
-    All successes are stored with one compare-and-swap ``UPDATE`` (pk, version, status
-    ``refreshing`` and our lease), all other outcomes with one more ``UPDATE``:
+    With ``REFRESH_RATE_LIMIT`` set, each call first waits for its place under the limit
+    shared by every worker (:mod:`django_synerise.ratelimit`). Calls not started before the
+    lease nears its end are not made (the rows are released). All successes are stored with
+    one compare-and-swap ``UPDATE`` (pk, version, status ``refreshing`` and our lease), all
+    other outcomes with one more ``UPDATE``:
 
     * 401/403 (and 400): ``needs_login``, ``token_expired`` (reason ``rejected``), no retry;
     * transient (5xx, timeouts, resets, 429, bad answers, breaker open): back to ``active``,
@@ -477,6 +492,7 @@ def _refresh_rows(
     outcomes: list[_Outcome] = []
     futures: list[Future[_Outcome]] = []
     executor = _get_executor()
+    limiter = refresh_rate_limiter()
     for row in rows:
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
             outcomes.append(
@@ -491,7 +507,7 @@ def _refresh_rows(
             logger.error("Stored Synerise token %s could not be decrypted", row.pk)
             outcomes.append(_Outcome(row, error=exc, attempted=False))
             continue
-        futures.append(executor.submit(_call, row, token, client, start_deadline))
+        futures.append(executor.submit(_call, row, token, client, start_deadline, limiter))
         del token
     outcomes.extend(future.result() for future in futures)
     return _write_outcomes(outcomes, lease_until, attempt=attempt, backoff=backoff, report=report)
