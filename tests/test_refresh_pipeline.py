@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -352,6 +352,16 @@ def test_refresh_command_limit(fake: Any) -> None:
     call_command("synerise_refresh_tokens", "--limit", "2", stdout=out)
     assert "refreshed=2" in out.getvalue()
     assert len(refresh_calls(fake)) == 2
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("option", ["--limit", "--batch-size"])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_refresh_command_rejects_counts_below_one(fake: Any, option: str, value: str) -> None:
+    seed_token(fake)
+    with pytest.raises(CommandError, match=f"{option} must be at least 1"):
+        call_command("synerise_refresh_tokens", option, value, stdout=io.StringIO())
+    assert refresh_calls(fake) == []
 
 
 @pytest.mark.django_db

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_synerise.services.refresh import count_due_tokens, refresh_due_tokens
 
@@ -45,11 +45,10 @@ class Command(BaseCommand):
         if options["dry_run"]:
             self.stdout.write(f"{count_due_tokens()} tokens due")
             return
-        limit = options["limit"]
-        if limit is not None and limit < 1:
-            self.stderr.write("--limit must be at least 1")
-            return
-        report = refresh_due_tokens(limit=limit, batch_size=options["batch_size"])
+        for option in ("limit", "batch_size"):
+            if options[option] is not None and options[option] < 1:
+                raise CommandError(f"--{option.replace('_', '-')} must be at least 1.")
+        report = refresh_due_tokens(limit=options["limit"], batch_size=options["batch_size"])
         self.stdout.write(
             f"claimed={report.claimed} refreshed={report.refreshed} "
             f"failed={report.failed} needs_login={report.needs_login} "
