@@ -19,7 +19,6 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.core.cache import caches
-from django.db import connection
 from django.test import override_settings
 from hypothesis import given
 from hypothesis import strategies as st
@@ -27,6 +26,7 @@ from hypothesis import strategies as st
 from django_synerise.models import ClientToken, TokenStatus
 from django_synerise.ratelimit import RateLimiter, refresh_rate_limiter
 from django_synerise.services.refresh import refresh_due_tokens
+from tests.child_env import child_env
 from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
 from tests.fixtures_services import synerise_settings
 
@@ -187,17 +187,12 @@ def test_three_processes_share_one_limit_through_redis(
 ) -> None:
     rate, count, processes = 40, 240, 3
     rows = [seed_token(fake) for _ in range(count)]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.celery_settings",
-        "PYTHONPATH": str(ROOT),
-        "SYNERISE_TEST_DB_NAME": connection.settings_dict["NAME"],
-        "SYNERISE_TEST_FAKE_URL": fake.url,
-        "SYNERISE_TEST_API_KEY": fake.api_key,
-        "SYNERISE_TEST_RATE_LIMIT": str(rate),
-        "SYNERISE_TEST_CACHE_URL": redis_cache_url(broker_url),
-        "SYNERISE_TEST_CACHE_PREFIX": f"ratelimit-{os.getpid()}-{time.time_ns()}",
-    }
+    env = child_env(
+        fake,
+        SYNERISE_TEST_RATE_LIMIT=str(rate),
+        SYNERISE_TEST_CACHE_URL=redis_cache_url(broker_url),
+        SYNERISE_TEST_CACHE_PREFIX=f"ratelimit-{os.getpid()}-{time.time_ns()}",
+    )
     started = time.monotonic()
     children = [
         subprocess.Popen(

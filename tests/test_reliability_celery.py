@@ -26,6 +26,7 @@ from django_synerise import tasks
 from django_synerise.models import ClientToken, TokenStatus
 from django_synerise.schedule import REFRESH_EXPIRES, REFRESH_INTERVAL
 from django_synerise.testing import FakeSynerise
+from tests.child_env import child_env
 from tests.fixtures_refresh import calls_per_token, seed_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,16 +107,7 @@ def worker(
 ) -> Iterator[subprocess.Popen[bytes]]:
     if connection.vendor != "postgresql":
         pytest.fail("needs DATABASE_URL=postgres://postgres@127.0.0.1:5432/test")
-    env = {
-        **os.environ,
-        "CELERY_BROKER_URL": redis.url,
-        "DJANGO_SETTINGS_MODULE": "tests.celery_settings",
-        "PYTHONPATH": str(ROOT),
-        "SYNERISE_TEST_DB_NAME": connection.settings_dict["NAME"],
-        "SYNERISE_TEST_FAKE_URL": worker_fake.url,
-        "SYNERISE_TEST_API_KEY": worker_fake.api_key,
-    }
-    env.pop("SYNERISE_TEST_SIGNAL_LOG", None)
+    env = child_env(worker_fake, CELERY_BROKER_URL=redis.url)
     log = Path(tempfile.mkstemp(prefix="synerise-h9-worker-", suffix=".log")[1])
     with open(log, "wb") as out:
         process = subprocess.Popen(

@@ -29,6 +29,7 @@ from django_synerise.models import ClientToken, TokenStatus
 from django_synerise.schedule import BEAT_SCHEDULE
 from django_synerise.services.refresh import EXPIRY_SAFETY, claim_due_tokens
 from django_synerise.testing import FakeSynerise
+from tests.child_env import child_env
 from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,16 +108,9 @@ def worker(django_db_setup: Any, django_db_blocker: Any, worker_fake: FakeSyneri
     queue = f"synerise-tests-{os.getpid()}"
     app.conf.task_default_queue = queue  # this process sends to the worker's own queue
     _purge(app, queue)
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "tests.celery_settings",
-        "PYTHONPATH": str(ROOT),
-        "SYNERISE_TEST_DB_NAME": connection.settings_dict["NAME"],
-        "SYNERISE_TEST_FAKE_URL": worker_fake.url,
-        "SYNERISE_TEST_API_KEY": worker_fake.api_key,
-        "SYNERISE_TEST_SIGNAL_LOG": str(signal_log),
-        "SYNERISE_TEST_QUEUE": queue,
-    }
+    env = child_env(
+        worker_fake, SYNERISE_TEST_SIGNAL_LOG=str(signal_log), SYNERISE_TEST_QUEUE=queue
+    )
     log = Path(tempfile.mkstemp(prefix="synerise-worker-", suffix=".log")[1])
     with open(log, "wb") as out:
         process = subprocess.Popen(
