@@ -65,6 +65,7 @@ screenshots: install
 
 bench: install
 	$(BIN)/python benchmarks/refresh_throughput.py
+	DATABASE_URL= $(BIN)/python benchmarks/api_overhead.py
 	$(BIN)/python benchmarks/api_overhead.py
 
 demo: $(DEMO_STAMP)

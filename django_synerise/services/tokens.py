@@ -194,7 +194,8 @@ def _write_prepared(
         "last_error": "",
         "last_used_at": now,
     }
-    with transaction.atomic():
+    # Inside a caller's transaction (login) this joins it without a savepoint of its own.
+    with transaction.atomic(savepoint=False):
         updated = ClientToken.objects.filter(account=account).update(
             version=F("version") + 1, updated_at=now, **values
         )
