@@ -242,13 +242,13 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
             else DEFAULT_RETRY_AFTER
         )
         if isinstance(exc, BadResponse):
-            answer = (
+            status_code, detail, code = (
                 status.HTTP_502_BAD_GATEWAY,
                 _("Synerise sent an answer that could not be used. Try again later."),
                 "synerise_bad_response",
             )
         else:
-            answer = (
+            status_code, detail, code = (
                 status.HTTP_503_SERVICE_UNAVAILABLE,
                 _("Synerise is temporarily unavailable. Try again later."),
                 "synerise_unavailable",
@@ -258,10 +258,10 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
             view_name,
             type(exc).__name__,
             getattr(exc, "status", None),
-            answer[0],
+            status_code,
         )
         return Response(
-            _body(answer[1], answer[2]), status=answer[0], headers={"Retry-After": str(retry_after)}
+            _body(detail, code), status=status_code, headers={"Retry-After": str(retry_after)}
         )
     if isinstance(exc, AccountConflict):
         logger.warning("%s: account conflict", view_name)
