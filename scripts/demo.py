@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
@@ -233,9 +234,12 @@ def run_manage(args: list[str], env: dict[str, str]) -> str:
     return result.stdout
 
 
-def child_env(args: argparse.Namespace, use_fake: bool) -> dict[str, str]:
-    """Return the environment of every child: settings module, paths, demo timings."""
-    env = dict(os.environ)
+def child_env(
+    args: argparse.Namespace, use_fake: bool, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Return the environment of every child: ``environ`` (default: this process's) plus
+    the settings module, paths and demo timings."""
+    env = dict(os.environ if environ is None else environ)
     paths = [str(EXAMPLE), str(ROOT)]
     if env.get("PYTHONPATH"):
         paths.append(env["PYTHONPATH"])

@@ -183,8 +183,7 @@ def sdk_site(demo_site: DemoSite) -> Iterator[str]:
         token_lifetime=TOKEN_LIFETIME,
     )
     # Same database and fake as demo_site: never the DATABASE_URL the test run was given.
-    env = _without_host_settings(demo.child_env(args, use_fake=True))
-    env.update(DJANGO_SETTINGS_MODULE="example_project.settings")
+    env = demo.child_env(args, use_fake=True, environ=_without_host_settings(os.environ))
     env.update(
         GOOGLE_CLIENT_ID="test-client.apps.googleusercontent.com", FACEBOOK_APP_ID="1234567890"
     )
