@@ -748,6 +748,59 @@ def test_standalone_server(command, tmp_path):
     assert "Stopping" in output
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        [sys.executable, "-m", "django_synerise.testing"],
+        [sys.executable, "-m", "django", "synerise_fake_server", "--settings=tests.settings"],
+    ],
+    ids=["python-m", "manage-command"],
+)
+def test_standalone_server_shows_its_default_api_key(command):
+    """A development site needs the key the fake accepts: --help and the start banner say it,
+    and it is the key a login is accepted with."""
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env["PYTHONPATH"] = str(ROOT)
+    help_text = subprocess.run(
+        [*command, "--help"],
+        cwd=ROOT,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert "(default 'fake-api-key')" in help_text
+    process = subprocess.Popen(
+        [*command, "--port=0", "--client=key@example.com:pw"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        url = _read_url(process)
+        assert process.stdout.readline() == "API key: fake-api-key\n"
+        response = requests.post(
+            f"{url}/sauth/v3/auth/login/client",
+            json={
+                "apiKey": "fake-api-key",
+                "identityProvider": "SYNERISE",
+                "email": "key@example.com",
+                "password": "pw",
+            },
+            timeout=5,
+        )
+        assert response.status_code == 200
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+
+
 def test_testing_kit_never_imports_django():
     code = (
         "import sys, django_synerise.testing, django_synerise.testing.__main__;"

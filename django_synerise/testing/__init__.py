@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from .fake import FakeClient, FakeSynerise, ProviderIdentity, RecordedRequest
+from .fake import DEFAULT_API_KEY, FakeClient, FakeSynerise, ProviderIdentity, RecordedRequest
 from .faults import FAULT_KINDS, FaultRule
 
 __all__ = [
+    "DEFAULT_API_KEY",
     "FAULT_KINDS",
     "FakeClient",
     "FakeSynerise",

@@ -68,6 +68,9 @@ _ACTIONS = {
 PUBLIC_KEY_PATH = "/v4/public.pem"
 PERSONAL_INFORMATION_PATH = "/v4/my-account/personal-information"
 CONTROL_PREFIX = "/__fake__/"
+#: The Profile API key a FakeSynerise accepts unless given another one. Development settings
+#: that point at ``synerise_fake_server`` use it (it is printed when the server starts).
+DEFAULT_API_KEY = "fake-api-key"
 REDIRECT_HOST = "http://synerise-redirect.invalid"
 _STATUSES = frozenset(s.value for s in HTTPStatus)
 
@@ -89,7 +92,7 @@ class FakeSynerise:
     def __init__(
         self,
         *,
-        api_key: str = "fake-api-key",
+        api_key: str = DEFAULT_API_KEY,
         token_lifetime: int = 3600,
         business_profile_id: str | int | None = "1234",
         host: str = "127.0.0.1",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from .fake import FakeSynerise
+from .fake import DEFAULT_API_KEY, FakeSynerise
 
 __all__ = ["add_arguments", "parse_client_spec", "run_from_options", "serve"]
 
@@ -29,7 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=8765, help="TCP port (default 8765; 0 picks a free port)."
     )
-    parser.add_argument("--api-key", default="fake-api-key", help="Profile API key to accept.")
+    parser.add_argument(
+        "--api-key",
+        default=DEFAULT_API_KEY,
+        help=f"The Profile API key to accept (default {DEFAULT_API_KEY!r}): set the same value "
+        "as SYNERISE['API_KEY'] of the site that uses this fake.",
+    )
     parser.add_argument(
         "--token-lifetime", type=int, default=3600, help="Client token lifetime in seconds."
     )
@@ -58,7 +63,7 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 8765,
-    api_key: str = "fake-api-key",
+    api_key: str = DEFAULT_API_KEY,
     token_lifetime: int = 3600,
     business_profile_id: str | None = "1234",
     clients: Sequence[tuple[str, str]] = (),
@@ -89,6 +94,7 @@ def serve(
             Path(public_key_file).write_text(fake.public_key_pem, encoding="ascii")
             out.write(f"Public key written to {public_key_file}\n")
         out.write(f"FakeSynerise listening on {fake.url}\n")
+        out.write(f"API key: {fake.api_key}\n")
         out.write(f"Public key: {fake.url}/v4/public.pem\n")
         out.write(f"Control API: {fake.url}/__fake__/stats\n")
         out.write("Press Ctrl-C to stop.\n")
