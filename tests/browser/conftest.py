@@ -4,6 +4,10 @@ The ``demo_site`` fixture starts ``scripts/demo.py`` once per session on free po
 temporary database, 80-second FakeSynerise tokens and a one-second beat, so a background refresh
 happens within seconds. Chromium is Debian's (``apt-get install chromium``), driven by the
 ``playwright`` package; ``playwright install`` is never needed.
+
+Without Chromium (or Playwright) the browser tests do not run: they are replaced by one failing
+item whose single line says how to install what is missing, so ``make test`` runs everything
+else and still fails, on a developer's machine and in CI alike.
 """
 
 from __future__ import annotations
@@ -47,11 +51,48 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "browser: drives the example site in headless Chromium")
 
 
-def _missing(reason: str) -> None:
-    """Fail in CI (the browser tests must run there), skip on a developer machine."""
-    if os.environ.get("CI"):
-        pytest.fail(reason)
-    pytest.skip(reason)
+def missing_browser() -> str | None:
+    """Why the browser tests cannot run here (one line with the fix), or None if they can."""
+    if importlib.util.find_spec("playwright") is None:
+        return "Playwright is not installed: run `make install` (or pip install playwright)."
+    if not Path(CHROMIUM).is_file() or not os.access(CHROMIUM, os.X_OK):
+        return (
+            f"Chromium not found at {CHROMIUM}: install Debian's chromium "
+            "(sudo apt-get install chromium) or set CHROMIUM_PATH to a Chromium binary."
+        )
+    return None
+
+
+class MissingBrowser(pytest.Item):
+    """Stands for the browser tests when they cannot run: fails with :func:`missing_browser`."""
+
+    def __init__(self, *, reason: str, count: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.reason = reason
+        self.count = count
+        self.add_marker(pytest.mark.browser)
+
+    def runtest(self) -> None:
+        pytest.fail(f"{self.reason} ({self.count} browser tests not run)", pytrace=False)
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, self.name
+
+
+def pytest_collection_modifyitems(
+    session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Replace the browser tests by one :class:`MissingBrowser` item when they cannot run."""
+    browser_items = [item for item in items if item.get_closest_marker("browser")]
+    reason = missing_browser() if browser_items else None
+    if reason is None:
+        return
+    first = items.index(browser_items[0])
+    stand_in = MissingBrowser.from_parent(
+        browser_items[0].parent, name="chromium", reason=reason, count=len(browser_items)
+    )
+    kept = [item for item in items if item not in browser_items]
+    items[:] = [*kept[:first], stand_in, *kept[first:]]
 
 
 def _free_port() -> int:
@@ -215,13 +256,10 @@ def sdk_site(demo_site: DemoSite) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium driven by Playwright (fails in CI when either is missing)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (pip install playwright)")
-    if not Path(CHROMIUM).exists():
-        _missing(f"Chromium not found at {CHROMIUM} (apt-get install chromium)")
+    """Headless Debian Chromium driven by Playwright (the tests that use it are replaced by
+    one failing item when either is missing, see :func:`pytest_collection_modifyitems`)."""
+    from playwright.sync_api import sync_playwright
+
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
