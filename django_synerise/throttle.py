@@ -209,7 +209,9 @@ class SlidingWindow:
             (k for k in range(1, BUCKETS + 1) if sum(counts[k:]) + 1 <= self.limit),
             BUCKETS + 1,
         )
-        return max(0.0, (current + dropped) * width - now)
+        # A millisecond more, so that waiting exactly this long lands in the next bucket
+        # whatever the float rounding.
+        return max(0.0, (current + dropped) * width - now) + 0.001
 
 
 def _digest(*parts: str) -> str:
