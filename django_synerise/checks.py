@@ -372,8 +372,8 @@ MESSAGES: dict[str, Spec] = {
     ),
     "W073": _w(
         "SYNERISE['LOGIN_THROTTLE_CACHE'] counts login attempts in cache {alias!r} "
-        "(LocMemCache), which is private to each process: every web process grants its own "
-        "budget of guesses.",
+        "(LocMemCache) with DEBUG off: the cache is private to each process, so every web "
+        "process grants its own budget of guesses.",
         "Point LOGIN_THROTTLE_CACHE at a Redis or Memcached cache every web process shares.",
         deploy=True,
     ),
@@ -1109,7 +1109,9 @@ def _check_deploy_settings() -> list[CheckMessage]:
     if isinstance(url, str) and urlsplit(url).scheme != "https":
         messages.append(_message("E038", obj=_obj("BASE_URL"), value=url))
     found = _throttle_cache_backend()
-    if found is not None and found[1].endswith("locmem.LocMemCache"):
+    # With DEBUG on the site is a development server (one process): a private cache is fine.
+    deployed = not getattr(settings, "DEBUG", False)
+    if deployed and found is not None and found[1].endswith("locmem.LocMemCache"):
         messages.append(_message("W073", obj=_obj("LOGIN_THROTTLE_CACHE"), alias=found[0]))
     return messages
 

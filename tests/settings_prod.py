@@ -6,9 +6,9 @@ Used by ``tests/test_reliability_security.py`` and by CI::
 
 HTTPS-only Synerise base URL, dedicated Fernet keys (not derived from ``SECRET_KEY``), DEBUG
 off, secure cookies, HSTS, SSL redirect, clickjacking protection, a Celery broker whose
-``visibility_timeout`` outlives every time limit and retry countdown, and the bundled beat
-schedule, and a Redis cache for the login throttle. The secrets below are test values generated for this file; a real project reads
-them from its environment or a vault.
+``visibility_timeout`` outlives every time limit and retry countdown, the bundled beat
+schedule, and a shared (Redis) cache for the login throttle. The secrets below are test
+values generated for this file; a real project reads them from its environment or a vault.
 """
 
 from __future__ import annotations

@@ -1058,9 +1058,12 @@ def test_login_throttle_cache_w072_w073(backend: str, problem: str) -> None:
         messages = checks.check_settings()
         deploy = ids(checks.check_deploy())
     if backend.endswith("LocMemCache"):
-        # Fine for development and tests; `check --deploy` reports it.
+        # Fine for development and tests; `check --deploy` reports it when DEBUG is off.
         assert messages == []
         assert deploy == {"W073"}
+        with override_settings(SECRET_KEY=SECRET, CACHES=caches, DEBUG=True,
+                               SYNERISE=synerise(LOGIN_THROTTLE_CACHE="logins")):
+            assert ids(checks.check_deploy()) == set()
         return
     (message,) = messages
     assert ids([message]) == {"W072"} and "'logins'" in message.msg
