@@ -6,11 +6,17 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import requests
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.backends import BaseBackend
+from django.contrib.auth.backends import BaseBackend, ModelBackend
+from django.core.exceptions import FieldDoesNotExist, PermissionDenied
+from django.db.models import Q
 from django.utils.decorators import method_decorator
+from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
+from . import throttle
+from .conf import synerise_settings
 from .exceptions import (
     AccountInactive,
     BadRequest,
@@ -28,6 +34,12 @@ logger = logging.getLogger(__name__)
 #: Providers that sign in with a provider token instead of a password.
 TOKEN_PROVIDERS = frozenset({"GOOGLE", "APPLE", "FACEBOOK", "OAUTH"})
 
+#: Values of ``SYNERISE["UPSTREAM_PASSWORDS"]``, narrowest first.
+UPSTREAM_PASSWORD_POLICIES = ("linked", "non_local", "non_staff", "all")
+
+#: Local users matched for one identifier, at most (enough to decide; bounds the query).
+MAX_LOCAL_MATCHES = 20
+
 
 class SyneriseBackend(BaseBackend):
     """Authenticate against Synerise; the user is found or created by ``services.login``.
@@ -39,10 +51,24 @@ class SyneriseBackend(BaseBackend):
     * ``username`` + ``password`` (Django's login forms, the admin's included): a username
       that looks like an email is sent as ``email``, anything else as ``custom_id``.
 
-    ``uuid`` and ``device_id`` are passed on. ``authenticate`` never raises for a Synerise
-    failure: rejected credentials, an outage or a bad response all give ``None`` (the error
-    class is logged, never the credentials), so the next backend may try. Inactive users are
-    refused.
+    ``uuid`` and ``device_id`` are passed on. Before anything is sent to Synerise:
+
+    * **Local credentials stay local.** A password is not sent when the identifier belongs to
+      a local user that ``SYNERISE["UPSTREAM_PASSWORDS"]`` keeps local (by default: any staff
+      or superuser, and any user with a usable local password; see :meth:`may_send_password`).
+      ``None`` is returned, so the next backend (``ModelBackend``) checks it.
+    * **One throttle.** The attempt is counted by :func:`django_synerise.throttle.check_attempt`,
+      the budget the HTTP API uses too. A throttled attempt returns ``None`` (Django then sends
+      ``user_login_failed``) and makes no Synerise call.
+
+    Synerise failures never raise: an outage or a bad response gives ``None`` (the error class
+    is logged, never the credentials), so the next backend may try. A *rejected password*
+    raises :class:`~django.core.exceptions.PermissionDenied` when every backend listed after
+    this one is a ``ModelBackend`` (see :meth:`rejection_is_final`): such a backend cannot
+    accept this identifier (it has no usable local password, or it would not have been sent),
+    and ending the chain spares the dummy password hash it would run, so a wrong password
+    takes as long as a right one. Django's :func:`~django.contrib.auth.authenticate` turns
+    ``PermissionDenied`` into ``None`` and ``user_login_failed``. Inactive users are refused.
     """
 
     @method_decorator(
@@ -61,7 +87,11 @@ class SyneriseBackend(BaseBackend):
         username: str | None = None,
         **kwargs: Any,
     ) -> AbstractBaseUser | None:
-        """Return the Django user for valid Synerise credentials, else ``None``."""
+        """Return the Django user for valid Synerise credentials, else ``None``.
+
+        :raises PermissionDenied: Synerise rejected the password and no later backend could
+            accept it (see :meth:`rejection_is_final`).
+        """
         credentials = self._credentials(
             email=email,
             password=password,
@@ -72,6 +102,14 @@ class SyneriseBackend(BaseBackend):
         )
         if credentials is None:
             return None
+        identifier = credentials.get("email") or credentials.get("custom_id")
+        if identifier is not None and not self.may_send_password(identifier):
+            logger.info("Synerise backend: credentials of a local user are not sent upstream")
+            return None
+        verdict = throttle.check_attempt(request, identifier)
+        if not verdict.allowed:
+            logger.info("Synerise backend: sign-in throttled (%s)", verdict.scope)
+            return None
         from . import services
         from .services.login import AccountConflict
 
@@ -80,14 +118,77 @@ class SyneriseBackend(BaseBackend):
         except AccountInactive:
             logger.info("Synerise backend: the linked user is inactive")
             return None
-        except (CredentialsRejected, BadRequest, InvalidToken, AccountConflict) as exc:
+        except CredentialsRejected as exc:
+            logger.info("Synerise backend: sign-in refused (%s)", type(exc).__name__)
+            if identifier is not None and self.rejection_is_final():
+                raise PermissionDenied from None
+            return None
+        except (BadRequest, InvalidToken, AccountConflict) as exc:
             logger.info("Synerise backend: sign-in refused (%s)", type(exc).__name__)
             return None
         except (SyneriseError, requests.RequestException) as exc:
             logger.warning("Synerise backend: Synerise unavailable (%s)", type(exc).__name__)
             return None
         user = result.user
-        return user if self.user_can_authenticate(user) else None
+        if not self.user_can_authenticate(user):
+            return None
+        throttle.record_success(request, identifier)
+        return user
+
+    def may_send_password(self, identifier: str) -> bool:
+        """Whether a password typed for ``identifier`` may be sent to Synerise.
+
+        Follows ``SYNERISE["UPSTREAM_PASSWORDS"]``; the local users considered are those whose
+        username or e-mail equals ``identifier`` (case-insensitively) or whose linked
+        :class:`~django_synerise.models.SyneriseAccount` has that e-mail or custom id:
+
+        ``"linked"``
+            only identifiers of a linked Synerise account, and never as below;
+        ``"non_local"`` (default)
+            never for a staff user, a superuser or a user with a usable local password;
+        ``"non_staff"``
+            never for a staff user or a superuser;
+        ``"all"``
+            always (system check ``django_synerise.W070``).
+        """
+        policy = synerise_settings.UPSTREAM_PASSWORDS
+        if policy == "all":
+            return True
+        users = local_users_for(identifier)
+        if any(_is_staff(user) for user in users):
+            return False
+        if policy == "non_staff":
+            return True
+        if any(user.has_usable_password() for user in users):
+            return False
+        if policy == "linked":
+            return _linked_account_exists(identifier)
+        return True
+
+    def rejection_is_final(self) -> bool:
+        """Whether a password Synerise rejected should end Django's backend chain.
+
+        True when this backend is in ``AUTHENTICATION_BACKENDS`` and every backend listed
+        after it is a :class:`~django.contrib.auth.backends.ModelBackend`: that backend only
+        accepts a user with a usable local password, whose credentials this backend never
+        sends (unless ``UPSTREAM_PASSWORDS`` is ``"non_staff"`` or ``"all"``, when the chain
+        goes on). Any other later backend gets its turn.
+        """
+        if synerise_settings.UPSTREAM_PASSWORDS not in ("linked", "non_local"):
+            return False
+        paths = list(getattr(settings, "AUTHENTICATION_BACKENDS", []) or [])
+        later: list[str] | None = None
+        for index, path in enumerate(paths):
+            if _backend_class(path) is type(self):
+                later = paths[index + 1 :]
+                break
+        if later is None:
+            return False
+        for path in later:
+            backend = _backend_class(path)
+            if not (isinstance(backend, type) and issubclass(backend, ModelBackend)):
+                return False
+        return True
 
     @staticmethod
     @sensitive_variables("password", "identity_provider_token")
@@ -137,3 +238,39 @@ class SyneriseBackend(BaseBackend):
         except user_model.DoesNotExist:
             return None
         return user if self.user_can_authenticate(user) else None
+
+
+def local_users_for(identifier: str) -> list[Any]:
+    """Return the local users (at most :data:`MAX_LOCAL_MATCHES`) an identifier may name:
+    username or e-mail equal to it (case-insensitively), or a linked Synerise account with
+    that e-mail (case-insensitively) or custom id."""
+    user_model = get_user_model()
+    value = identifier.strip()
+    query = Q(**{f"{user_model.USERNAME_FIELD}__iexact": value})
+    email_field = user_model.get_email_field_name()
+    try:
+        user_model._meta.get_field(email_field)
+    except FieldDoesNotExist:
+        pass
+    else:
+        query |= Q(**{f"{email_field}__iexact": value})
+    query |= Q(synerise_account__email__iexact=value) | Q(synerise_account__custom_id=value)
+    return list(user_model._default_manager.filter(query)[:MAX_LOCAL_MATCHES])
+
+
+def _linked_account_exists(identifier: str) -> bool:
+    from .models import SyneriseAccount
+
+    value = identifier.strip()
+    return SyneriseAccount.objects.filter(Q(email__iexact=value) | Q(custom_id=value)).exists()
+
+
+def _is_staff(user: Any) -> bool:
+    return bool(getattr(user, "is_staff", False) or getattr(user, "is_superuser", False))
+
+
+def _backend_class(path: str) -> Any:
+    try:
+        return import_string(path)
+    except ImportError:
+        return None

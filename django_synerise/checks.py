@@ -54,7 +54,15 @@ MIN_RSA_KEY_BITS = 2048
 PYJWT_FLOOR = (2, 13)
 URLLIB3_FLOOR = (2, 7)
 
-THROTTLE_SCOPES = frozenset({"ip", "account"})
+THROTTLE_SCOPES = frozenset({"ip", "account_ip", "account"})
+UPSTREAM_PASSWORD_POLICIES = ("linked", "non_local", "non_staff", "all")
+#: Cache backends the login throttle cannot count in (deploy check W073 for LocMemCache).
+_THROTTLE_CACHE_PROBLEMS: dict[str, str] = {
+    key: value
+    for key, value in _RATE_LIMIT_CACHE_PROBLEMS.items()
+    if not key.endswith("LocMemCache")
+}
+MODEL_BACKEND_PATH = "django.contrib.auth.backends.ModelBackend"
 _RATE_RE = re.compile(r"^[1-9][0-9]*/(s|secs?|seconds?|m|mins?|minutes?|h|hours?|d|days?)$")
 _API_VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _FERNET_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{43}=$")
@@ -81,8 +89,8 @@ def _e(message: str, hint: str, *, deploy: bool = False) -> Spec:
     return Spec(Error, message, hint, deploy)
 
 
-def _w(message: str, hint: str) -> Spec:
-    return Spec(Warning, message, hint)
+def _w(message: str, hint: str, *, deploy: bool = False) -> Spec:
+    return Spec(Warning, message, hint, deploy)
 
 
 #: Every check id with its message and hint. Ids are never reused; docs/checks.rst mirrors this.
@@ -242,8 +250,9 @@ MESSAGES: dict[str, Spec] = {
     ),
     "E035": _e(
         "SYNERISE['LOGIN_THROTTLE_RATES'] is invalid: {problem}.",
-        "Use a dict with keys among 'ip' and 'account', each a DRF rate such as '30/min' "
-        "(N/sec, N/min, N/hour, N/day) or None, e.g. {{'ip': '30/min', 'account': '10/min'}}.",
+        "Use a dict with keys among 'ip', 'account_ip' and 'account', each a DRF rate such as "
+        "'30/min' (N/sec, N/min, N/hour, N/day) or None, e.g. "
+        "{{'ip': '30/min', 'account_ip': '10/min', 'account': '100/hour'}}.",
     ),
     "E036": _e(
         "SYNERISE['ADAPTER'] = {value!r} could not be imported: {problem}.",
@@ -292,6 +301,17 @@ MESSAGES: dict[str, Spec] = {
         "SYNERISE['REFRESH_RATE_LIMIT_CACHE'] = {value!r} is not an alias in CACHES.",
         "Use the alias of a Redis or Memcached cache that every worker shares, e.g. 'default'.",
     ),
+    "E070": _e(
+        "SYNERISE['UPSTREAM_PASSWORDS'] = {value!r} is not one of "
+        + ", ".join(repr(p) for p in UPSTREAM_PASSWORD_POLICIES)
+        + ".",
+        "Use 'non_local' (the default: never send the password of a staff user or of a user "
+        "with a usable local password to Synerise), 'linked', 'non_staff' or 'all'.",
+    ),
+    "E071": _e(
+        "SYNERISE['LOGIN_THROTTLE_CACHE'] = {value!r} is not an alias in CACHES.",
+        "Use the alias of a cache every web process shares (Redis or Memcached), e.g. 'default'.",
+    ),
     "W001": _w(
         "SYNERISE['VERIFY_SIGNATURE'] is False: client tokens are not verified locally.",
         "Set it to True unless your tokens cannot be verified; without it the expiry comes "
@@ -331,6 +351,31 @@ MESSAGES: dict[str, Spec] = {
         "{problem}.",
         "Point REFRESH_RATE_LIMIT_CACHE at a Redis or Memcached cache that every worker shares "
         "(django.core.cache.backends.redis.RedisCache or a memcached backend).",
+    ),
+    "W070": _w(
+        "SYNERISE['UPSTREAM_PASSWORDS'] is 'all': SyneriseBackend sends the username and "
+        "password of local users, staff and superusers included, to Synerise{order}.",
+        "Use 'non_local' (the default) so local and staff credentials stay on this site, or "
+        "'non_staff' if local users are moving to Synerise.",
+    ),
+    "W071": _w(
+        "'{backend}' is listed after SyneriseBackend in AUTHENTICATION_BACKENDS: the "
+        "credentials its users type (admin logins included) are sent to Synerise first.",
+        "List SyneriseBackend after it, or set SYNERISE['UPSTREAM_PASSWORDS'] = 'linked' so "
+        "only identifiers of linked Synerise accounts are sent upstream.",
+    ),
+    "W072": _w(
+        "SYNERISE['LOGIN_THROTTLE_CACHE'] counts login attempts in cache {alias!r} "
+        "({backend}), which {problem}.",
+        "Point LOGIN_THROTTLE_CACHE at a Redis or Memcached cache every web process shares "
+        "(django.core.cache.backends.redis.RedisCache or a memcached backend).",
+    ),
+    "W073": _w(
+        "SYNERISE['LOGIN_THROTTLE_CACHE'] counts login attempts in cache {alias!r} "
+        "(LocMemCache) with DEBUG off: the cache is private to each process, so every web "
+        "process grants its own budget of guesses.",
+        "Point LOGIN_THROTTLE_CACHE at a Redis or Memcached cache every web process shares.",
+        deploy=True,
     ),
 }
 
@@ -846,7 +891,38 @@ def _check_breaker_and_api() -> list[CheckMessage]:
     problem = _throttle_problem(_get("LOGIN_THROTTLE_RATES"))
     if problem:
         messages.append(_message("E035", obj=_obj("LOGIN_THROTTLE_RATES"), problem=problem))
+    messages.extend(_check_throttle_cache())
+    policy = _get("UPSTREAM_PASSWORDS")
+    if policy not in UPSTREAM_PASSWORD_POLICIES:
+        messages.append(_message("E070", obj=_obj("UPSTREAM_PASSWORDS"), value=policy))
     return messages
+
+
+def _throttle_cache_backend() -> tuple[str, str] | None:
+    """Return ``(alias, backend path)`` of ``LOGIN_THROTTLE_CACHE``, or None when unknown."""
+    alias = _get("LOGIN_THROTTLE_CACHE")
+    caches = getattr(settings, "CACHES", None) or {}
+    if not isinstance(alias, str) or not isinstance(caches, Mapping) or alias not in caches:
+        return None
+    config = caches[alias]
+    return alias, str(config.get("BACKEND", "") if isinstance(config, Mapping) else "")
+
+
+def _check_throttle_cache() -> list[CheckMessage]:
+    found = _throttle_cache_backend()
+    if found is None:
+        value = _get("LOGIN_THROTTLE_CACHE")
+        return [_message("E071", obj=_obj("LOGIN_THROTTLE_CACHE"), value=value)]
+    alias, backend = found
+    problem = _THROTTLE_CACHE_PROBLEMS.get(backend)
+    if problem is None:
+        return []
+    name = backend.rsplit(".", 1)[-1]
+    return [
+        _message(
+            "W072", obj=_obj("LOGIN_THROTTLE_CACHE"), alias=alias, backend=name, problem=problem
+        )
+    ]
 
 
 def _throttle_problem(rates: Any) -> str | None:
@@ -954,6 +1030,43 @@ def _check_backend() -> list[CheckMessage]:
     return [_message("W005", obj="settings.AUTHENTICATION_BACKENDS")]
 
 
+def _check_backend_order() -> list[CheckMessage]:
+    """W070 / W071: backend order and UPSTREAM_PASSWORDS that send admin logins upstream."""
+    backends = list(getattr(settings, "AUTHENTICATION_BACKENDS", []) or [])
+    try:
+        ours = import_string(BACKEND_PATH)
+    except ImportError:
+        return []
+    position = None
+    classes: list[Any] = []
+    for index, path in enumerate(backends):
+        try:
+            backend = import_string(path)
+        except (ImportError, ImproperlyConfigured, TypeError, ValueError):
+            backend = None
+        classes.append(backend)
+        if position is None and isinstance(backend, type) and issubclass(backend, ours):
+            position = index
+    if position is None:
+        return []
+    messages: list[CheckMessage] = []
+    policy = _get("UPSTREAM_PASSWORDS")
+    if policy == "all":
+        model = import_string(MODEL_BACKEND_PATH)
+        after = [c for c in classes[position + 1 :] if isinstance(c, type) and issubclass(c, model)]
+        order = (
+            ", before ModelBackend checks them" if after else ", after ModelBackend refused them"
+        )
+        messages.append(_message("W070", obj="settings.AUTHENTICATION_BACKENDS", order=order))
+    if policy != "linked":
+        model = import_string(MODEL_BACKEND_PATH)
+        for path, backend in zip(backends[position + 1 :], classes[position + 1 :], strict=True):
+            if isinstance(backend, type) and issubclass(backend, (model, ours)):
+                continue
+            messages.append(_message("W071", obj="settings.AUTHENTICATION_BACKENDS", backend=path))
+    return messages
+
+
 def _check_schedule() -> list[CheckMessage]:
     if not getattr(settings, "CELERY_BROKER_URL", None):
         return []
@@ -973,7 +1086,12 @@ def check_integration(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
     Imports the configured adapter and backends; never imports Celery, never touches the
     database or the network.
     """
-    return [*_check_adapter(), *_check_backend(), *_check_schedule()]
+    return [
+        *_check_adapter(),
+        *_check_backend(),
+        *_check_backend_order(),
+        *_check_schedule(),
+    ]
 
 
 # --------------------------------------------------------------------------- deploy
@@ -990,6 +1108,11 @@ def _check_deploy_settings() -> list[CheckMessage]:
     url = _get("BASE_URL")
     if isinstance(url, str) and urlsplit(url).scheme != "https":
         messages.append(_message("E038", obj=_obj("BASE_URL"), value=url))
+    found = _throttle_cache_backend()
+    # With DEBUG on the site is a development server (one process): a private cache is fine.
+    deployed = not getattr(settings, "DEBUG", False)
+    if deployed and found is not None and found[1].endswith("locmem.LocMemCache"):
+        messages.append(_message("W073", obj=_obj("LOGIN_THROTTLE_CACHE"), alias=found[0]))
     return messages
 
 
@@ -1036,7 +1159,8 @@ def _check_visibility_timeout() -> list[CheckMessage]:
 def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Production-only checks run by ``manage.py check --deploy``.
 
-    Encryption keys configured (E037), https base URL (E038), PyJWT and urllib3 version floors
+    Encryption keys configured (E037), https base URL (E038), a login throttle cache shared
+    by every process (W073), PyJWT and urllib3 version floors
     (E039, E040), Celery visibility timeout above the task time limit (E041).
     """
     return [*_check_deploy_settings(), *_check_versions(), *_check_visibility_timeout()]

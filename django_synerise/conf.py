@@ -49,12 +49,14 @@ DEFAULTS: dict[str, Any] = {
     # Security
     "TOKEN_ENCRYPTION_KEYS": [],
     "LINK_BY_EMAIL": False,
+    "UPSTREAM_PASSWORDS": "non_local",
     # Circuit breaker
     "BREAKER_THRESHOLD": 5,
     "BREAKER_RESET_TIMEOUT": 30,
     # HTTP API
     "LOGIN_STARTS_SESSION": True,
-    "LOGIN_THROTTLE_RATES": {"ip": "30/min", "account": "10/min"},
+    "LOGIN_THROTTLE_RATES": {"ip": "30/min", "account_ip": "10/min", "account": "100/hour"},
+    "LOGIN_THROTTLE_CACHE": "default",
     # Extension points
     "ADAPTER": "django_synerise.adapter.DefaultSyneriseAdapter",
 }

@@ -17,6 +17,15 @@ def _fresh_breakers() -> None:
     reset_breakers()
 
 
+@pytest.fixture(autouse=True)
+def _fresh_login_throttle() -> None:
+    """Every test starts with empty login-throttle counters (they live in the cache, which
+    outlives a test)."""
+    from django.core.cache import caches
+
+    caches["default"].clear()
+
+
 @pytest.fixture
 def require_postgres() -> None:
     """Fail (never skip) a test that needs PostgreSQL when ``DATABASE_URL`` is unset."""

@@ -6,9 +6,9 @@ Used by ``tests/test_reliability_security.py`` and by CI::
 
 HTTPS-only Synerise base URL, dedicated Fernet keys (not derived from ``SECRET_KEY``), DEBUG
 off, secure cookies, HSTS, SSL redirect, clickjacking protection, a Celery broker whose
-``visibility_timeout`` outlives every time limit and retry countdown, and the bundled beat
-schedule. The secrets below are test values generated for this file; a real project reads
-them from its environment or a vault.
+``visibility_timeout`` outlives every time limit and retry countdown, the bundled beat
+schedule, and a shared (Redis) cache for the login throttle. The secrets below are test
+values generated for this file; a real project reads them from its environment or a vault.
 """
 
 from __future__ import annotations
@@ -58,6 +58,14 @@ SYNERISE = {
         "fdG9Qd9LRvzNjHMs37Rd6-x9bP4IUOsHkkHhyo_Eibc=",
         "lSnk575Kb8EuYG0DPDUpU4XMnzbSRz1uGgELcA7O4qA=",
     ],
+}
+
+# The login throttle counts in a cache every web process shares (never contacted by checks).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": "redis://127.0.0.1:6379/1",
+    }
 }
 
 CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"

@@ -337,7 +337,7 @@ def test_l9_rotating_x_forwarded_for_is_throttled(fake_synerise, api) -> None:
     assert statuses[:10] == [401] * 10           # account rate 10/min
     assert statuses[10:] == [429] * 10
     assert len(fake_synerise.requests) == 10
-    assert 1 <= int(response["Retry-After"]) <= 60
+    assert 1 <= int(response["Retry-After"]) <= 66  # the window: a minute and a bucket
 
 
 def test_l9_ip_throttle_ignores_x_forwarded_for(fake_synerise, api, settings) -> None:

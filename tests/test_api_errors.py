@@ -100,7 +100,7 @@ def test_429_has_retry_after(fake_synerise, api, settings) -> None:
     assert response.status_code == 429
     body = response.json()
     assert body["code"] == "throttled"
-    assert 1 <= int(response["Retry-After"]) <= 60
+    assert 1 <= int(response["Retry-After"]) <= 66  # a minute and one bucket at most
     assert body["retry_after"] == int(response["Retry-After"])
     assert len(fake_synerise.requests) == 3
 

@@ -59,10 +59,12 @@ def test_client_ip_with_trusted_proxies(settings) -> None:
 
 
 @pytest.mark.parametrize("data,expected", [
-    ({"email": " Alice@Example.COM "}, "email:alice@example.com"),
-    ({"email": "ALICE@EXAMPLE.COM"}, "email:alice@example.com"),
-    ({"email": "\uff41lice@example.com"}, "email:alice@example.com"),   # fullwidth a (NFKC)
-    ({"custom_id": " c-1 "}, "custom_id:c-1"),
+    ({"email": " Alice@Example.COM "}, "alice@example.com"),
+    ({"email": "ALICE@EXAMPLE.COM"}, "alice@example.com"),
+    ({"email": "\uff41lice@example.com"}, "alice@example.com"),   # fullwidth a (NFKC)
+    ({"custom_id": " C-1 "}, "c-1"),
+    # No kind in the key: the same identifier as e-mail or custom id is one account.
+    ({"custom_id": "Alice@example.com"}, "alice@example.com"),
     ({"email": ["x"]}, None),
     ({"email": ""}, None),
     ([], None),
@@ -78,7 +80,7 @@ def test_throttles_count_atomically_and_report_wait(settings) -> None:
     ip, account = LoginIPThrottle(), LoginAccountThrottle()
     results = [ip.allow_request(_request(), None) for _ in range(3)]
     assert results == [True, True, False]
-    assert 1 <= ip.wait() <= 60
+    assert 1 <= ip.wait() <= 66  # a minute and one bucket at most
     body = {"email": "a@example.com"}
     results = [account.allow_request(_request(data=body), None) for _ in range(4)]
     assert results == [True, True, True, False]

@@ -130,7 +130,10 @@ def test_get_user_returns_active_users_only():
     assert backend.get_user(999999) is None
 
 
-def test_admin_login_form(fake_synerise, client):
+def test_admin_login_form(fake_synerise, client, settings):
+    # Staff credentials stay local by default (tests/test_security_local_credentials.py);
+    # a site may opt in to staff signing in with their Synerise password.
+    settings.SYNERISE = {**settings.SYNERISE, "UPSTREAM_PASSWORDS": "all"}
     synerise_client = add_client(fake_synerise, "staff@example.com")
     staff = make_user("staff", email="staff@example.com", is_staff=True, is_superuser=True)
     make_account(staff, client_id=synerise_client.client_id)

@@ -14,6 +14,7 @@ import pytest
 from cryptography.fernet import Fernet
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from django.contrib.auth.backends import ModelBackend
 from django.core.checks import Error, Warning
 from django.core.checks.registry import registry
 from django.core.management import call_command
@@ -81,6 +82,17 @@ def ids(messages: list[Any]) -> set[str]:
 def settings_ids(extra: dict[Any, Any] | None = None, /, **overrides: Any) -> set[str]:
     with override_settings(SYNERISE=synerise(extra, **overrides)):
         return ids(checks.check_settings())
+
+
+@pytest.fixture(autouse=True)
+def _shared_default_cache(settings: Any) -> None:
+    """Check a production-like project: a shared (Redis) default cache, never contacted."""
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": "redis://127.0.0.1:1/0",
+        }
+    }
 
 
 # --------------------------------------------------------------------------- settings keys
@@ -456,6 +468,7 @@ SETTINGS_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
             {"LOGIN_THROTTLE_RATES": {"ip": "5/hour", "account": "100/day"}},
             {"LOGIN_THROTTLE_RATES": {"ip": "30/m", "account": "3/s"}},
             {"LOGIN_THROTTLE_RATES": {"ip": "3/h", "account": "3/d"}},
+            {"LOGIN_THROTTLE_RATES": {"account_ip": "5/min", "account": None}},
         ],
         [
             {"LOGIN_THROTTLE_RATES": None},
@@ -466,6 +479,26 @@ SETTINGS_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
             {"LOGIN_THROTTLE_RATES": {"ip": 30}},
             {"LOGIN_THROTTLE_RATES": {"ip": "30/week"}},
             {"LOGIN_THROTTLE_RATES": {"account": "30 / min"}},
+            {"LOGIN_THROTTLE_RATES": {"account_ip": "ten/min"}},
+        ],
+    ),
+    (
+        "E070",
+        [{"UPSTREAM_PASSWORDS": value} for value in ("linked", "non_local", "non_staff")],
+        [
+            {"UPSTREAM_PASSWORDS": None},
+            {"UPSTREAM_PASSWORDS": "never"},
+            {"UPSTREAM_PASSWORDS": True},
+            {"UPSTREAM_PASSWORDS": "NON_LOCAL"},
+        ],
+    ),
+    (
+        "E071",
+        [{"LOGIN_THROTTLE_CACHE": "default"}],
+        [
+            {"LOGIN_THROTTLE_CACHE": "missing"},
+            {"LOGIN_THROTTLE_CACHE": None},
+            {"LOGIN_THROTTLE_CACHE": ["default"]},
         ],
     ),
     ("W001", [{"VERIFY_SIGNATURE": True}], [{"VERIFY_SIGNATURE": False}]),
@@ -1008,3 +1041,82 @@ def test_rate_limit_on_an_unshared_cache_warns_w007(backend: str, problem: str) 
     assert isinstance(message, Warning)
     assert "'limits'" in message.msg and problem in message.msg
 
+
+
+# --------------------------------------------------------------------------- login throttle cache
+
+
+@pytest.mark.parametrize(("backend", "problem"), UNSHARED_CACHES.values(), ids=UNSHARED_CACHES)
+def test_login_throttle_cache_w072_w073(backend: str, problem: str) -> None:
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache"},
+        "logins": {"BACKEND": backend, "LOCATION": "x"},
+    }
+    with override_settings(
+        SECRET_KEY=SECRET, CACHES=caches, SYNERISE=synerise(LOGIN_THROTTLE_CACHE="logins")
+    ):
+        messages = checks.check_settings()
+        deploy = ids(checks.check_deploy())
+    if backend.endswith("LocMemCache"):
+        # Fine for development and tests; `check --deploy` reports it when DEBUG is off.
+        assert messages == []
+        assert deploy == {"W073"}
+        with override_settings(SECRET_KEY=SECRET, CACHES=caches, DEBUG=True,
+                               SYNERISE=synerise(LOGIN_THROTTLE_CACHE="logins")):
+            assert ids(checks.check_deploy()) == set()
+        return
+    (message,) = messages
+    assert ids([message]) == {"W072"} and "'logins'" in message.msg
+    assert problem.split(",")[0] in message.msg or problem in message.msg
+    assert deploy == set()
+
+
+# --------------------------------------------------------------------------- backend order
+
+
+class OtherPasswordBackend:
+    """Stands for an LDAP-style backend that checks passwords elsewhere."""
+
+    def authenticate(self, request: Any, username: Any = None, password: Any = None) -> None:
+        return None
+
+
+class SubclassedModelBackend(ModelBackend):
+    pass
+
+
+OTHER = "tests.test_checks.OtherPasswordBackend"
+SUB_MODEL = "tests.test_checks.SubclassedModelBackend"
+
+
+@pytest.mark.parametrize(
+    ("backends", "policy", "expected"),
+    [
+        ([BACKEND, MODEL_BACKEND], "non_local", set()),
+        ([MODEL_BACKEND, BACKEND], "non_local", set()),
+        ([BACKEND, SUB_MODEL], "non_staff", set()),
+        ([BACKEND, MODEL_BACKEND], "all", {"W070"}),
+        ([MODEL_BACKEND, BACKEND], "all", {"W070"}),
+        ([BACKEND, OTHER, MODEL_BACKEND], "non_local", {"W071"}),
+        ([BACKEND, OTHER], "non_staff", {"W071"}),
+        ([BACKEND, OTHER], "all", {"W070", "W071"}),
+        ([OTHER, BACKEND, MODEL_BACKEND], "non_local", set()),
+        ([BACKEND, OTHER], "linked", set()),
+        ([MODEL_BACKEND], "all", {"W005"}),
+    ],
+)
+def test_backend_order_w070_w071(backends: list[str], policy: str, expected: set[str]) -> None:
+    with override_settings(
+        AUTHENTICATION_BACKENDS=backends,
+        CELERY_BROKER_URL=None,
+        SYNERISE=synerise(UPSTREAM_PASSWORDS=policy),
+    ):
+        messages = checks.check_integration()
+    assert ids(messages) == expected
+    for message in messages:
+        assert isinstance(message, Warning)
+        if message.id.endswith("W071"):
+            assert OTHER in message.msg
+        if message.id.endswith("W070"):
+            model_after = MODEL_BACKEND in backends[backends.index(BACKEND) :]
+            assert ("before ModelBackend" in message.msg) is model_after

@@ -27,11 +27,10 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY_OLD = Fernet.generate_key().decode()
 KEY_NEW = Fernet.generate_key().decode()
 
-#: Settings of the production profile that matter to ``check --deploy`` (no database/cache).
+#: Settings of the production profile that matter to ``check --deploy`` (no database; the
+#: cache configuration is checked, never contacted).
 _PROD_NAMES = [
-    name
-    for name in dir(settings_prod)
-    if name.isupper() and name not in {"DATABASES", "CACHES", "LOGGING"}
+    name for name in dir(settings_prod) if name.isupper() and name not in {"DATABASES", "LOGGING"}
 ]
 
 
@@ -122,6 +121,12 @@ def test_check_deploy_in_process_profile_is_clean() -> None:
             {"CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 600}},
             "django_synerise.E041",
             id="C3-visibility-not-above-time-limit",
+        ),
+        # C4: the login throttle counts per process
+        pytest.param(
+            {"CACHES": {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}},
+            "django_synerise.W073",
+            id="C4-locmem-login-throttle",
         ),
         # Django's own deploy checks still bite on the same profile
         pytest.param({"DEBUG": True}, "security.W018", id="debug-on"),

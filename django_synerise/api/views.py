@@ -27,13 +27,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from .. import services
+from .. import throttle as login_throttle
 from ..authentication import SyneriseTokenAuthentication
 from ..conf import synerise_settings
 from ..exceptions import LoginRequired
 from .errors import exception_handler
 from .parsers import StrictJSONParser
 from .serializers import LoginSerializer, ProviderLoginSerializer, TokenResponseSerializer
-from .throttling import LoginAccountThrottle, LoginIPThrottle
+from .throttling import LoginThrottle, account_key
 
 __all__ = [
     "LOGIN_BACKEND",
@@ -139,7 +140,7 @@ def _token_response(*, token: str, expires_at: Any, client_id: str, user: Any) -
 class _BaseLoginView(SyneriseAPIView):
     authentication_classes: ClassVar[list[Any]] = []
     permission_classes: ClassVar[list[Any]] = [LoginCSRFCheck]
-    throttle_classes: ClassVar[list[Any]] = [LoginIPThrottle, LoginAccountThrottle]
+    throttle_classes: ClassVar[list[Any]] = [LoginThrottle]
 
     def _finish_login(self, request: Request, result: Any) -> Response:
         if starts_session(request):
@@ -176,6 +177,7 @@ class LoginView(_BaseLoginView):
             uuid=data.get("uuid"),
             device_id=data.get("device_id"),
         )
+        login_throttle.record_success(request._request, account_key(data))
         return self._finish_login(request, result)
 
 
