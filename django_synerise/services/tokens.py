@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
+from ..bulkhead import interactive_call
 from ..conf import synerise_settings
 from ..exceptions import (
     CredentialsRejected,
@@ -519,8 +520,11 @@ def _refresh_single_flight(
         return _wait_for_refresh(row, current)
 
     try:
-        result = resolve_client(client).refresh(current)
-        prepared = prepare_token(row.account, result, client=client)
+        # A request waits for this call: it takes a slot of the interactive bulkhead, and a
+        # full bulkhead (SyneriseBusy) is a transient failure like any other.
+        with interactive_call():
+            result = resolve_client(client).refresh(current)
+            prepared = prepare_token(row.account, result, client=client)
     except CredentialsRejected:
         logger.info("Synerise rejected the refresh of token %s", row.pk)
         mark_needs_login(row, reason="rejected")
