@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import random
 import time
@@ -240,8 +241,6 @@ def check_presented_token(row: ClientToken, token: str, *, now: datetime | None 
     :raises InvalidToken: ``reason="revoked"`` when the row holds no token,
         ``reason="superseded"`` for any other token.
     """
-    import hmac
-
     from ..crypto import token_fingerprint
 
     if not row.fingerprint:
