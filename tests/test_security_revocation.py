@@ -176,6 +176,17 @@ def test_sign_in_on_a_second_device_keeps_the_first_one_until_the_grace_ends(
     assert current_token(laptop.token) == laptop.token
 
 
+def test_a_token_synerise_rejected_gets_no_grace_after_signing_in_again(fake_synerise) -> None:
+    """A token the refresh found rejected (row in needs_login) is not a live predecessor."""
+    first = sign_in(fake_synerise)
+    services.mark_needs_login(ClientToken.objects.get(account__user_id=first.user_id),
+                              reason="rejected")
+    assert_refused(first.token)
+    second = sign_in(fake_synerise)
+    assert_refused(first.token)
+    assert current_token(second.token) == second.token
+
+
 def test_a_token_this_site_never_stored_is_refused(fake_synerise) -> None:
     """A valid Synerise token of the client that the site did not hand out (issued at
     Synerise directly) is not the stored token: refused."""

@@ -11,7 +11,16 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import Case, DateTimeField, ExpressionWrapper, F, Value, When
+from django.db.models import (
+    Case,
+    CharField,
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    Q,
+    Value,
+    When,
+)
 from django.db.models.functions import Least, Now
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
@@ -216,14 +225,20 @@ def supersede_values(row: ClientToken, now: datetime) -> dict[str, Any]:
 def _supersede_expressions(now: datetime) -> dict[str, Any]:
     """:func:`supersede_values` computed by the database, for an ``UPDATE`` of unread rows.
 
-    Listed first in the ``UPDATE`` so that they read the old ``fingerprint`` and
-    ``expires_at`` on every backend (MySQL assigns left to right).
+    Only a live token (active or refreshing) becomes the predecessor: one Synerise rejected,
+    or that could not be decrypted, gets no grace. Listed first in the ``UPDATE`` so that they
+    read the old ``status``, ``fingerprint`` and ``expires_at`` on every backend (MySQL
+    assigns left to right).
     """
+    _, _, TokenStatus = _models()
+    live = Q(status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING]) & ~Q(fingerprint="")
     return {
-        "previous_fingerprint": F("fingerprint"),
+        "previous_fingerprint": Case(
+            When(live, then=F("fingerprint")), default=Value(""), output_field=CharField()
+        ),
         "previous_valid_until": Case(
-            When(fingerprint="", then=Value(None, output_field=DateTimeField())),
-            default=Least(F("expires_at"), Value(now + superseded_grace())),
+            When(live, then=Least(F("expires_at"), Value(now + superseded_grace()))),
+            default=Value(None, output_field=DateTimeField()),
             output_field=DateTimeField(),
         ),
     }
