@@ -35,7 +35,14 @@ class SyneriseTokenAuthentication(BaseAuthentication):
        the one stored on the account at login — Synerise's signing key is shared by all
        workspaces, so this is what makes it *our* token;
     6. the account's stored token row is not revoked / needs_login (logout and
-       deactivation take effect immediately).
+       deactivation take effect immediately);
+    7. it *is* the stored token, or the token that one replaced within
+       ``SUPERSEDED_TOKEN_GRACE`` (:func:`django_synerise.services.check_presented_token`):
+       a token issued before a logout or revocation, or replaced longer ago, is refused for
+       good, even after the user signs in again.
+
+    Steps 4 to 7 cost one indexed query (account by client id, joined with its user and
+    token row); the fingerprint comparison needs no decryption.
 
     Returns ``None`` when there is no Bearer header (so session authentication can run),
     ``(user, claims)`` on success (``request.auth`` is the
@@ -73,6 +80,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         """
         from . import verification
         from .services.activity import account_for_client_id, touch_token_activity
+        from .services.tokens import check_presented_token
 
         try:
             verification.check_token_shape(token)
@@ -91,6 +99,10 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         stored = _stored_token(account)
         if stored is None or stored.status not in _USABLE_STATUSES:
             raise self._failed("token_not_usable")
+        try:
+            check_presented_token(stored, token)
+        except InvalidToken as exc:
+            raise self._failed(exc.reason) from None
         touch_token_activity(stored.pk, last_used_at=stored.last_used_at)
         return user, claims
 

@@ -14,7 +14,11 @@ What counts (a deliberate choice, documented in ``docs/client.rst``):
   (:class:`~django_synerise.exceptions.CredentialsRejected`,
   :class:`~django_synerise.exceptions.BadRequest`) and 429
   (:class:`~django_synerise.exceptions.RateLimited`). A wrong password or a rate limit says
-  Synerise is up; the caller honours ``Retry-After`` itself.
+  Synerise is up; the caller honours ``Retry-After`` itself;
+* **slow calls** count as failures even when they answered: a call through :meth:`call`
+  that took longer than ``BREAKER_SLOW_CALL_THRESHOLD`` seconds (its answer is still
+  returned). A Synerise that answers in 9 s instead of timing out at 10 s holds workers just
+  as long, so ``BREAKER_THRESHOLD`` consecutive slow calls open the circuit too.
 
 The state lives in process memory: one breaker per upstream base URL per process, shared by
 its threads. Each prefork worker therefore trips on its own; this is an explicit choice that
@@ -57,6 +61,13 @@ FAILURE_EXCEPTIONS: tuple[type[BaseException], ...] = (SyneriseUnavailable, BadR
 
 T = TypeVar("T")
 
+
+class _Unset:
+    """Marker: a constructor argument that reads its setting live."""
+
+
+_UNSET = _Unset()
+
 _instances: weakref.WeakSet[CircuitBreaker] = weakref.WeakSet()
 
 
@@ -73,6 +84,7 @@ class BreakerSnapshot:
     retry_in: float | None
     total_failures: int
     total_opens: int
+    total_slow_calls: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """Return the snapshot as a plain dict (JSON-serialisable)."""
@@ -102,11 +114,13 @@ class CircuitBreaker:
         *,
         threshold: int | None = None,
         reset_timeout: float | None = None,
+        slow_call_threshold: float | None | _Unset = _UNSET,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._threshold = threshold
         self._reset_timeout = reset_timeout
+        self._slow_call_threshold = slow_call_threshold
         self._clock = clock
         self._lock = threading.Lock()
         self._state = CLOSED
@@ -115,6 +129,7 @@ class CircuitBreaker:
         self._probe_started: float | None = None
         self._total_failures = 0
         self._total_opens = 0
+        self._total_slow_calls = 0
         _instances.add(self)
 
     # ------------------------------------------------------------------ configuration
@@ -133,6 +148,16 @@ class CircuitBreaker:
         value = self._reset_timeout
         if value is None:
             value = synerise_settings.BREAKER_RESET_TIMEOUT
+        return max(0.0, float(value))
+
+    @property
+    def slow_call_threshold(self) -> float | None:
+        """Seconds above which an answered call counts as a failure (``None``: never)."""
+        value = self._slow_call_threshold
+        if isinstance(value, _Unset):
+            value = synerise_settings.BREAKER_SLOW_CALL_THRESHOLD
+        if value is None:
+            return None
         return max(0.0, float(value))
 
     # ------------------------------------------------------------------ state
@@ -171,6 +196,7 @@ class CircuitBreaker:
                 retry_in=retry_in,
                 total_failures=self._total_failures,
                 total_opens=self._total_opens,
+                total_slow_calls=self._total_slow_calls,
             )
 
     def reset(self) -> None:
@@ -182,6 +208,7 @@ class CircuitBreaker:
             self._probe_started = None
             self._total_failures = 0
             self._total_opens = 0
+            self._total_slow_calls = 0
 
     # ------------------------------------------------------------------ protocol
 
@@ -245,6 +272,23 @@ class CircuitBreaker:
                     self.reset_timeout,
                 )
 
+    def record_answer(self, duration: float) -> None:
+        """Report an answer that took ``duration`` seconds: a success, or a failure when it
+        was slower than :attr:`slow_call_threshold`."""
+        slow = self.slow_call_threshold
+        if slow is not None and duration > slow:
+            with self._lock:
+                self._total_slow_calls += 1
+            logger.warning(
+                "Circuit %s: a Synerise call took %.1f s (slow call threshold %.1f s)",
+                self.name,
+                duration,
+                slow,
+            )
+            self.record_failure()
+        else:
+            self.record_success()
+
     def release(self) -> None:
         """Give back a half-open probe slot without a verdict (an unexpected error)."""
         with self._lock:
@@ -255,10 +299,14 @@ class CircuitBreaker:
     def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``func`` under the breaker and classify its outcome.
 
+        An answer (a result, or an upstream error carrying a status) slower than
+        :attr:`slow_call_threshold` counts as a failure; the answer is still returned.
+
         :raises CircuitOpen: without calling ``func`` while the circuit is open.
         :returns: what ``func`` returns; its exceptions propagate unchanged.
         """
         self.before_call()
+        started = self._clock()
         try:
             result = func(*args, **kwargs)
         except FAILURE_EXCEPTIONS:
@@ -269,11 +317,11 @@ class CircuitBreaker:
             raise
         except Exception as exc:
             if _is_upstream_answer(exc):
-                self.record_success()
+                self.record_answer(self._clock() - started)
             else:
                 self.release()
             raise
-        self.record_success()
+        self.record_answer(self._clock() - started)
         return result
 
     def __repr__(self) -> str:

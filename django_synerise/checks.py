@@ -38,6 +38,7 @@ MIN_MARGIN, MAX_MARGIN, TIGHT_MARGIN = 60, 3000, 300
 MAX_MARGIN_PLUS_JITTER = 3000
 MAX_BATCH_SIZE = 1000
 MAX_CONCURRENCY = 64
+MAX_INTERACTIVE_CONCURRENCY = 1024
 MIN_RATE_LIMIT, MAX_RATE_LIMIT = 3, 10_000
 #: Cache backends a shared rate limit cannot rely on, and why.
 _RATE_LIMIT_CACHE_PROBLEMS: dict[str, str] = {
@@ -311,6 +312,31 @@ MESSAGES: dict[str, Spec] = {
     "E071": _e(
         "SYNERISE['LOGIN_THROTTLE_CACHE'] = {value!r} is not an alias in CACHES.",
         "Use the alias of a cache every web process shares (Redis or Memcached), e.g. 'default'.",
+    ),
+    "E060": _e(
+        "SYNERISE['SUPERSEDED_TOKEN_GRACE'] = {value!r} is not None or a number of seconds >= 0.",
+        "Use None (the default: REFRESH_MARGIN + REFRESH_JITTER) or the seconds a token "
+        "replaced by a refresh or a newer login stays usable for Bearer requests; 0 refuses "
+        "it at once.",
+    ),
+    "E061": _e(
+        "SYNERISE['INTERACTIVE_CONCURRENCY'] = {value!r} is not an int between 1 and "
+        f"{MAX_INTERACTIVE_CONCURRENCY}.",
+        "Use how many interactive Synerise calls (logins, refreshes on request) one process "
+        "may have in flight, below its worker thread count, e.g. 4 (the default).",
+    ),
+    "E062": _e(
+        "SYNERISE['BREAKER_SLOW_CALL_THRESHOLD'] = {value!r} is not None or a positive number "
+        "of seconds.",
+        "Use the duration above which a Synerise call counts as a failure of the circuit "
+        "breaker, e.g. 5.0 (the default), or None to count failures only.",
+    ),
+    "W060": _w(
+        "SYNERISE['SUPERSEDED_TOKEN_GRACE'] = {value!r} is shorter than REFRESH_MARGIN + "
+        "REFRESH_JITTER ({window:g} s).",
+        "A token replaced by the background refresh then stops working before it expires, "
+        "so an app holding it may have to sign in again instead of fetching its successor "
+        "from auth/token/. Use at least {window:g} s unless that is what you want.",
     ),
     "W001": _w(
         "SYNERISE['VERIFY_SIGNATURE'] is False: client tokens are not verified locally.",
@@ -962,6 +988,31 @@ def _check_rate_limit() -> list[CheckMessage]:
     ]
 
 
+def _check_trust() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    grace = _get("SUPERSEDED_TOKEN_GRACE")
+    if grace is not None and not _non_negative(grace):
+        messages.append(_message("E060", obj=_obj("SUPERSEDED_TOKEN_GRACE"), value=grace))
+    elif grace is not None:
+        margin, jitter = _get("REFRESH_MARGIN"), _get("REFRESH_JITTER")
+        if _is_number(margin) and _non_negative(jitter) and grace < margin + jitter:
+            messages.append(
+                _message(
+                    "W060",
+                    obj=_obj("SUPERSEDED_TOKEN_GRACE"),
+                    value=grace,
+                    window=margin + jitter,
+                )
+            )
+    concurrency = _get("INTERACTIVE_CONCURRENCY")
+    if not (_is_int(concurrency) and 1 <= concurrency <= MAX_INTERACTIVE_CONCURRENCY):
+        messages.append(_message("E061", obj=_obj("INTERACTIVE_CONCURRENCY"), value=concurrency))
+    slow = _get("BREAKER_SLOW_CALL_THRESHOLD")
+    if slow is not None and not _positive(slow):
+        messages.append(_message("E062", obj=_obj("BREAKER_SLOW_CALL_THRESHOLD"), value=slow))
+    return messages
+
+
 _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_structure,
     _check_api_key,
@@ -974,6 +1025,7 @@ _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_security,
     _check_breaker_and_api,
     _check_rate_limit,
+    _check_trust,
 )
 
 

@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "LEASE_SECONDS": 60,
     "SINGLE_FLIGHT_WAIT": 5.0,
     "ACTIVITY_INTERVAL": 60,
+    "SUPERSEDED_TOKEN_GRACE": None,
     "REFRESH_BATCH_SIZE": 100,
     "REFRESH_CONCURRENCY": 8,
     "REFRESH_RATE_LIMIT": None,
@@ -53,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     # Circuit breaker
     "BREAKER_THRESHOLD": 5,
     "BREAKER_RESET_TIMEOUT": 30,
+    "BREAKER_SLOW_CALL_THRESHOLD": 5.0,
+    # Interactive calls (logins, refreshes a request waits for)
+    "INTERACTIVE_CONCURRENCY": 4,
     # HTTP API
     "LOGIN_STARTS_SESSION": True,
     "LOGIN_THROTTLE_RATES": {"ip": "30/min", "account_ip": "10/min", "account": "100/hour"},

@@ -13,6 +13,7 @@ and the system checks report it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import threading
@@ -42,7 +43,19 @@ __all__ = [
     "key_index",
     "keys_are_derived",
     "rotate_ciphertext",
+    "token_fingerprint",
 ]
+
+
+def token_fingerprint(token: str) -> str:
+    """Return the SHA-256 of ``token`` as 64 hex digits.
+
+    Stored next to the ciphertext so a presented Bearer token can be matched against the
+    stored one without decrypting. A client token is a long random-looking signed value, so
+    an unkeyed digest reveals nothing usable about it (the same choice as django-oauth-toolkit's
+    token checksums).
+    """
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -116,6 +116,14 @@ class CircuitOpen(TransientUpstreamError):
     default_message = "Synerise is temporarily unavailable."
 
 
+class SyneriseBusy(TransientUpstreamError):
+    """Too many interactive Synerise calls are in flight in this process (the bulkhead of
+    :mod:`django_synerise.bulkhead` is full): no request was sent."""
+
+    default_code = "synerise_busy"
+    default_message = "Too many Synerise calls in flight."
+
+
 class CredentialsRejected(UpstreamError):
     """Synerise answered 401 or 403: wrong credentials, unknown or expired token."""
 

@@ -9,7 +9,7 @@ from django.db import models
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from .crypto import decrypt_token, encrypt_token
+from .crypto import decrypt_token, encrypt_token, token_fingerprint
 from .exceptions import TokenDecryptionError
 from .querysets import AccountQuerySet, ClientTokenQuerySet
 
@@ -129,6 +129,33 @@ class ClientToken(models.Model):
         editable=False,
         help_text=_("Fernet ciphertext of the token bound to this row; empty once revoked."),
     )
+    fingerprint = models.CharField(
+        _("fingerprint"),
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "SHA-256 of the stored token: the token a Bearer request must present. "
+            "Empty once revoked."
+        ),
+    )
+    previous_fingerprint = models.CharField(
+        _("previous fingerprint"),
+        max_length=64,
+        blank=True,
+        editable=False,
+        help_text=_("SHA-256 of the token the stored one replaced (refresh or a newer login)."),
+    )
+    previous_valid_until = models.DateTimeField(
+        _("previous token accepted until"),
+        null=True,
+        blank=True,
+        editable=False,
+        help_text=_(
+            "Until when Bearer requests may still present the replaced token "
+            "(SUPERSEDED_TOKEN_GRACE, never past its own expiry)."
+        ),
+    )
     expires_at = models.DateTimeField(
         _("expires at"), db_index=True, help_text=_("Expiry (exp claim) of the stored token.")
     )
@@ -223,7 +250,8 @@ class ClientToken(models.Model):
         )
 
     def set_token(self, token: str) -> None:
-        """Encrypt ``token`` under the primary key, bound to this row; does not save.
+        """Encrypt ``token`` under the primary key, bound to this row, and record its
+        fingerprint (the token Bearer requests must present); does not save.
 
         :raises ValueError: the row has no saved account yet, or the token is empty.
         """
@@ -232,6 +260,7 @@ class ClientToken(models.Model):
         self.encrypted_token = encrypt_token(
             token, account_id=self.account_id, client_id=self.account.client_id
         )
+        self.fingerprint = token_fingerprint(token)
 
     def is_expired(self, now: datetime | None = None) -> bool:
         """Return whether the token is expired at ``now`` (a missing expiry counts as expired)."""

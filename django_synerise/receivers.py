@@ -19,20 +19,23 @@ def revoke_on_deactivate(sender: Any, instance: Any, created: bool = False, **kw
 
     Nothing happens for active users or new users; for an inactive one it is one query when
     there is no live token (``token_revoked`` is sent only when a token actually changed).
+    Sessions are left alone: Django's backends (ours included) already refuse the sessions of
+    an inactive user, and this runs on every save of one.
     """
     if created or getattr(instance, "is_active", True) or kwargs.get("raw"):
         return
     from .services.tokens import logout
 
-    logout(instance, reason="inactive")
+    logout(instance, reason="inactive", end_sessions=False)
 
 
 def revoke_on_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
     """Revoke the token of a user about to be deleted (reason ``deleted``), so
-    ``token_revoked`` receivers hear about it before the row cascades away."""
+    ``token_revoked`` receivers hear about it before the row cascades away. Sessions are left
+    to Django: a deleted user's sessions no longer authenticate anybody."""
     from .services.tokens import logout
 
-    logout(instance, reason="deleted")
+    logout(instance, reason="deleted", end_sessions=False)
 
 
 def connect() -> None:

@@ -92,6 +92,9 @@ SYNERISE = {
     "API_KEY": "test-profile-api-key",
     "BASE_URL": "http://127.0.0.1:9",
     "TOKEN_ENCRYPTION_KEYS": ["yM9vYSrVqH5-6cA3n0r3dWhQ3Xb5Oj2iY8FhX1zT0aA="],
+    # Concurrency tests run many simultaneous sign-ins in one process, standing for many
+    # processes; tests/test_security_bulkhead.py sets the per-process limit it exercises.
+    "INTERACTIVE_CONCURRENCY": 64,
 }
 
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")

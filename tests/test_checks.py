@@ -530,6 +530,31 @@ SETTINGS_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
             {"REFRESH_RATE_LIMIT": 50, "REFRESH_RATE_LIMIT_CACHE": None},
         ],
     ),
+    (
+        "E060",
+        [{"SUPERSEDED_TOKEN_GRACE": None}, {"SUPERSEDED_TOKEN_GRACE": 1200},
+         {"SUPERSEDED_TOKEN_GRACE": 3600.5}],
+        [{"SUPERSEDED_TOKEN_GRACE": -1}, {"SUPERSEDED_TOKEN_GRACE": "1200"},
+         {"SUPERSEDED_TOKEN_GRACE": True}, {"SUPERSEDED_TOKEN_GRACE": float("inf")}],
+    ),
+    (
+        "W060",
+        [{"SUPERSEDED_TOKEN_GRACE": 1200, "REFRESH_MARGIN": 900, "REFRESH_JITTER": 300}],
+        [{"SUPERSEDED_TOKEN_GRACE": 0}, {"SUPERSEDED_TOKEN_GRACE": 1199}],
+    ),
+    (
+        "E061",
+        [{"INTERACTIVE_CONCURRENCY": 1}, {"INTERACTIVE_CONCURRENCY": 64}],
+        [{"INTERACTIVE_CONCURRENCY": 0}, {"INTERACTIVE_CONCURRENCY": 2.0},
+         {"INTERACTIVE_CONCURRENCY": None}, {"INTERACTIVE_CONCURRENCY": True},
+         {"INTERACTIVE_CONCURRENCY": 1025}],
+    ),
+    (
+        "E062",
+        [{"BREAKER_SLOW_CALL_THRESHOLD": None}, {"BREAKER_SLOW_CALL_THRESHOLD": 0.5}],
+        [{"BREAKER_SLOW_CALL_THRESHOLD": 0}, {"BREAKER_SLOW_CALL_THRESHOLD": -1},
+         {"BREAKER_SLOW_CALL_THRESHOLD": "5"}],
+    ),
 ]
 
 

@@ -11,7 +11,10 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 from rest_framework.renderers import JSONRenderer
 
-__all__ = ["StrictJSONParser"]
+__all__ = ["MAX_JSON_DEPTH", "StrictJSONParser", "json_depth"]
+
+#: Deepest nesting of arrays and objects a request body may have (a flat object is depth 1).
+MAX_JSON_DEPTH = 32
 
 
 def _reject_constant(name: str) -> Any:
@@ -27,6 +30,32 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
+def json_depth(value: Any, *, limit: int) -> int:
+    """Return how deeply ``value`` nests lists and dicts, counting at most to ``limit + 1``.
+
+    A scalar is depth 0, ``[]`` and ``{"a": 1}`` depth 1, ``[[1]]`` depth 2. The walk is
+    iterative (no recursion, whatever the input) and stops as soon as ``limit`` is exceeded,
+    so it costs at most one visit per node of a document already bounded in size.
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        if depth > deepest:
+            deepest = depth
+            if deepest > limit:
+                return deepest
+        stack.extend((child, depth) for child in children)
+    return deepest
+
+
 def max_body_bytes() -> int | None:
     """Return ``DATA_UPLOAD_MAX_MEMORY_SIZE`` (``None`` disables the cap)."""
     return settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -38,15 +67,19 @@ class StrictJSONParser(BaseParser):
     - bodies larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE`` raise Django's
       :class:`~django.core.exceptions.RequestDataTooBig` (answered with 413) without being
       read in full — DRF reads the request stream directly and would skip Django's own check;
-    - invalid UTF-8, invalid JSON, ``NaN``/``Infinity``, duplicate object keys and nesting deep
-      enough to exhaust the recursion limit raise :class:`~rest_framework.exceptions.ParseError`
-      (400) instead of a 500.
+    - invalid UTF-8, invalid JSON, ``NaN``/``Infinity``, duplicate object keys and arrays or
+      objects nested deeper than :attr:`max_depth` raise
+      :class:`~rest_framework.exceptions.ParseError` (400, code ``parse_error``) instead of a
+      500. Nothing deeper than :attr:`max_depth` ever reaches a serializer, so no later step
+      (validation, re-encoding, logging) can exhaust the recursion limit on it.
 
     The error text never repeats the body.
     """
 
     media_type = "application/json"
     renderer_class = JSONRenderer
+    #: Deepest accepted nesting of arrays and objects (:data:`MAX_JSON_DEPTH`).
+    max_depth: int = MAX_JSON_DEPTH
 
     def parse(
         self,
@@ -67,13 +100,17 @@ class StrictJSONParser(BaseParser):
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ParseError("JSON parse error - the body is not valid UTF-8.") from None
+        too_deep = ParseError("JSON parse error - the document is nested too deeply.")
         try:
-            return json.loads(
+            document = json.loads(
                 text, parse_constant=_reject_constant, object_pairs_hook=_reject_duplicates
             )
         except RecursionError:
-            raise ParseError("JSON parse error - the document is nested too deeply.") from None
+            raise too_deep from None
         except ValueError as exc:
             # json.JSONDecodeError messages name a position, never the content.
             reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
             raise ParseError(f"JSON parse error - {reason}.") from None
+        if json_depth(document, limit=self.max_depth) > self.max_depth:
+            raise too_deep
+        return document

@@ -19,8 +19,12 @@ from django.views.decorators.debug import sensitive_variables
 from rest_framework import serializers
 
 from ..conf import synerise_settings
+from .parsers import json_depth
 
 __all__ = [
+    "AGREEMENTS_MAX_DEPTH",
+    "ATTRIBUTES_MAX_DEPTH",
+    "BoundedDictField",
     "EMAIL_MAX_LENGTH",
     "PASSWORD_MAX_LENGTH",
     "PROVIDERS",
@@ -43,6 +47,9 @@ MAX_ATTRIBUTES = 50
 ATTRIBUTE_KEY_MAX_LENGTH = 128
 ATTRIBUTE_VALUE_MAX_LENGTH = 1024
 ATTRIBUTES_MAX_BYTES = 8192
+#: ``agreements`` is a flat object of booleans; ``attributes`` a flat object of scalars.
+AGREEMENTS_MAX_DEPTH = 1
+ATTRIBUTES_MAX_DEPTH = 1
 
 #: URL segment -> (Synerise ``identityProvider``, token kind). The one provider registry.
 PROVIDERS: dict[str, tuple[str, str]] = {
@@ -108,6 +115,51 @@ class StrictBooleanField(serializers.BooleanField):
         if not isinstance(data, bool):
             self.fail("invalid")
         return data
+
+
+class BoundedDictField(serializers.DictField):
+    """A ``DictField`` whose nesting depth, number of keys and encoded size are capped.
+
+    The caps are checked on the raw value *before* any child is validated, so a value nested
+    thousands deep (or with a million keys) is refused in time linear in its size, without
+    recursion: 400 with code ``max_depth`` (nested deeper than ``max_depth``; a flat object
+    is depth 1) or ``max_size`` (more than ``max_items`` keys, or more than ``max_bytes``
+    bytes once encoded as compact UTF-8 JSON).
+    """
+
+    default_error_messages = {
+        "max_depth": _("Nested too deeply."),
+        "max_size": _("Too large."),
+    }
+
+    def __init__(
+        self,
+        *,
+        max_depth: int = 1,
+        max_items: int | None = None,
+        max_bytes: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.max_depth = max_depth
+        self.max_items = max_items
+        self.max_bytes = max_bytes
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        if isinstance(data, dict):
+            if json_depth(data, limit=self.max_depth) > self.max_depth:
+                self.fail("max_depth")
+            if self.max_items is not None and len(data) > self.max_items:
+                self.fail("max_size")
+            if self.max_bytes is not None and _encoded_size(data) > self.max_bytes:
+                self.fail("max_size")
+        return super().to_internal_value(data)
+
+
+def _encoded_size(value: Any) -> int:
+    """Bytes of ``value`` as compact UTF-8 JSON (lone surrogates count as 3 bytes)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def normalize_email(value: str) -> str:
@@ -216,15 +268,22 @@ class ProviderLoginSerializer(serializers.Serializer):
     identity_provider_token = StrictCharField(trim_whitespace=False, write_only=True)
     uuid = StrictCharField(required=False, max_length=36)
     device_id = StrictCharField(required=False, max_length=DEVICE_ID_MAX_LENGTH)
-    agreements = serializers.DictField(
+    agreements = BoundedDictField(
         child=StrictBooleanField(),
         required=False,
-        help_text="Marketing agreements as booleans (email, sms, push, ...).",
+        max_depth=AGREEMENTS_MAX_DEPTH,
+        max_items=MAX_AGREEMENTS,
+        help_text="Marketing agreements as booleans (email, sms, push, ...): a flat object of "
+        "at most 16 keys.",
     )
-    attributes = serializers.DictField(
+    attributes = BoundedDictField(
         child=serializers.JSONField(),
         required=False,
-        help_text="Profile attributes for a first login: up to 50 keys, scalar values.",
+        max_depth=ATTRIBUTES_MAX_DEPTH,
+        max_items=MAX_ATTRIBUTES,
+        max_bytes=ATTRIBUTES_MAX_BYTES,
+        help_text="Profile attributes for a first login: a flat object of up to 50 keys with "
+        "scalar values, 8 KiB at most.",
     )
 
     default_error_messages = {
@@ -236,17 +295,16 @@ class ProviderLoginSerializer(serializers.Serializer):
         return _validate_uuid(value)
 
     def validate_agreements(self, value: dict[str, bool]) -> dict[str, bool]:
-        """At most 16 agreements, keys of letters, digits and ``_``."""
-        if len(value) > MAX_AGREEMENTS or not all(_AGREEMENT_KEY.match(k) for k in value):
+        """Keys of letters, digits and ``_`` (depth and count are capped by the field)."""
+        if not all(_AGREEMENT_KEY.match(k) for k in value):
             raise serializers.ValidationError(_("Invalid agreements."), code="invalid")
         return value
 
     def validate_attributes(self, value: dict[str, Any]) -> dict[str, Any]:
-        """At most 50 keys (<= 128 characters, no control characters) with scalar values
-        (strings <= 1024 characters, numbers, booleans, null); 8 KiB encoded at most."""
+        """Keys of 1 to 128 characters without control characters, scalar values (strings
+        <= 1024 characters, numbers, booleans, null). Depth, count and encoded size are
+        capped by the field (codes ``max_depth``, ``max_size``)."""
         invalid = serializers.ValidationError(_("Invalid attributes."), code="invalid")
-        if len(value) > MAX_ATTRIBUTES:
-            raise invalid
         for key, item in value.items():
             if (
                 not key
@@ -264,11 +322,6 @@ class ProviderLoginSerializer(serializers.Serializer):
                     raise invalid
             elif item is not None and not isinstance(item, (bool, int, float)):
                 raise invalid
-        if (
-            len(json.dumps(value, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-            > ATTRIBUTES_MAX_BYTES
-        ):
-            raise invalid
         return value
 
     @sensitive_variables("attrs", "token")

@@ -23,9 +23,11 @@ from .refresh import (
     refresh_due_tokens,
     refresh_now,
 )
+from .sessions import end_sessions
 from .tokens import (
     PreparedToken,
     check_business_profile,
+    check_presented_token,
     compute_refresh_at,
     get_token_for,
     get_valid_token,
@@ -50,11 +52,13 @@ __all__ = [
     "account_for_client_id",
     "backoff_delay",
     "check_business_profile",
+    "check_presented_token",
     "claim_due_tokens",
     "claim_tokens",
     "compute_refresh_at",
     "count_due_tokens",
     "due_tokens",
+    "end_sessions",
     "get_token_for",
     "get_valid_token",
     "login",

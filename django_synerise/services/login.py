@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
+from ..bulkhead import interactive_call
 from ..exceptions import AccountInactive, BadRequest, FieldError, InvalidToken, SyneriseError
 from .tokens import _prepare, _write_prepared, check_business_profile
 
@@ -179,10 +180,45 @@ def login(
     :raises InvalidToken: the returned token failed verification or belongs to an anonymous
         client or another business profile.
     :raises AccountInactive: the linked Django user is inactive (nothing is stored).
+    :raises SyneriseBusy: ``INTERACTIVE_CONCURRENCY`` interactive calls are already in flight
+        in this process; nothing was sent (a ``TransientUpstreamError``).
     """
+    provider = _normalise_provider(identity_provider)
+    # One slot of the interactive bulkhead for the whole sign-in (login call, verification,
+    # profile): refused at once when full, so a slow Synerise cannot take every worker.
+    with interactive_call():
+        return _login(
+            request=request,
+            provider=provider,
+            email=email,
+            custom_id=custom_id,
+            password=password,
+            identity_provider_token=identity_provider_token,
+            uuid=uuid,
+            device_id=device_id,
+            agreements=agreements,
+            attributes=attributes,
+            client=client,
+        )
+
+
+@sensitive_variables("password", "identity_provider_token", "result", "token", "prepared")
+def _login(
+    *,
+    request: HttpRequest | None,
+    provider: str,
+    email: str | None,
+    custom_id: str | None,
+    password: str | None,
+    identity_provider_token: str | None,
+    uuid: str | None,
+    device_id: str | None,
+    agreements: dict[str, Any] | None,
+    attributes: dict[str, Any] | None,
+    client: SyneriseClient | None,
+) -> LoginResult:
     from ..adapter import get_adapter
 
-    provider = _normalise_provider(identity_provider)
     adapter = get_adapter(request)
     client = client or adapter.get_client()
     result = client.login(

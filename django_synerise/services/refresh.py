@@ -45,7 +45,7 @@ from ..exceptions import (
 from ..models import ClientToken, TokenStatus
 from ..querysets import lease_free_q
 from ..ratelimit import RateLimiter, refresh_rate_limiter
-from .tokens import PreparedToken, prepare_token, resolve_client
+from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
 
 if TYPE_CHECKING:
     from ..client import SyneriseClient
@@ -667,8 +667,22 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
     now = timezone.now()
     params: list[Any] = []
     sets = []
-    values = {o.row.pk: o.prepared.row_values() for o in ok if o.prepared is not None}
-    for name in ("encrypted_token", "expires_at", "refresh_at", "issued_at", "origin"):
+    values = {
+        o.row.pk: supersede_values(o.row, now) | o.prepared.row_values()
+        for o in ok
+        if o.prepared is not None
+    }
+    # The predecessor columns first: they read the old token (MySQL assigns left to right).
+    for name in (
+        "previous_fingerprint",
+        "previous_valid_until",
+        "encrypted_token",
+        "fingerprint",
+        "expires_at",
+        "refresh_at",
+        "issued_at",
+        "origin",
+    ):
         pairs = [(pk, row_values[name]) for pk, row_values in values.items()]
         sets.append(f"{sql.col(name)} = {sql.case(name, pairs, sql.col(name), params)}")
     sets.append(f"{sql.col('refreshed_at')} = %s")
@@ -696,7 +710,7 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
     for outcome in ok:
         row, prepared = outcome.row, outcome.prepared
         assert prepared is not None
-        for name, value in prepared.row_values().items():
+        for name, value in values[row.pk].items():
             setattr(row, name, value)
         row.version += 1
         row.status = TokenStatus.ACTIVE

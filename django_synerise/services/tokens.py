@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import random
 import time
@@ -10,12 +11,22 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, transaction
-from django.db.models import DateTimeField, ExpressionWrapper, F
-from django.db.models.functions import Now
+from django.db.models import (
+    Case,
+    CharField,
+    DateTimeField,
+    ExpressionWrapper,
+    F,
+    Q,
+    Value,
+    When,
+)
+from django.db.models.functions import Least, Now
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
+from ..bulkhead import interactive_call
 from ..conf import synerise_settings
 from ..exceptions import (
     CredentialsRejected,
@@ -57,6 +68,7 @@ class PreparedToken:
     """
 
     ciphertext: str
+    fingerprint: str
     expires_at: datetime
     refresh_at: datetime
     issued_at: datetime | None
@@ -70,6 +82,7 @@ class PreparedToken:
         """Return the ``ClientToken`` field values this token sets."""
         return {
             "encrypted_token": self.ciphertext,
+            "fingerprint": self.fingerprint,
             "expires_at": self.expires_at,
             "refresh_at": self.refresh_at,
             "issued_at": self.issued_at,
@@ -136,7 +149,7 @@ def compute_refresh_at(expires_at: datetime) -> datetime:
 @sensitive_variables("token")
 def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> PreparedToken:
     """Check ``claims`` against ``account`` and encrypt ``token`` for its row."""
-    from ..crypto import encrypt_token
+    from ..crypto import encrypt_token, token_fingerprint
 
     if account.pk is None:
         raise ValueError("The account must be saved before a token is stored for it.")
@@ -154,6 +167,7 @@ def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> Prepa
     ciphertext = encrypt_token(token, account_id=account.pk, client_id=account.client_id)
     return PreparedToken(
         ciphertext=ciphertext,
+        fingerprint=token_fingerprint(token),
         expires_at=expires_at,
         refresh_at=compute_refresh_at(expires_at),
         issued_at=claims.issued_at,
@@ -181,10 +195,92 @@ def prepare_token(
     return _prepare(account, result.token, claims)
 
 
+def superseded_grace() -> timedelta:
+    """How long a replaced token stays usable: ``SUPERSEDED_TOKEN_GRACE`` seconds, or when
+    that is ``None`` (the default) ``REFRESH_MARGIN + REFRESH_JITTER``: the longest a token
+    replaced by the background refresh can still live, so an app holding it can always fetch
+    its successor from ``auth/token/`` before it expires."""
+    value = synerise_settings.SUPERSEDED_TOKEN_GRACE
+    if value is None:
+        value = float(synerise_settings.REFRESH_MARGIN) + float(synerise_settings.REFRESH_JITTER)
+    return timedelta(seconds=max(0.0, float(value)))
+
+
+def supersede_values(row: ClientToken, now: datetime) -> dict[str, Any]:
+    """Field values that retire the token ``row`` holds (as read) when a new one replaces it.
+
+    The replaced token becomes the row's predecessor, accepted by Bearer authentication until
+    ``now + SUPERSEDED_TOKEN_GRACE`` and never past its own expiry. Every writer that replaces
+    a stored token under a version compare-and-swap merges these into its ``UPDATE`` (the
+    compare-and-swap guarantees ``row`` still holds what was read).
+    """
+    if not row.fingerprint:
+        return {"previous_fingerprint": "", "previous_valid_until": None}
+    return {
+        "previous_fingerprint": row.fingerprint,
+        "previous_valid_until": min(row.expires_at, now + superseded_grace()),
+    }
+
+
+def _supersede_expressions(now: datetime) -> dict[str, Any]:
+    """:func:`supersede_values` computed by the database, for an ``UPDATE`` of unread rows.
+
+    Only a live token (active or refreshing) becomes the predecessor: one Synerise rejected,
+    or that could not be decrypted, gets no grace. Listed first in the ``UPDATE`` so that they
+    read the old ``status``, ``fingerprint`` and ``expires_at`` on every backend (MySQL
+    assigns left to right).
+    """
+    _, _, TokenStatus = _models()
+    live = Q(status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING]) & ~Q(fingerprint="")
+    return {
+        "previous_fingerprint": Case(
+            When(live, then=F("fingerprint")), default=Value(""), output_field=CharField()
+        ),
+        "previous_valid_until": Case(
+            When(live, then=Least(F("expires_at"), Value(now + superseded_grace()))),
+            default=Value(None, output_field=DateTimeField()),
+            output_field=DateTimeField(),
+        ),
+    }
+
+
+def check_presented_token(row: ClientToken, token: str, *, now: datetime | None = None) -> None:
+    """Refuse a presented token that is not the stored token of ``row`` any more.
+
+    Accepted: the stored token itself, or the token it replaced (by a refresh or a newer
+    login) until ``previous_valid_until`` (``SUPERSEDED_TOKEN_GRACE`` after it was replaced,
+    never past its own expiry). Logout and every revocation clear both fingerprints, so no
+    token issued before them is ever accepted again, even after the user signs in anew.
+    Costs no query: the row is already loaded. Digests are compared in constant time.
+
+    :raises InvalidToken: ``reason="revoked"`` when the row holds no token,
+        ``reason="superseded"`` for any other token.
+    """
+    from ..crypto import token_fingerprint
+
+    if not row.fingerprint:
+        raise InvalidToken("The stored token was revoked.", reason="revoked")
+    presented = token_fingerprint(token)
+    if hmac.compare_digest(presented, row.fingerprint):
+        return
+    previous = row.previous_fingerprint
+    if (
+        previous
+        and row.previous_valid_until is not None
+        and (now or timezone.now()) < row.previous_valid_until
+        and hmac.compare_digest(presented, previous)
+    ):
+        return
+    raise InvalidToken("The token was replaced by a newer one.", reason="superseded")
+
+
 def _write_prepared(
     account: SyneriseAccount, prepared: PreparedToken, *, now: datetime | None = None
 ) -> ClientToken:
-    """Upsert the row of ``account`` with ``prepared``: active, version + 1, lease cleared."""
+    """Upsert the row of ``account`` with ``prepared``: active, version + 1, lease cleared.
+
+    The token the row held becomes its predecessor (see :func:`supersede_values`).
+    """
     ClientToken, _, TokenStatus = _models()
     now = now or timezone.now()
     values = prepared.row_values() | {
@@ -197,7 +293,7 @@ def _write_prepared(
     # Inside a caller's transaction (login) this joins it without a savepoint of its own.
     with transaction.atomic(savepoint=False):
         updated = ClientToken.objects.filter(account=account).update(
-            version=F("version") + 1, updated_at=now, **values
+            **_supersede_expressions(now), version=F("version") + 1, updated_at=now, **values
         )
         if not updated:
             try:
@@ -205,7 +301,10 @@ def _write_prepared(
                     ClientToken.objects.create(account=account, **values)
             except IntegrityError:
                 ClientToken.objects.filter(account=account).update(
-                    version=F("version") + 1, updated_at=now, **values
+                    **_supersede_expressions(now),
+                    version=F("version") + 1,
+                    updated_at=now,
+                    **values,
                 )
     return ClientToken.objects.select_related("account").get(account=account)
 
@@ -274,6 +373,9 @@ def _revoke_rows(rows: list[ClientToken], *, reason: str) -> int:
         ClientToken.objects.filter(pk__in=changed_pks).update(
             status=TokenStatus.REVOKED,
             encrypted_token="",  # nosec B106
+            fingerprint="",
+            previous_fingerprint="",
+            previous_valid_until=None,
             lease_until=None,
             last_error=str(reason)[:64],
             updated_at=now,
@@ -283,6 +385,8 @@ def _revoke_rows(rows: list[ClientToken], *, reason: str) -> int:
             continue
         row.status = TokenStatus.REVOKED
         row.encrypted_token = ""  # nosec B105
+        row.fingerprint = row.previous_fingerprint = ""
+        row.previous_valid_until = None
         row.lease_until = None
         logger.info("Synerise token %s revoked (%s)", row.pk, reason)
         signals.token_revoked.send(
@@ -291,26 +395,44 @@ def _revoke_rows(rows: list[ClientToken], *, reason: str) -> int:
     return len(changed_pks)
 
 
-def logout(user: Any, *, reason: str = "logout") -> bool:
-    """End the stored token of ``user``: status revoked, ciphertext erased, ``token_revoked``.
+def logout(user: Any, *, reason: str = "logout", end_sessions: bool = True) -> bool:
+    """End the Synerise sign-in of ``user`` for good.
+
+    The stored token is revoked (status revoked, ciphertext and fingerprints erased,
+    ``token_revoked`` sent), so no token issued before this call authenticates a Bearer
+    request again, even after the user signs in anew. With ``end_sessions`` (the default)
+    every Django session of the user ends too (see
+    :func:`django_synerise.services.sessions.end_sessions` for the session engines this
+    covers).
 
     Returns ``True`` when a token was revoked, ``False`` when there was none (or it was
     already revoked). A refresh in flight cannot bring it back (its compare-and-swap
     requires the row still to be refreshing).
     """
+    from .sessions import end_sessions as end_user_sessions
+
     row = get_token_for(user)
-    if row is None:
-        return False
-    return _revoke_rows([row], reason=reason) > 0
+    revoked = row is not None and _revoke_rows([row], reason=reason) > 0
+    if end_sessions:
+        end_user_sessions([user])
+    return revoked
 
 
 def revoke_tokens(
-    queryset_or_ids: QuerySet[ClientToken] | Iterable[int], *, reason: str = "admin"
+    queryset_or_ids: QuerySet[ClientToken] | Iterable[int],
+    *,
+    reason: str = "admin",
+    end_sessions: bool = True,
 ) -> int:
     """Revoke many tokens (a ``ClientToken`` queryset or primary keys); return how many changed.
 
     Each revoked row gets ``token_revoked`` with ``reason``; rows already revoked are skipped.
+    As with :func:`logout`, no token issued before this call authenticates again, and with
+    ``end_sessions`` the Django sessions of the tokens' users end (one pass over the
+    sessions for the whole batch).
     """
+    from .sessions import end_sessions as end_user_sessions
+
     ClientToken, _, _ = _models()
     if hasattr(queryset_or_ids, "model") and hasattr(queryset_or_ids, "values_list"):
         ids = list(queryset_or_ids.values_list("pk", flat=True))  # type: ignore[union-attr]
@@ -319,7 +441,10 @@ def revoke_tokens(
     if not ids:
         return 0
     rows = list(ClientToken.objects.select_related("account").filter(pk__in=ids))
-    return _revoke_rows(rows, reason=reason)
+    changed = _revoke_rows(rows, reason=reason)
+    if end_sessions:
+        end_user_sessions(row.account.user_id for row in rows)
+    return changed
 
 
 # --------------------------------------------------------------------------- single flight
@@ -409,8 +534,11 @@ def _refresh_single_flight(
         return _wait_for_refresh(row, current)
 
     try:
-        result = resolve_client(client).refresh(current)
-        prepared = prepare_token(row.account, result, client=client)
+        # A request waits for this call: it takes a slot of the interactive bulkhead, and a
+        # full bulkhead (SyneriseBusy) is a transient failure like any other.
+        with interactive_call():
+            result = resolve_client(client).refresh(current)
+            prepared = prepare_token(row.account, result, client=client)
     except CredentialsRejected:
         logger.info("Synerise rejected the refresh of token %s", row.pk)
         mark_needs_login(row, reason="rejected")
@@ -434,6 +562,7 @@ def _refresh_single_flight(
 
     now = timezone.now()
     values = {
+        **supersede_values(row, now),
         "version": version + 1,
         "status": TokenStatus.ACTIVE,
         "lease_until": None,
@@ -556,6 +685,7 @@ __all__ = [
     "MAX_TOKEN_LIFETIME",
     "PreparedToken",
     "check_business_profile",
+    "check_presented_token",
     "compute_refresh_at",
     "get_token_for",
     "get_valid_token",
@@ -565,4 +695,6 @@ __all__ = [
     "refresh_user_token",
     "revoke_tokens",
     "store_token",
+    "superseded_grace",
+    "supersede_values",
 ]
