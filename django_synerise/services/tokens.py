@@ -18,14 +18,10 @@ from django.views.decorators.debug import sensitive_variables
 from .. import signals
 from ..conf import synerise_settings
 from ..exceptions import (
-    CredentialsRejected,
     InvalidToken,
     LoginRequired,
     TokenDecryptionError,
-    TransientUpstreamError,
-    UpstreamError,
 )
-from ..querysets import lease_free_q
 from .activity import touch_token_activity
 
 if TYPE_CHECKING:
@@ -372,108 +368,50 @@ def _last_stored(row: ClientToken) -> datetime | None:
     return max(stamps) if stamps else None
 
 
-@sensitive_variables("current", "result", "prepared")
+@sensitive_variables("current")
 def _refresh_single_flight(
     row: ClientToken, current: str, *, client: SyneriseClient | None
 ) -> tuple[ClientToken, str]:
     """Refresh ``row`` once across every process; return the (row, token) to use.
 
-    The caller that takes the lease (one conditional UPDATE, database time) calls Synerise
-    with no transaction or lock held and stores the result with a version compare-and-swap;
-    every other caller waits (bounded by ``SINGLE_FLIGHT_WAIT``) for the version to move.
+    A batch of one through the refresh engine
+    (:func:`~django_synerise.services.refresh.refresh_single`), so every upstream answer
+    leaves the row exactly as a background batch would. The caller that claims the row
+    calls Synerise with no transaction or lock held; every other caller waits (bounded by
+    ``SINGLE_FLIGHT_WAIT``) for the version to move. A row backing off after a transient
+    failure (``retry_at`` ahead) is not refreshed: its current token is served while valid.
     """
-    ClientToken, _, TokenStatus = _models()
-    version = row.version
+    from .refresh import refresh_single
+
+    ClientToken, _, _ = _models()
     if not _still_valid(row):
         # Synerise refreshes only a token that is still valid: do not ask.
         mark_needs_login(row, reason="expired")
         raise LoginRequired(reason="expired")
+    if row.retry_at is not None and row.retry_at > timezone.now():
+        return row, current
 
-    # SKIP LOCKED: a row locked by another transaction (a batch claiming it, an admin edit)
-    # is not waited for; this caller then waits for the version to move, bounded (X19).
-    claimable = (
-        ClientToken.objects.filter(
-            pk=row.pk,
-            version=version,
-            status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING],
-        )
-        .filter(lease_free_q())
-        .select_for_update(skip_locked=True)
-        .values("pk")
-    )
-    with transaction.atomic():
-        won = ClientToken.objects.filter(pk__in=claimable).update(
-            status=TokenStatus.REFRESHING, lease_until=_lease_expression()
-        )
-    if not won:
+    version = row.version
+    report = refresh_single(row, client=client)
+    if report is None:
         return _wait_for_refresh(row, current)
-
-    try:
-        result = resolve_client(client).refresh(current)
-        prepared = prepare_token(row.account, result, client=client)
-    except CredentialsRejected:
-        logger.info("Synerise rejected the refresh of token %s", row.pk)
-        mark_needs_login(row, reason="rejected")
-        raise LoginRequired(reason="rejected") from None
-    except (UpstreamError, InvalidToken) as exc:
-        code = getattr(exc, "code", type(exc).__name__)
-        will_retry = isinstance(exc, TransientUpstreamError) and _still_valid(row)
-        logger.warning(
-            "Refresh of Synerise token %s failed: %s (%s)", row.pk, type(exc).__name__, code
-        )
-        _release_lease(row, version, error=code)
-        signals.token_refresh_failed.send(
-            sender=ClientToken, token=row, account=row.account, error=exc, will_retry=will_retry
-        )
-        if _still_valid(row):
-            return row, current
-        raise LoginRequired(reason="expired") from None
-    except BaseException:
-        _release_lease(row, version, error="internal_error")
-        raise
-
-    now = timezone.now()
-    values = {
-        "version": version + 1,
-        "status": TokenStatus.ACTIVE,
-        "lease_until": None,
-        "failure_count": 0,
-        "last_error": "",
-        "refreshed_at": now,
-        "last_used_at": now,
-        "updated_at": now,
-        **prepared.row_values(),
-    }
-    stored = ClientToken.objects.filter(
-        pk=row.pk, version=version, status=TokenStatus.REFRESHING
-    ).update(**values)
-    if not stored:
-        logger.info("Refresh of Synerise token %s lost the race (stale_version)", row.pk)
+    if report.refreshed:
+        logger.debug("Synerise token %s refreshed (version %s)", row.pk, row.version)
+        return row, _decrypt(row)
+    if report.needs_login:
+        raise LoginRequired(reason=report.reasons.get(row.pk, "needs_login"))
+    if report.skipped and not (report.failed_transient or report.halted):
+        # Lost the race (the row changed while Synerise answered): use what is stored now.
         fresh = ClientToken.objects.select_related("account").filter(pk=row.pk).first()
         if fresh is None:
             raise LoginRequired(reason="no_token")
         _refuse_status(fresh)
         if fresh.version != version:
             return fresh, _decrypt(fresh)
-        raise LoginRequired(reason="needs_login")
-    # The row now holds exactly what the compare-and-swap wrote: no need to read it back.
-    for field, value in values.items():
-        setattr(row, field, value)
-    logger.debug("Synerise token %s refreshed (version %s)", row.pk, version + 1)
-    signals.token_refreshed.send(sender=ClientToken, token=row, account=row.account)
-    return row, result.token
-
-
-def _release_lease(row: ClientToken, version: int, *, error: str) -> None:
-    """Give the lease back after a failed refresh; the row stays active."""
-    ClientToken, _, TokenStatus = _models()
-    ClientToken.objects.filter(pk=row.pk, version=version, status=TokenStatus.REFRESHING).update(
-        status=TokenStatus.ACTIVE,
-        lease_until=None,
-        failure_count=F("failure_count") + 1,
-        last_error=str(error)[:64],
-        updated_at=timezone.now(),
-    )
+    # Transient failure, or Synerise rejects the workspace (refresh halted): keep serving.
+    if _still_valid(row):
+        return row, current
+    raise LoginRequired(reason="expired")
 
 
 @sensitive_variables("current")
