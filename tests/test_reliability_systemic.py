@@ -26,12 +26,24 @@ from django.db import connection
 from django.utils import timezone
 
 from django_synerise import services, signals, tasks
+from django_synerise.exceptions import InvalidToken, LoginRequired
 from django_synerise.models import ClientToken, RefreshHalt, TokenStatus
-from django_synerise.services.refresh import claim_due_tokens, refresh_batch, refresh_due_tokens
+from django_synerise.services.refresh import (
+    claim_due_tokens,
+    claim_tokens,
+    refresh_batch,
+    refresh_due_tokens,
+)
 from django_synerise.testing import FakeSynerise
 from tests.child_env import child_env
 from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
-from tests.fixtures_services import capture, fresh_breaker, synerise_settings  # noqa: F401
+from tests.fixtures_services import (  # noqa: F401
+    add_client,
+    capture,
+    fresh_breaker,
+    login_email,
+    synerise_settings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -413,6 +425,8 @@ def _kill_mid_batch(fake: Any, rows: list[ClientToken], start: Callable[[], int]
     assert max(calls.values()) <= 2
     open_calls = OVERRIDES["REFRESH_CONCURRENCY"]
     assert len(twice) <= open_calls + len(recent), (len(twice), len(recent))
+    print(f"kill: {len(answered)} answers sent, {len(old)} older than the window+0.25 s all "
+          f"stored, {len(recent)} recent, {len(twice)} tokens refreshed twice")
     for row in ClientToken.objects.select_related("account").filter(pk__in=[r.pk for r in rows]):
         assert fake.token_info(row.get_token())["valid"]
 
@@ -460,3 +474,93 @@ def test_sigkill_of_a_worker_loses_only_the_last_flush_window(
         _beat(worker)
 
     _kill_mid_batch(wfake, rows, start, restart)
+
+
+# --------------------------------------------------------------------------- 4. one engine
+
+ANSWERS: dict[str, dict[str, Any]] = {
+    "200": {},
+    "400": {"status": 400},
+    "401": {"status": 401},
+    "403": {"status": 403},
+    "404": {"status": 404},
+    "409": {"status": 409},
+    "412": {"status": 412},
+    "429": {"status": 429, "retry_after": "30"},
+    "500": {"status": 500},
+    "503": {"status": 503},
+    "timeout": {"fault": "latency", "delay": 1.5},
+    "reset": {"fault": "reset"},
+    "garbage": {"fault": "garbage"},
+    "workspace": {"status": 403, "times": None, "path": None},
+}
+
+
+def _state(pk: int) -> tuple[Any, ...]:
+    row = ClientToken.objects.get(pk=pk)
+    return (row.status, row.version, row.failure_count, row.last_error,
+            row.retry_at is not None, row.lease_until is None)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("answer", list(ANSWERS))
+def test_lazy_and_batch_paths_leave_the_same_row_state(
+    fake: Any, settings: Any, answer: str
+) -> None:
+    synerise_settings(settings, TIMEOUT=(1, 0.5), TOTAL_TIMEOUT=1)
+    lazy = seed_token(fake, lifetime=600)  # inside REFRESH_MARGIN: get_valid_token refreshes
+    batch = seed_token(fake, lifetime=600)
+    fault = {"times": 1, "path": "refresh", **ANSWERS[answer]}
+
+    def inject() -> None:
+        fake.reset_faults()
+        if answer != "200":
+            fake.inject(**fault)
+
+    inject()
+    try:
+        served = services.get_valid_token(lazy.account.user)
+    except LoginRequired as exc:
+        served = f"login:{exc.reason}"
+    inject()
+    report = refresh_batch(claim_tokens([batch.pk]))
+
+    assert _state(lazy.pk) == _state(batch.pk), answer
+    status = _state(batch.pk)[0]
+    if answer == "200":
+        assert report.refreshed == [batch.pk] and served != lazy.plaintext
+    elif answer in ("400", "401", "403", "404", "409", "412"):
+        assert status == TokenStatus.NEEDS_LOGIN and served == "login:rejected"
+    elif answer == "workspace":
+        assert report.halted == [batch.pk] and served == lazy.plaintext
+        assert _state(batch.pk)[:3] == (TokenStatus.ACTIVE, 1, 0)
+    else:
+        assert report.failed_transient == [batch.pk] and served == lazy.plaintext
+        assert _state(batch.pk)[2] == 1 and _state(batch.pk)[4], "failure counted, retry set"
+
+
+# --------------------------------------------------------------------------- 5. lifetime cap
+
+
+@pytest.mark.django_db
+def test_token_over_max_token_lifetime_is_refused_logged_and_counted(
+    fake: Any, settings: Any, caplog: Any
+) -> None:
+    from django.core.cache import cache
+
+    cache.clear()
+    fake.token_lifetime = 48 * 3600  # the workspace issues two-day tokens
+    add_client(fake)
+    with caplog.at_level("WARNING", logger="django_synerise"), pytest.raises(InvalidToken) as info:
+        login_email(fake)
+    assert info.value.reason == "lifetime"
+    assert "more than MAX_TOKEN_LIFETIME (86400 s)" in caplog.text
+    assert "lives 172800 s" in caplog.text or "lives 17279" in caplog.text
+    out = io.StringIO()
+    call_command("synerise_status", stdout=out)
+    assert "refused: lifetime=1" in out.getvalue()
+    assert not ClientToken.objects.exists()
+
+    synerise_settings(settings, MAX_TOKEN_LIFETIME=timedelta(days=3))
+    result = login_email(fake)
+    assert ClientToken.objects.get(account=result.account).expires_in > 47 * 3600

@@ -145,17 +145,36 @@ def _halt(reason: str, detail: str) -> None:
     signals.refresh_halted.send(sender=model, halt=halt)
 
 
+def _end_halt(halt: RefreshHalt | None = None) -> None:
+    """End the halt (if any) after a probe found the key accepted; ``refresh_resumed`` is sent
+    by the caller that actually deleted it."""
+    model = _model()
+    halt = halt if halt is not None else current_halt()
+    if halt is None:
+        return
+    deleted, _ = model.objects.filter(pk=halt.pk).delete()
+    if not deleted:
+        return
+    duration = (timezone.now() - halt.since).total_seconds()
+    logger.warning(
+        "Synerise accepts the API key again: background refresh resumed after %.0f s", duration
+    )
+    signals.refresh_resumed.send(sender=model, halt=halt, duration=duration)
+
+
 def judge_rejections(client: SyneriseClient, *, reason: str) -> str:
     """Decide whether a batch's rejections are about the tokens or about the workspace.
 
     Probes the API key once (see the module docstring for the rule). On :data:`WORKSPACE`
-    the halt is recorded (``refresh_halted`` sent if it is new). ``reason`` is the error
+    the halt is recorded (``refresh_halted`` sent if it is new); on :data:`TOKEN` a halt in
+    force ends (``refresh_resumed``): the key works again. ``reason`` is the error
     code of one of the rejections (kept as the halt's reason).
 
     :returns: :data:`TOKEN`, :data:`WORKSPACE` or :data:`UNKNOWN`.
     """
     outcome, detail = probe_api_key(client)
     if outcome == ACCEPTED:
+        _end_halt()
         return TOKEN
     if outcome == REJECTED:
         _halt(reason, detail)
@@ -189,13 +208,7 @@ def refresh_allowed(client: SyneriseClient | None = None) -> bool:
         client = resolve_client(None)
     outcome, detail = probe_api_key(client)
     if outcome == ACCEPTED:
-        model.objects.filter(pk=halt.pk).delete()
-        duration = (timezone.now() - halt.since).total_seconds()
-        logger.warning(
-            "Synerise accepts the API key again: background refresh resumed after %.0f s",
-            duration,
-        )
-        signals.refresh_resumed.send(sender=model, halt=halt, duration=duration)
+        _end_halt(halt)
         return True
     probes = halt.probes + 1
     delay = _probe_delay(probes)

@@ -4,9 +4,21 @@ The database decides who refreshes what. A *claim* is one short transaction that
 rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` and marks them ``refreshing`` with a lease
 computed from the database clock. Synerise is then called with no transaction or lock held,
 and the results are written back with compare-and-swap ``UPDATE`` statements that only touch
-rows still carrying the caller's lease and version. Duplicate schedulers, duplicate task
-deliveries and killed workers therefore never refresh a token twice nor overwrite a newer
-one; a lease that is never released simply runs out and the next run picks the row up.
+rows still carrying the caller's lease and version. Duplicate schedulers and duplicate task
+deliveries therefore never refresh a token twice, and nothing ever overwrites a newer token;
+a lease that is never released simply runs out and the next run picks the row up.
+
+A killed worker (SIGKILL, OOM, power loss) loses only the answers it had not yet stored: new
+tokens are written while the batch runs, at most ``REFRESH_FLUSH_INTERVAL`` seconds after
+they arrive (or as soon as :data:`FLUSH_ANSWERS` wait). So at a kill, at most the answers of
+the last flush window plus the calls still open are lost, and only those tokens are refreshed
+a second time once the lease runs out (if Synerise invalidated the old token on refresh,
+those few rows end ``needs_login``; no other row is affected).
+
+Rejections (401/403/4xx) never mark a row before the API key is probed
+(:mod:`django_synerise.services.halt`): a rejected key halts background refresh instead.
+The lazy path (:func:`~django_synerise.services.get_valid_token`) is a batch of one through
+the same engine (:func:`refresh_single`).
 
 Celery is not imported here: :mod:`django_synerise.tasks` and the ``synerise_refresh_tokens``
 management command both call these functions.
@@ -517,8 +529,9 @@ def refresh_single(row: ClientToken, *, client: SyneriseClient | None = None) ->
     The lazy single-flight path of :func:`~django_synerise.services.get_valid_token`: claims
     the row only if it still has the caller's ``version`` and is claimable (lease free, past
     any ``retry_at``, not expired; ``SKIP LOCKED``, never waiting for a row lock). The call
-    is made in this thread, without the background rate limit. On success the row instance
-    passed in is updated in place.
+    is made in this thread, without the background rate limit. When it was claimed, ``row``
+    takes the state written (new token, or failure count, ``retry_at``, status). Costs the
+    claim's two queries and one write.
 
     :returns: the report, or ``None`` when the row could not be claimed (someone else holds
         it, or it changed).

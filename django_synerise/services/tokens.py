@@ -35,7 +35,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Longest accepted lifetime of a token Synerise hands us (R-JWT-3).
+#: Default of the ``MAX_TOKEN_LIFETIME`` setting: the longest accepted lifetime of a token
+#: Synerise hands us (R-JWT-3). Use :func:`max_token_lifetime` for the configured value.
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
 #: ``refresh_user_token`` returns the stored token when it was stored this recently.
 RECENT_REFRESH = timedelta(seconds=60)
@@ -86,6 +87,12 @@ def _lease_expression() -> ExpressionWrapper:
     """``now() + LEASE_SECONDS`` evaluated by the database (one clock for every worker)."""
     seconds = float(synerise_settings.LEASE_SECONDS)
     return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def max_token_lifetime() -> timedelta:
+    """The configured ``MAX_TOKEN_LIFETIME`` (seconds or a ``timedelta``) as a ``timedelta``."""
+    value = synerise_settings.MAX_TOKEN_LIFETIME
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
 
 
 def _expected_business_profile(account: SyneriseAccount | None) -> str | None:
@@ -145,8 +152,20 @@ def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> Prepa
     expires_at = claims.expires_at
     if expires_at <= now:
         raise InvalidToken("The token has already expired.", reason="expired")
-    if expires_at > now + MAX_TOKEN_LIFETIME:
-        raise InvalidToken("The token lives implausibly long.", reason="lifetime")
+    cap = max_token_lifetime()
+    if expires_at > now + cap:
+        from .status import record_refusal
+
+        logger.warning(
+            "Refused a Synerise token of client %s: it lives %.0f s, more than "
+            "MAX_TOKEN_LIFETIME (%.0f s); raise the setting if your workspace issues "
+            "longer-lived tokens",
+            account.client_id,
+            (expires_at - now).total_seconds(),
+            cap.total_seconds(),
+        )
+        record_refusal("lifetime")
+        raise InvalidToken("The token lives longer than MAX_TOKEN_LIFETIME.", reason="lifetime")
     ciphertext = encrypt_token(token, account_id=account.pk, client_id=account.client_id)
     return PreparedToken(
         ciphertext=ciphertext,
@@ -165,7 +184,8 @@ def prepare_token(
 
     Verifies with :func:`django_synerise.verification.claims_for`, then checks that the
     token is a client (not anonymous) token of ``account.client_id``, of the expected
-    business profile, and expiring within ``(now, now + 24 h]``.
+    business profile, and expiring within ``(now, now + MAX_TOKEN_LIFETIME]`` (a longer
+    lifetime is logged and counted in ``synerise_status`` as ``refused: lifetime``).
 
     :raises InvalidToken: when any check fails (nothing is stored).
     :raises UpstreamError: when ``claims_for`` needs Synerise (no signature verification) and
@@ -214,7 +234,8 @@ def store_token(account: SyneriseAccount, token: str, claims: TokenClaims) -> Cl
     count and last error cleared, ``last_used_at`` now. Short transaction, no HTTP.
 
     :raises InvalidToken: when ``claims`` do not belong to ``account`` (client id, business
-        profile), the token is anonymous, or its expiry is outside ``(now, now + 24 h]``.
+        profile), the token is anonymous, or its expiry is outside ``(now, now +
+        MAX_TOKEN_LIFETIME]``.
     """
     return _write_prepared(account, _prepare(account, token, claims))
 
@@ -464,13 +485,18 @@ def get_valid_token(user: Any, *, client: SyneriseClient | None = None) -> str:
     A token with more than ``REFRESH_MARGIN`` seconds left is returned as is (no upstream
     call). Otherwise exactly one caller across all processes refreshes it (lease + version
     compare-and-swap) while the others wait up to ``SINGLE_FLIGHT_WAIT`` seconds for the new
-    token. When the refresh fails transiently the current token is returned while it is still
-    valid. Moves ``last_used_at`` (at most once per ``ACTIVITY_INTERVAL``). Never call it
-    inside ``transaction.atomic()``: the refresh must not hold a transaction open over HTTP.
+    token. The refresh goes through the same engine as the background batches (a batch of
+    one), so the row ends in the same state for every upstream answer. When the refresh
+    fails transiently, or Synerise rejects the workspace's API key (background refresh then
+    halts), the current token is returned while it is still valid; a row whose ``retry_at``
+    is ahead is not refreshed. Moves ``last_used_at`` (at most once per
+    ``ACTIVITY_INTERVAL``). Never call it inside ``transaction.atomic()``: the refresh must
+    not hold a transaction open over HTTP.
 
     :raises LoginRequired: ``reason`` ``inactive``, ``no_token``, ``needs_login``, ``revoked``,
-        ``decryption_failed`` (nothing sent upstream), ``rejected`` (Synerise answered
-        401/403; the row moves to needs_login and ``token_expired`` is sent) or ``expired``.
+        ``decryption_failed`` (nothing sent upstream), ``rejected`` (Synerise rejected the
+        token while accepting the API key; the row moves to needs_login and
+        ``token_expired`` is sent) or ``expired``.
     """
     row, token = _obtain(user, client=client, force=False)
     touch_token_activity(row.pk, last_used_at=row.last_used_at)
@@ -498,6 +524,7 @@ __all__ = [
     "get_token_for",
     "get_valid_token",
     "logout",
+    "max_token_lifetime",
     "mark_needs_login",
     "prepare_token",
     "refresh_user_token",
