@@ -209,6 +209,7 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
                 "fields": (
                     "version",
                     "lease_until",
+                    "retry_at",
                     "failure_count",
                     "last_error",
                     "created_at",
@@ -231,11 +232,35 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
         "last_used_at",
         "version",
         "lease_until",
+        "retry_at",
         "failure_count",
         "last_error",
         "created_at",
         "updated_at",
     )
+
+    def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
+        """The token list; warns on top while background refresh is halted."""
+        from .services.halt import current_halt
+
+        halt = current_halt()
+        if halt is not None:
+            self.message_user(
+                request,
+                _(
+                    "Background refresh is halted since %(since)s: Synerise rejects the API "
+                    "key (%(reason)s, %(detail)s). No token is marked; refresh resumes by "
+                    "itself once the key is accepted (next probe at %(probe_at)s)."
+                )
+                % {
+                    "since": halt.since.isoformat(timespec="seconds"),
+                    "reason": halt.reason,
+                    "detail": halt.detail,
+                    "probe_at": halt.probe_at.isoformat(timespec="seconds"),
+                },
+                messages.ERROR,
+            )
+        return super().changelist_view(request, extra_context)
 
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
         return (

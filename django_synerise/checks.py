@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from importlib import metadata
 from typing import Any
 from urllib.parse import urlsplit
@@ -338,6 +339,21 @@ MESSAGES: dict[str, Spec] = {
         "so an app holding it may have to sign in again instead of fetching its successor "
         "from auth/token/. Use at least {window:g} s unless that is what you want.",
     ),
+    "E080": _e(
+        "SYNERISE['MAX_TOKEN_LIFETIME'] = {value!r} {problem}.",
+        "Use the longest client token lifetime your workspace issues, in seconds (or a "
+        "timedelta), between 60 s and 30 days; 86400 (24 h) is the default.",
+    ),
+    "E081": _e(
+        "SYNERISE['REFRESH_FLUSH_INTERVAL'] = {value!r} is not a number of seconds in [0, 5].",
+        "New tokens are stored at most this long after they arrive (0: each answer at once); "
+        "0.25 is the default. A killed worker loses the answers of one such window.",
+    ),
+    "E082": _e(
+        "SYNERISE['HALT_PROBE_MAX'] = {value!r} is not a positive number of seconds.",
+        "Use at most half the refresh beat period (30 for the default 60 s beat) so refresh "
+        "resumes within two beats once Synerise accepts the API key again.",
+    ),
     "W001": _w(
         "SYNERISE['VERIFY_SIGNATURE'] is False: client tokens are not verified locally.",
         "Set it to True unless your tokens cannot be verified; without it the expiry comes "
@@ -371,6 +387,13 @@ MESSAGES: dict[str, Spec] = {
         f"Add an entry running '{REFRESH_TASK}' to CELERY_BEAT_SCHEDULE (merge "
         "django_synerise.schedule.BEAT_SCHEDULE), use django-celery-beat, or run "
         "`manage.py synerise_refresh_tokens` from cron and silence this warning.",
+    ),
+    "W080": _w(
+        "Background refresh of Synerise tokens is halted since {since}: Synerise rejects the "
+        "API key ({reason}, {detail}).",
+        "Check SYNERISE['API_KEY'] (rotated, revoked or mistyped?). No token was marked; "
+        "refresh resumes by itself at the first run after Synerise accepts the key "
+        "(next probe at {probe_at}).",
     ),
     "W007": _w(
         "SYNERISE['REFRESH_RATE_LIMIT'] counts calls in cache {alias!r} ({backend}), which "
@@ -1013,6 +1036,32 @@ def _check_trust() -> list[CheckMessage]:
     return messages
 
 
+MAX_LIFETIME_CAP = 30 * 24 * 3600
+
+
+def _check_refresh_engine() -> list[CheckMessage]:
+    messages: list[CheckMessage] = []
+    lifetime = _get("MAX_TOKEN_LIFETIME")
+    seconds = lifetime.total_seconds() if isinstance(lifetime, timedelta) else lifetime
+    if not _is_number(seconds):
+        problem = "is not a number of seconds or a timedelta"
+        messages.append(
+            _message("E080", obj=_obj("MAX_TOKEN_LIFETIME"), value=lifetime, problem=problem)
+        )
+    elif not 60 <= seconds <= MAX_LIFETIME_CAP:
+        problem = "is outside 60 s .. 30 days"
+        messages.append(
+            _message("E080", obj=_obj("MAX_TOKEN_LIFETIME"), value=lifetime, problem=problem)
+        )
+    flush = _get("REFRESH_FLUSH_INTERVAL")
+    if not (_is_number(flush) and 0 <= flush <= 5):
+        messages.append(_message("E081", obj=_obj("REFRESH_FLUSH_INTERVAL"), value=flush))
+    probe = _get("HALT_PROBE_MAX")
+    if not _positive(probe):
+        messages.append(_message("E082", obj=_obj("HALT_PROBE_MAX"), value=probe))
+    return messages
+
+
 _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_structure,
     _check_api_key,
@@ -1026,6 +1075,7 @@ _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_breaker_and_api,
     _check_rate_limit,
     _check_trust,
+    _check_refresh_engine,
 )
 
 
@@ -1218,8 +1268,38 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     return [*_check_deploy_settings(), *_check_versions(), *_check_visibility_timeout()]
 
 
+def check_refresh_halt(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Runtime check (``manage.py check --database default``): W080 while background refresh
+    is halted because Synerise rejects the API key. Reads one row; never calls Synerise."""
+    if not databases:
+        return []
+    from django.db import DatabaseError
+
+    from .services.halt import current_halt
+
+    try:
+        halt = current_halt()
+    except DatabaseError:  # not migrated yet: nothing can be halted
+        return []
+    if halt is None:
+        return []
+    return [
+        _message(
+            "W080",
+            obj="django_synerise.RefreshHalt",
+            since=halt.since.isoformat(timespec="seconds"),
+            reason=halt.reason,
+            detail=halt.detail,
+            probe_at=halt.probe_at.isoformat(timespec="seconds"),
+        )
+    ]
+
+
 def register_checks() -> None:
     """Register the package's system checks (idempotent; called from ``AppConfig.ready``)."""
     register(check_settings, Tags.security, TAG)
     register(check_integration, TAG)
     register(check_deploy, Tags.security, TAG, deploy=True)
+    register(check_refresh_halt, Tags.database, TAG)

@@ -33,6 +33,7 @@ DEFAULTS: dict[str, Any] = {
     "JWT_LEEWAY": 30,
     "MAX_TOKEN_BYTES": 8192,  # nosec B105
     "BUSINESS_PROFILE_ID": None,
+    "MAX_TOKEN_LIFETIME": 24 * 3600,
     # Token lifecycle
     "REFRESH_MARGIN": 900,
     "REFRESH_JITTER": 300,
@@ -45,7 +46,9 @@ DEFAULTS: dict[str, Any] = {
     "REFRESH_CONCURRENCY": 8,
     "REFRESH_RATE_LIMIT": None,
     "REFRESH_RATE_LIMIT_CACHE": "default",
+    "REFRESH_FLUSH_INTERVAL": 0.25,
     "RETRY_AFTER_MAX": 300,
+    "HALT_PROBE_MAX": 30,
     "PURGE_AFTER": 7 * 24 * 3600,
     # Security
     "TOKEN_ENCRYPTION_KEYS": [],

@@ -198,7 +198,15 @@ class ClientToken(models.Model):
     failure_count = models.PositiveIntegerField(
         _("failures"),
         default=0,
-        help_text=_("Consecutive failed refresh attempts."),
+        help_text=_(
+            "Consecutive failed refresh attempts (the attempt number of the next backoff)."
+        ),
+    )
+    retry_at = models.DateTimeField(
+        _("retry at"),
+        null=True,
+        blank=True,
+        help_text=_("After a transient failure, no refresh is attempted before this time."),
     )
     last_error = models.CharField(
         _("last error"),
@@ -274,3 +282,49 @@ class ClientToken(models.Model):
         if self.expires_at is None:
             return 0.0
         return (self.expires_at - timezone.now()).total_seconds()
+
+
+class RefreshHalt(models.Model):
+    """Background refresh is paused because Synerise rejects the workspace's API key.
+
+    At most one row (``key`` ``"refresh"``); it exists while the pause lasts. Written by
+    :mod:`django_synerise.services.halt`, never by hand: deleting it only makes the next run
+    call Synerise again, which halts again if the key is still rejected.
+    """
+
+    key = models.CharField(_("key"), max_length=16, primary_key=True, default="refresh")
+    reason = models.CharField(
+        _("reason"),
+        max_length=64,
+        help_text=_("Code of the rejection that halted background refresh."),
+    )
+    detail = models.CharField(
+        _("detail"),
+        max_length=255,
+        blank=True,
+        help_text=_("HTTP status and error code of the last rejected API key probe."),
+    )
+    since = models.DateTimeField(_("halted since"))
+    probe_at = models.DateTimeField(
+        _("next probe"), help_text=_("When the API key is probed again.")
+    )
+    probes = models.PositiveIntegerField(
+        _("probes"), default=0, help_text=_("API key probes rejected since the halt began.")
+    )
+
+    class Meta:
+        verbose_name = _("refresh halt")
+        verbose_name_plural = _("refresh halts")
+
+    def __str__(self) -> str:
+        return f"Refresh halted ({self.reason})"
+
+    def as_dict(self) -> dict[str, object]:
+        """``reason``, ``detail``, ``since`` and ``probe_at`` (ISO 8601) and ``probes``."""
+        return {
+            "reason": self.reason,
+            "detail": self.detail,
+            "since": self.since.isoformat(),
+            "probe_at": self.probe_at.isoformat(),
+            "probes": self.probes,
+        }

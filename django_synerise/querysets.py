@@ -29,6 +29,12 @@ def lease_free_q(now: datetime | Now | None = None) -> Q:
     return Q(lease_until__isnull=True) | Q(lease_until__lte=Now() if now is None else now)
 
 
+def retry_free_q(now: datetime | Now | None = None) -> Q:
+    """The condition "no backoff pending": no ``retry_at``, or one that passed by ``now``
+    (default: the database's clock)."""
+    return Q(retry_at__isnull=True) | Q(retry_at__lte=Now() if now is None else now)
+
+
 class AccountQuerySet(models.QuerySet):
     """Queries on :class:`~django_synerise.models.SyneriseAccount`."""
 
@@ -80,12 +86,17 @@ class ClientTokenQuerySet(models.QuerySet):
     def due(self, now: datetime | None = None) -> ClientTokenQuerySet:
         """Tokens the refresh pipeline should refresh at ``now``.
 
-        Status ``active``, ``refresh_at <= now``, lease free and not yet expired (Synerise
+        Status ``active``, ``refresh_at <= now``, lease free, past any ``retry_at`` and not
+        yet expired (Synerise
         refuses to refresh an expired token). Served by the ``(status, refresh_at)`` index.
         Combine with :meth:`with_recent_activity` to skip idle users.
         """
         now = now or timezone.now()
-        return self.active().lease_free(now).filter(refresh_at__lte=now, expires_at__gt=now)
+        return (
+            self.active()
+            .lease_free(now)
+            .filter(retry_free_q(now), refresh_at__lte=now, expires_at__gt=now)
+        )
 
     def expiring_soon(
         self, within: float | timedelta | None = None, *, now: datetime | None = None

@@ -32,8 +32,19 @@ token_expired = Signal()
 #: ``reason`` (str code: ``logout``, ``admin``, ``user_deactivated``, ``user_deleted``...).
 token_revoked = Signal()
 
+#: Background refresh paused: Synerise rejects the workspace's API key (every token would be
+#: rejected alike), so no token was moved to needs_login. Sent once when the pause begins.
+#: sender=RefreshHalt; kwargs: ``halt`` (RefreshHalt: ``reason``, ``detail``, ``since``).
+refresh_halted = Signal()
+
+#: Background refresh resumed: Synerise accepted the API key again.
+#: sender=RefreshHalt; kwargs: ``halt`` (the RefreshHalt that ended), ``duration`` (seconds).
+refresh_resumed = Signal()
+
 __all__ = [
     "client_logged_in",
+    "refresh_halted",
+    "refresh_resumed",
     "token_expired",
     "token_refresh_failed",
     "token_refreshed",

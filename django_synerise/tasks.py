@@ -1,13 +1,17 @@
 """Celery tasks of the refresh pipeline; the only module of the package that imports Celery.
 
-* :func:`refresh_expiring_tokens`: the beat entry point. Claims due tokens batch by batch
+* :func:`refresh_expiring_tokens`: the beat entry point. Claims nothing while background
+  refresh is halted (Synerise rejects the API key, see :mod:`django_synerise.services.halt`;
+  the key is probed when the next probe is due). Else claims due tokens batch by batch
   (``SELECT ... FOR UPDATE SKIP LOCKED`` and a lease in database time) and, after each
   claim commits, enqueues :func:`refresh_tokens` for it with an ``expires`` shorter than the
   beat period, so a backlog never piles up: the next run recomputes due rows.
 * :func:`refresh_tokens`: refreshes one batch (concurrent HTTP, bulk compare-and-swap
-  writes). Transient failures retry with exponential backoff and full jitter, honouring
-  ``Retry-After`` (capped by ``RETRY_AFTER_MAX``), never later than two minutes before the
-  token expires; 401/403 moves the row to ``needs_login`` at once.
+  writes, new tokens stored as they arrive). Transient failures retry with exponential
+  backoff and jitter (the attempt count and next attempt time live on the row, so a beat
+  never restarts a backoff), honouring ``Retry-After`` (capped by ``RETRY_AFTER_MAX``), never
+  later than two minutes before the token expires; a rejection moves the row to
+  ``needs_login`` once a probe shows the API key works, and halts refresh when it does not.
 * :func:`purge_tokens`: deletes revoked and long-expired rows in batches.
 
 Every task sets ``acks_late`` and ``reject_on_worker_lost``: a killed worker's message is
@@ -101,9 +105,14 @@ def refresh_expiring_tokens(
     ``REFRESH_BATCH_SIZE``. Each batch message expires after ``batch_expires`` seconds
     (default :data:`BATCH_EXPIRES`).
 
-    :returns: ``{"batches": n, "tokens": n}``.
+    :returns: ``{"batches": n, "tokens": n, "halted": bool}``.
     """
+    from .services.halt import refresh_allowed
     from .services.refresh import claim_due_tokens, split
+
+    if not refresh_allowed():
+        logger.info("Background refresh of Synerise tokens is halted; nothing claimed")
+        return {"batches": 0, "tokens": 0, "halted": True}
 
     limit = MAX_BATCHES_PER_RUN if max_batches is None else int(max_batches)
     expires = BATCH_EXPIRES if batch_expires is None else float(batch_expires)
@@ -124,7 +133,7 @@ def refresh_expiring_tokens(
             break
     if tokens:
         logger.info("Claimed %s Synerise tokens in %s batches", tokens, batches)
-    return {"batches": batches, "tokens": tokens}
+    return {"batches": batches, "tokens": tokens, "halted": False}
 
 
 @shared_task(

@@ -12,6 +12,7 @@ from typing import Any
 
 import django
 from celery import Celery
+from celery.signals import task_postrun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.celery_settings")
 
@@ -48,3 +49,29 @@ def _recorder(name: str) -> Any:
 for _name in ("token_refreshed", "token_refresh_failed", "token_expired"):
     getattr(signals, _name).connect(_recorder(_name), weak=False,
                                     dispatch_uid=f"tests-celery-{_name}")
+
+
+def _halt_recorder(name: str) -> Any:
+    def record(sender: Any, halt: Any = None, **kwargs: Any) -> None:
+        if _SIGNAL_LOG:
+            entry = {"signal": name, "reason": getattr(halt, "reason", None), "pid": os.getpid()}
+            with open(_SIGNAL_LOG, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps(entry) + "\n")
+
+    return record
+
+
+for _name in ("refresh_halted", "refresh_resumed"):
+    getattr(signals, _name).connect(_halt_recorder(_name), weak=False,
+                                    dispatch_uid=f"tests-celery-{_name}")
+
+
+@task_postrun.connect(weak=False, dispatch_uid="tests-celery-task-done")
+def _task_done(sender: Any = None, retval: Any = None, state: str | None = None,
+               **kwargs: Any) -> None:
+    """Log each finished task (name, state, return value) so tests can follow the beats."""
+    if _SIGNAL_LOG:
+        entry = {"signal": "task_done", "task": getattr(sender, "name", None), "state": state,
+                 "retval": retval if isinstance(retval, dict) else None, "pid": os.getpid()}
+        with open(_SIGNAL_LOG, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(entry) + "\n")

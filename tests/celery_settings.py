@@ -7,6 +7,7 @@ Short leases, timeouts and backoff keep the Celery tests under a minute.
 
 from __future__ import annotations
 
+import json
 import os
 
 from tests.settings import *  # noqa: F403
@@ -26,6 +27,9 @@ SYNERISE = {
     "REFRESH_CONCURRENCY": 4,
     "RETRY_AFTER_MAX": 30,
     "BREAKER_THRESHOLD": 1000,
+    "HALT_PROBE_MAX": 0.5,
+    # Extra keys for one test module's worker (JSON object), e.g. bigger batches.
+    **json.loads(os.environ.get("SYNERISE_TEST_OVERRIDES", "{}")),
 }
 
 # A global refresh rate limit counted in a shared Redis cache (tests/test_ratelimit.py).

@@ -7,6 +7,7 @@ import re
 import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -555,6 +556,35 @@ SETTINGS_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
         [{"BREAKER_SLOW_CALL_THRESHOLD": 0}, {"BREAKER_SLOW_CALL_THRESHOLD": -1},
          {"BREAKER_SLOW_CALL_THRESHOLD": "5"}],
     ),
+    (
+        "E080",
+        [{"MAX_TOKEN_LIFETIME": 86400}, {"MAX_TOKEN_LIFETIME": timedelta(hours=48)},
+         {"MAX_TOKEN_LIFETIME": 60}],
+        [
+            {"MAX_TOKEN_LIFETIME": 0},
+            {"MAX_TOKEN_LIFETIME": 59},
+            {"MAX_TOKEN_LIFETIME": 31 * 24 * 3600},
+            {"MAX_TOKEN_LIFETIME": "86400"},
+            {"MAX_TOKEN_LIFETIME": None},
+            {"MAX_TOKEN_LIFETIME": timedelta(seconds=-1)},
+        ],
+    ),
+    (
+        "E081",
+        [{"REFRESH_FLUSH_INTERVAL": 0}, {"REFRESH_FLUSH_INTERVAL": 0.05},
+         {"REFRESH_FLUSH_INTERVAL": 5}],
+        [
+            {"REFRESH_FLUSH_INTERVAL": -0.1},
+            {"REFRESH_FLUSH_INTERVAL": 5.1},
+            {"REFRESH_FLUSH_INTERVAL": "0.25"},
+            {"REFRESH_FLUSH_INTERVAL": None},
+        ],
+    ),
+    (
+        "E082",
+        [{"HALT_PROBE_MAX": 30}, {"HALT_PROBE_MAX": 0.5}],
+        [{"HALT_PROBE_MAX": 0}, {"HALT_PROBE_MAX": -1}, {"HALT_PROBE_MAX": "30"}],
+    ),
 ]
 
 
@@ -924,8 +954,9 @@ def test_checks_are_registered_with_tags() -> None:
     assert {"check_settings", "check_integration", "check_deploy"} <= set(funcs)
     assert "security" in funcs["check_settings"].tags and checks.TAG in funcs["check_settings"].tags
     assert funcs["check_deploy"] not in registry.get_checks(include_deployment_checks=False)
+    assert "database" in funcs["check_refresh_halt"].tags
     checks.register_checks()  # idempotent: ready() may run it again
-    assert len([f for f in registry.get_checks(True) if f.__module__ == checks.__name__]) == 3
+    assert len([f for f in registry.get_checks(True) if f.__module__ == checks.__name__]) == 4
 
 
 # --------------------------------------------------------------------------- robustness
@@ -1145,3 +1176,19 @@ def test_backend_order_w070_w071(backends: list[str], policy: str, expected: set
         if message.id.endswith("W070"):
             model_after = MODEL_BACKEND in backends[backends.index(BACKEND) :]
             assert ("before ModelBackend" in message.msg) is model_after
+
+
+@pytest.mark.django_db
+def test_w080_reports_a_refresh_halt_only_when_databases_are_checked() -> None:
+    from django.utils import timezone
+
+    from django_synerise.models import RefreshHalt
+
+    assert checks.check_refresh_halt(databases=["default"]) == []
+    now = timezone.now()
+    RefreshHalt.objects.create(reason="credentials_rejected", detail="403 credentials_rejected",
+                               since=now, probe_at=now + timedelta(seconds=30))
+    found = checks.check_refresh_halt(databases=["default"])
+    assert ids(found) == {"W080"}
+    assert "403 credentials_rejected" in found[0].msg
+    assert checks.check_refresh_halt() == []

@@ -116,7 +116,9 @@ def test_refresh_batch_stores_new_verified_tokens(fake: Any) -> None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("size", [3, 40])
-def test_refresh_batch_uses_at_most_five_queries(fake: Any, size: int) -> None:
+def test_refresh_batch_uses_at_most_five_queries(fake: Any, settings: Any, size: int) -> None:
+    # One flush window covers the whole batch: the bulk writes, whatever the batch size.
+    synerise_settings(settings, REFRESH_FLUSH_INTERVAL=5)
     rows = [seed_token(fake) for _ in range(size)]
     fake.inject(status=503, times=1, path="refresh")
     fake.inject(status=401, times=1, path="refresh")
@@ -166,7 +168,7 @@ def test_401_moves_row_to_needs_login_after_one_call(fake: Any) -> None:
 
 
 @pytest.mark.django_db
-def test_transient_failure_keeps_row_leased_until_its_retry(fake: Any) -> None:
+def test_transient_failure_sets_the_retry_time_no_claim_takes_it_before(fake: Any) -> None:
     row = seed_token(fake)
     fake.inject(status=503, times=1, path="refresh")
     with capture(signals.token_refresh_failed) as failed:
@@ -180,7 +182,8 @@ def test_transient_failure_keeps_row_leased_until_its_retry(fake: Any) -> None:
     assert stored.last_error == "synerise_unavailable"
     assert stored.version == row.version
     assert stored.get_token() == row.plaintext
-    assert stored.lease_until > timezone.now()
+    assert stored.lease_until is None
+    assert stored.retry_at > timezone.now()
     assert [c["will_retry"] for c in failed] == [True]
     assert not claim_due_tokens(), "the scheduler must not claim it before the retry time"
 
@@ -194,7 +197,7 @@ def test_retry_after_of_a_429_is_honoured(fake: Any) -> None:
 
     assert report.failed_transient == [row.pk]
     assert report.retry_after >= 120
-    assert _reload(row).lease_until >= before + timedelta(seconds=119)
+    assert _reload(row).retry_at >= before + timedelta(seconds=119)
 
 
 @pytest.mark.django_db
@@ -218,7 +221,7 @@ def test_last_retry_is_clamped_to_the_deadline(fake: Any) -> None:
     report = refresh_batch(claim_due_tokens(), attempt=8, backoff=2.0)
     assert report.failed_transient == [row.pk]
     deadline = row.expires_at - pipeline.EXPIRY_SAFETY
-    assert _reload(row).lease_until <= deadline + timedelta(seconds=1)
+    assert _reload(row).retry_at <= deadline + timedelta(seconds=1)
 
 
 @pytest.mark.django_db
@@ -234,7 +237,7 @@ def test_retry_deadline_uses_the_database_clock(fake: Any, monkeypatch: Any, ske
 
     assert report.failed_transient == [keep.pk]
     assert report.needs_login == [give_up.pk]
-    lease = _reload(keep).lease_until
+    lease = _reload(keep).retry_at
     assert real_now() + timedelta(seconds=58) <= lease <= keep.expires_at - pipeline.EXPIRY_SAFETY
 
 
@@ -271,11 +274,16 @@ def test_calls_not_started_before_the_lease_nears_its_end_are_released(
 
 
 @pytest.mark.django_db
-def test_backoff_is_exponential_with_full_jitter() -> None:
-    for attempt in range(10):
+def test_backoff_is_exponential_with_equal_jitter_and_never_shrinks() -> None:
+    previous_max = 0.0
+    for attempt in range(12):
+        ceiling = min(300, 2.0 * 2**attempt)
         values = [backoff_delay(attempt, base=2.0, cap=300) for _ in range(200)]
-        assert all(0.2 <= v <= min(300, 2.0 * 2**attempt) for v in values)
-    assert max(backoff_delay(12, base=2.0, cap=300) for _ in range(200)) > 150
+        assert all(max(0.2, ceiling / 2) <= v <= ceiling for v in values)
+        assert min(values) >= previous_max - 1e-9 or ceiling == 300
+        assert max(values) - min(values) > ceiling / 4, "half of each delay is random"
+        previous_max = max(values)
+    assert min(backoff_delay(12, base=2.0, cap=300) for _ in range(200)) >= 150
 
 
 # --------------------------------------------------------------------------- entry points

@@ -76,13 +76,14 @@ def snapshot(row: ClientToken) -> tuple[str, int, Any]:
 def assert_untouched_but_retrying(
     row: ClientToken, before: tuple[str, int, Any], failures: int = 1
 ) -> None:
-    """Transient failure: same ciphertext, version and expiry; active; leased until the retry."""
+    """Transient failure: same ciphertext, version and expiry; active; no claim before its retry."""
     stored = ClientToken.objects.select_related("account").get(pk=row.pk)
     assert (stored.encrypted_token, stored.version, stored.expires_at) == before
     assert stored.status == TokenStatus.ACTIVE
     assert stored.get_token() == row.plaintext
     assert stored.failure_count == failures
-    assert stored.lease_until is not None and stored.lease_until > timezone.now()
+    assert stored.lease_until is None
+    assert stored.retry_at is not None and stored.retry_at > timezone.now()
 
 
 def free_port() -> int:
@@ -220,7 +221,7 @@ def test_x12_dns_failure_is_transient_and_counted_by_the_breaker(
 def claim_tokens_free(row: ClientToken) -> Any:
     from django_synerise.services.refresh import claim_tokens
 
-    ClientToken.objects.filter(pk=row.pk).update(lease_until=None)
+    ClientToken.objects.filter(pk=row.pk).update(lease_until=None, retry_at=None)
     return claim_tokens([row.pk])
 
 
@@ -315,7 +316,7 @@ def test_x7_retry_after_variants_on_refresh(
 
     assert report.failed_transient == [row.pk]
     assert low <= report.retry_after <= high, report.retry_after
-    lease = ClientToken.objects.get(pk=row.pk).lease_until
+    lease = ClientToken.objects.get(pk=row.pk).retry_at
     assert (
         before + timedelta(seconds=low - 1) <= lease <= timezone.now() + timedelta(seconds=high + 1)
     )
@@ -424,7 +425,7 @@ def test_x13_breaker_opens_blocks_100_calls_answers_503_then_a_probe_closes_it(
     assert response.status_code == 503 and 0 < int(response["Retry-After"]) <= 5
     assert elapsed < 4.0, elapsed
 
-    ClientToken.objects.update(lease_until=None)
+    ClientToken.objects.update(lease_until=None, retry_at=None)
     blocked = refresh_batch(claim_due_tokens())
     assert sorted(blocked.failed_transient) == sorted(r.pk for r in rows)
     assert fake.requests == []
@@ -442,7 +443,7 @@ def test_x13_breaker_opens_blocks_100_calls_answers_503_then_a_probe_closes_it(
     assert fake.count() == 1  # exactly the probe
     assert get_breaker().state == CLOSED
 
-    ClientToken.objects.update(lease_until=None)
+    ClientToken.objects.update(lease_until=None, retry_at=None)
     assert sorted(refresh_batch(claim_due_tokens()).refreshed) == sorted(r.pk for r in rows)
 
 

@@ -199,7 +199,7 @@ def test_x22_retry_deadline_uses_database_time(fake: Any, worker_clock: Any, ske
 
     assert report.failed_transient == [keep.pk]
     assert report.needs_login == [give_up.pk]
-    lease = _reload(keep).lease_until
+    lease = _reload(keep).retry_at
     assert lease <= keep.expires_at - pipeline.EXPIRY_SAFETY
 
 
@@ -318,7 +318,7 @@ def simulate_outage(
         waits.append(seconds)
         outcome = pipeline._Outcome(row, error=error)  # noqa: SLF001 - the code under test
         kind, _code, delay, reason = pipeline._classify(  # noqa: SLF001
-            outcome, now, pipeline.backoff_delay(n, base=base)
+            outcome, now, pipeline.backoff_delay(n, base=base), None
         )
         if kind != "retry":
             assert (kind, reason) == ("login", "expired")

@@ -6,6 +6,7 @@ Import from here: ``from django_synerise import services; services.get_valid_tok
 from __future__ import annotations
 
 from .activity import account_for_client_id, touch_activity, user_for_client_id
+from .halt import current_halt, refresh_allowed
 from .keys import RotationReport, rotate_encryption_keys
 from .login import IDENTITY_PROVIDERS, AccountConflict, LoginResult, login
 from .refresh import (
@@ -57,6 +58,7 @@ __all__ = [
     "claim_tokens",
     "compute_refresh_at",
     "count_due_tokens",
+    "current_halt",
     "due_tokens",
     "end_sessions",
     "get_token_for",
@@ -66,6 +68,7 @@ __all__ = [
     "mark_needs_login",
     "prepare_token",
     "purge_tokens",
+    "refresh_allowed",
     "refresh_batch",
     "refresh_due_tokens",
     "refresh_now",

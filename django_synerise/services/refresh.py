@@ -4,9 +4,21 @@ The database decides who refreshes what. A *claim* is one short transaction that
 rows with ``SELECT ... FOR UPDATE SKIP LOCKED`` and marks them ``refreshing`` with a lease
 computed from the database clock. Synerise is then called with no transaction or lock held,
 and the results are written back with compare-and-swap ``UPDATE`` statements that only touch
-rows still carrying the caller's lease and version. Duplicate schedulers, duplicate task
-deliveries and killed workers therefore never refresh a token twice nor overwrite a newer
-one; a lease that is never released simply runs out and the next run picks the row up.
+rows still carrying the caller's lease and version. Duplicate schedulers and duplicate task
+deliveries therefore never refresh a token twice, and nothing ever overwrites a newer token;
+a lease that is never released simply runs out and the next run picks the row up.
+
+A killed worker (SIGKILL, OOM, power loss) loses only the answers it had not yet stored: new
+tokens are written while the batch runs, at most ``REFRESH_FLUSH_INTERVAL`` seconds after
+they arrive (or as soon as :data:`FLUSH_ANSWERS` wait). So at a kill, at most the answers of
+the last flush window plus the calls still open are lost, and only those tokens are refreshed
+a second time once the lease runs out (if Synerise invalidated the old token on refresh,
+those few rows end ``needs_login``; no other row is affected).
+
+Rejections (401/403/4xx) never mark a row before the API key is probed
+(:mod:`django_synerise.services.halt`): a rejected key halts background refresh instead.
+The lazy path (:func:`~django_synerise.services.get_valid_token`) is a batch of one through
+the same engine (:func:`refresh_single`).
 
 Celery is not imported here: :mod:`django_synerise.tasks` and the ``synerise_refresh_tokens``
 management command both call these functions.
@@ -20,7 +32,7 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
@@ -35,16 +47,15 @@ from django.utils.dateparse import parse_datetime
 from .. import signals
 from ..conf import synerise_settings
 from ..exceptions import (
-    BadRequest,
-    CredentialsRejected,
     InvalidToken,
     SyneriseError,
     TokenDecryptionError,
     TransientUpstreamError,
 )
 from ..models import ClientToken, TokenStatus
-from ..querysets import lease_free_q
+from ..querysets import lease_free_q, retry_free_q
 from ..ratelimit import RateLimiter, refresh_rate_limiter
+from . import halt
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
 
 if TYPE_CHECKING:
@@ -54,6 +65,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "EXPIRY_SAFETY",
+    "FLUSH_ANSWERS",
     "RETRY_SLACK",
     "BatchReport",
     "Claim",
@@ -67,6 +79,7 @@ __all__ = [
     "refresh_batch",
     "refresh_due_tokens",
     "refresh_now",
+    "refresh_single",
     "split",
 ]
 
@@ -78,9 +91,12 @@ EXPIRY_SAFETY = timedelta(seconds=120)
 DEFAULT_BACKOFF = 2.0
 #: Shortest delay before a retry, whatever the jitter draws.
 MIN_RETRY_DELAY = 0.2
-#: Seconds a retry is scheduled after its row's lease ends (the lease must have run out when
-#: the retry claims the row); the expiry deadline accounts for it.
+#: Seconds a retry message is scheduled after the rows' retry time (so the time has passed
+#: when the retry claims them); the expiry deadline accounts for it.
 RETRY_SLACK = 0.5
+#: A batch stores its new tokens once this many answers wait, even inside the flush window
+#: (``REFRESH_FLUSH_INTERVAL``).
+FLUSH_ANSWERS = 50
 
 _CLAIMABLE = (TokenStatus.ACTIVE, TokenStatus.REFRESHING)
 
@@ -134,9 +150,12 @@ class BatchReport:
     """What :func:`refresh_batch` did with each row (lists of primary keys).
 
     ``refreshed``: new token stored. ``failed_transient``: Synerise failed transiently; the
-    row is back to ``active`` and leased until it may be retried, which is ``retry_after``
-    seconds from now (schedule the retry :data:`RETRY_SLACK` seconds later).
-    ``needs_login``: moved to ``needs_login`` (401/403/400, expiry near, undecryptable).
+    row is back to ``active`` with ``retry_at`` set (no claim takes it earlier); the latest
+    of those times is ``retry_after`` seconds from now (schedule a retry :data:`RETRY_SLACK`
+    seconds later). ``needs_login``: moved to ``needs_login`` (a rejection once the API key
+    is known to work, expiry near, undecryptable); ``reasons`` maps each to its reason.
+    ``halted``: rejected while Synerise rejects the workspace's API key; back to ``active``
+    untouched (background refresh halts, see :mod:`~django_synerise.services.halt`).
     ``skipped``: not refreshed by this call and left for a later run (held by someone else,
     changed meanwhile, or not attempted before the batch deadline).
     """
@@ -145,7 +164,9 @@ class BatchReport:
     failed_transient: list[int] = field(default_factory=list)
     needs_login: list[int] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    halted: list[int] = field(default_factory=list)
     retry_after: float | None = None
+    reasons: dict[int, str] = field(default_factory=dict)
 
     def merge(self, other: BatchReport) -> None:
         """Add ``other``'s rows to this report (``retry_after`` keeps the larger value)."""
@@ -153,16 +174,20 @@ class BatchReport:
         self.failed_transient.extend(other.failed_transient)
         self.needs_login.extend(other.needs_login)
         self.skipped.extend(other.skipped)
+        self.halted.extend(other.halted)
+        self.reasons.update(other.reasons)
         if other.retry_after is not None:
             self.retry_after = max(self.retry_after or 0.0, other.retry_after)
 
     def as_counts(self) -> dict[str, int]:
-        """Return ``{"refreshed": n, "failed_transient": n, "needs_login": n, "skipped": n}``."""
+        """Return the number of rows per outcome: ``refreshed``, ``failed_transient``,
+        ``needs_login``, ``skipped`` and ``halted``."""
         return {
             "refreshed": len(self.refreshed),
             "failed_transient": len(self.failed_transient),
             "needs_login": len(self.needs_login),
             "skipped": len(self.skipped),
+            "halted": len(self.halted),
         }
 
 
@@ -176,12 +201,18 @@ class RefreshReport:
     failed: int
     needs_login: int
     skipped: int
+    halted: int = 0
+    #: The refresh halt in force when the run stopped (``RefreshHalt.as_dict()``), or None.
+    halt: dict[str, Any] | None = None
 
     def __str__(self) -> str:
-        return (
+        text = (
             f"{self.refreshed} refreshed, {self.failed} failed (will retry), "
             f"{self.needs_login} need login, {self.skipped} skipped"
         )
+        if self.halt is not None:
+            text += f"; background refresh halted ({self.halt['reason']}, {self.halt['detail']})"
+        return text
 
 
 # --------------------------------------------------------------------------- helpers
@@ -213,12 +244,14 @@ def due_tokens(*, now: datetime | None = None) -> Any:
     """Queryset of the rows the pipeline should refresh now (nothing is locked).
 
     Status ``active`` (or a ``refreshing`` row whose lease ran out: its worker died), lease
-    free, ``refresh_at`` passed and ``expires_at`` not, owner active and seen within
-    ``KEEPALIVE_IDLE``. Times compare with the database clock.
+    free, ``retry_at`` (backoff after a transient failure) unset or passed, ``refresh_at``
+    passed and ``expires_at`` not, owner active and seen within ``KEEPALIVE_IDLE``. Times
+    compare with the database clock.
     """
     now = now or timezone.now()
     return ClientToken.objects.filter(
         lease_free_q(),
+        retry_free_q(),
         _active_owner(now),
         status__in=_CLAIMABLE,
         refresh_at__lte=Now(),
@@ -280,7 +313,8 @@ def claim_due_tokens(*, limit: int | None = None) -> Claim:
 def claim_tokens(ids: Iterable[int], *, due_only: bool = False) -> Claim:
     """Claim exactly the rows of ``ids`` whose lease is free (two queries).
 
-    Rows must be ``active`` (or ``refreshing`` with a lapsed lease) and not expired;
+    Rows must be ``active`` (or ``refreshing`` with a lapsed lease), past any ``retry_at``
+    and not expired;
     ``due_only`` also requires ``refresh_at`` to have passed (task retries use it so a row
     refreshed meanwhile is left alone). Rows held by someone else are silently left out.
     """
@@ -288,7 +322,7 @@ def claim_tokens(ids: Iterable[int], *, due_only: bool = False) -> Claim:
     if not pks:
         return Claim(ids=(), lease_until=None, rows=())
     queryset = ClientToken.objects.filter(
-        lease_free_q(), pk__in=pks, status__in=_CLAIMABLE, expires_at__gt=Now()
+        lease_free_q(), retry_free_q(), pk__in=pks, status__in=_CLAIMABLE, expires_at__gt=Now()
     )
     if due_only:
         queryset = queryset.filter(refresh_at__lte=Now())
@@ -329,14 +363,18 @@ def _take(claim: Claim) -> tuple[list[ClientToken], datetime | None]:
 def backoff_delay(
     attempt: int, *, base: float = DEFAULT_BACKOFF, cap: float | None = None
 ) -> float:
-    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**attempt))``.
+    """Exponential backoff with equal jitter: ``c/2 + uniform(0, c/2)``, ``c = min(cap, base *
+    2**attempt)``.
 
-    ``cap`` defaults to ``RETRY_AFTER_MAX``; the result is never below ``min(base, 0.2)``.
+    Half of each delay is random (retries of tokens that failed together spread out) and
+    half is fixed, so the delays of consecutive attempts never shrink: attempt ``n + 1``
+    waits at least as long as the most attempt ``n`` can wait, until ``cap``. ``cap``
+    defaults to ``RETRY_AFTER_MAX``; the result is never below ``min(base, 0.2)``.
     """
     cap = _seconds(synerise_settings.RETRY_AFTER_MAX) if cap is None else float(cap)
-    ceiling = min(cap, base * (2 ** max(0, int(attempt))))
+    ceiling = min(cap, base * (2 ** min(64, max(0, int(attempt)))))
     floor = min(base, MIN_RETRY_DELAY)
-    return max(floor, random.uniform(0, ceiling))
+    return max(floor, ceiling / 2 + random.uniform(0, ceiling / 2))
 
 
 # --------------------------------------------------------------------------- executor
@@ -416,7 +454,7 @@ def refresh_batch(
     attempt: int = 0,
     backoff: float = DEFAULT_BACKOFF,
 ) -> BatchReport:
-    """Refresh one batch of claimed rows; at most five queries whatever its size.
+    """Refresh one batch of claimed rows: the one refresh engine (the lazy path uses it too).
 
     ``batch`` is a :class:`Claim`: made in this process (rows already loaded), or rebuilt from
     a task message with :meth:`Claim.from_message` (rows taken over first, which fences off a
@@ -427,19 +465,35 @@ def refresh_batch(
     session; new tokens are verified (:func:`~django_synerise.services.prepare_token`).
     With ``REFRESH_RATE_LIMIT`` set, each call first waits for its place under the limit
     shared by every worker (:mod:`django_synerise.ratelimit`). Calls not started before the
-    lease nears its end are not made (the rows are released). All successes are stored with
-    one compare-and-swap ``UPDATE`` (pk, version, status ``refreshing`` and our lease), all
-    other outcomes with one more ``UPDATE``:
+    lease nears its end are not made (the rows are released).
 
-    * 401/403 (and 400): ``needs_login``, ``token_expired`` (reason ``rejected``), no retry;
-    * transient (5xx, timeouts, resets, 429, bad answers, breaker open): back to ``active``,
-      leased until the retry time ``max(backoff_delay(attempt), Retry-After)`` so no
-      scheduler claims it earlier; when that time is later than ``expires_at - 120 s`` the
-      row moves to ``needs_login`` (reason ``expired``) instead. Deadlines use the database
-      clock, like leases.
+    **Durability.** New tokens are stored *while the batch runs*: a compare-and-swap
+    ``UPDATE`` (pk, version, status ``refreshing`` and our lease) for the answers that
+    arrived, at the latest ``REFRESH_FLUSH_INTERVAL`` seconds after the oldest of them
+    arrived, or as soon as :data:`FLUSH_ANSWERS` wait. A process killed mid-batch therefore
+    loses only the answers of the last flush window and the calls still open; their rows
+    keep the old token and are refreshed again once the lease runs out (so those, and only
+    those, may be refreshed twice). Every other outcome is written with one more ``UPDATE``
+    at the end. Queries: 2 per claim, one per flush window that saw answers, one for the
+    other outcomes (see :doc:`/scheduling` for measured figures).
 
-    Signals: ``token_refreshed``, ``token_refresh_failed`` (``will_retry``), ``token_expired``,
-    sent after the writes. Never raises for upstream failures.
+    **Classification** (the same for both paths; see the table in :doc:`/reliability`):
+
+    * a *rejection* (401/403, or another 4xx but 429): first the API key is probed once for
+      the batch (:func:`~django_synerise.services.halt.judge_rejections`). Key accepted: the
+      row moves to ``needs_login``, ``token_expired`` (reason ``rejected``), no retry. Key
+      rejected: no row is marked (``halted``), background refresh halts. Probe failed
+      transiently: the row is treated as a transient failure;
+    * transient (5xx, timeouts, resets, 429, bad answers, breaker open, an unusable token):
+      back to ``active`` with ``failure_count + 1`` and ``retry_at = now + max(backoff_delay(
+      failure_count), Retry-After)`` so no claim takes it earlier; when that time is later
+      than ``expires_at - 120 s`` the row moves to ``needs_login`` (reason ``expired``)
+      instead. Deadlines use the database clock, like leases. ``attempt`` is a floor for the
+      row's own failure count.
+
+    Signals: ``token_refreshed`` (after each flush), ``token_refresh_failed``
+    (``will_retry``), ``token_expired`` (after the final write). Never raises for upstream
+    failures.
     """
     if isinstance(batch, Claim):
         if batch.rows is not None:
@@ -469,9 +523,68 @@ def refresh_batch(
     )
 
 
+def refresh_single(row: ClientToken, *, client: SyneriseClient | None = None) -> BatchReport | None:
+    """Refresh one row now, as a batch of one through :func:`refresh_batch`'s engine.
+
+    The lazy single-flight path of :func:`~django_synerise.services.get_valid_token`: claims
+    the row only if it still has the caller's ``version`` and is claimable (lease free, past
+    any ``retry_at``, not expired; ``SKIP LOCKED``, never waiting for a row lock). The call
+    is made in this thread, without the background rate limit. When it was claimed, ``row``
+    takes the state written (new token, or failure count, ``retry_at``, status). Costs the
+    claim's two queries and one write.
+
+    :returns: the report, or ``None`` when the row could not be claimed (someone else holds
+        it, or it changed).
+    """
+    queryset = ClientToken.objects.filter(
+        lease_free_q(),
+        retry_free_q(),
+        pk=row.pk,
+        version=row.version,
+        status__in=_CLAIMABLE,
+        expires_at__gt=Now(),
+    )
+    claim = _claim(queryset, None)
+    if not claim or claim.rows is None or claim.lease_until is None:
+        return None
+    report = _refresh_rows(
+        list(claim.rows),
+        claim.lease_until,
+        client=resolve_client(client),
+        attempt=0,
+        backoff=DEFAULT_BACKOFF,
+        report=BatchReport(),
+        inline=True,
+    )
+    fresh = claim.rows[0]
+    for name in (
+        "encrypted_token",
+        "fingerprint",
+        "previous_fingerprint",
+        "previous_valid_until",
+        "expires_at",
+        "refresh_at",
+        "issued_at",
+        "origin",
+        "version",
+        "status",
+        "lease_until",
+        "retry_at",
+        "failure_count",
+        "last_error",
+        "refreshed_at",
+    ):
+        setattr(row, name, getattr(fresh, name))
+    return report
+
+
 def _db_now(row: ClientToken, now: datetime) -> datetime:
     """``now`` moved onto the database clock (offset measured when ``row`` was claimed)."""
     return now + getattr(row, "db_offset", timedelta(0))
+
+
+def _flush_interval() -> float:
+    return max(0.0, _seconds(synerise_settings.REFRESH_FLUSH_INTERVAL))
 
 
 def _refresh_rows(
@@ -482,6 +595,7 @@ def _refresh_rows(
     attempt: int,
     backoff: float,
     report: BatchReport,
+    inline: bool = False,
 ) -> BatchReport:
     now = timezone.now()
     lease = _lease_seconds()
@@ -489,37 +603,118 @@ def _refresh_rows(
     started = time.monotonic()
     start_deadline = started + max(lease - total - min(5.0, lease * 0.1), lease * 0.5)
 
-    outcomes: list[_Outcome] = []
-    futures: list[Future[_Outcome]] = []
-    executor = _get_executor()
-    limiter = refresh_rate_limiter()
+    others: list[_Outcome] = []
+    calls: list[tuple[ClientToken, str]] = []
     for row in rows:
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
-            outcomes.append(
+            others.append(
                 _Outcome(
                     row, error=InvalidToken("Token expired.", reason="expired"), attempted=False
                 )
             )
             continue
         try:
-            token = row.get_token()
+            calls.append((row, row.get_token()))
         except TokenDecryptionError as exc:
             logger.error("Stored Synerise token %s could not be decrypted", row.pk)
-            outcomes.append(_Outcome(row, error=exc, attempted=False))
+            others.append(_Outcome(row, error=exc, attempted=False))
+
+    if inline:
+        for row, token in calls:
+            outcome = _call(row, token, client, start_deadline)
+            if outcome.prepared is not None:
+                _flush([outcome], lease_until, report=report, lease_seconds=lease, started=started)
+            else:
+                others.append(outcome)
+        calls.clear()
+    else:
+        limiter = refresh_rate_limiter()
+        executor = _get_executor()
+        pending: set[Future[_Outcome]] = set()
+        for row, token in calls:
+            pending.add(executor.submit(_call, row, token, client, start_deadline, limiter))
+        calls.clear()
+        others.extend(
+            _collect(pending, lease_until, report=report, lease_seconds=lease, started=started)
+        )
+    return _write_outcomes(
+        others, lease_until, attempt=attempt, backoff=backoff, report=report, client=client
+    )
+
+
+def _collect(
+    pending: set[Future[_Outcome]],
+    lease_until: datetime,
+    *,
+    report: BatchReport,
+    lease_seconds: float,
+    started: float,
+) -> list[_Outcome]:
+    """Wait for the calls; store new tokens as they arrive (the flush window); return the
+    other outcomes."""
+    window = _flush_interval()
+    waiting: list[_Outcome] = []
+    oldest: float | None = None
+    others: list[_Outcome] = []
+    while pending:
+        timeout = None if oldest is None else max(0.0, oldest + window - time.monotonic())
+        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in done:
+            outcome = future.result()
+            if outcome.prepared is None:
+                others.append(outcome)
+                continue
+            waiting.append(outcome)
+            if oldest is None:
+                oldest = time.monotonic()
+        if waiting and (
+            not pending
+            or len(waiting) >= FLUSH_ANSWERS
+            or (oldest is not None and time.monotonic() - oldest >= window)
+        ):
+            _flush(
+                waiting, lease_until, report=report, lease_seconds=lease_seconds, started=started
+            )
+            waiting, oldest = [], None
+    return others
+
+
+def _flush(
+    ok: list[_Outcome],
+    lease_until: datetime,
+    *,
+    report: BatchReport,
+    lease_seconds: float,
+    started: float,
+) -> None:
+    """Store these new tokens (one compare-and-swap ``UPDATE``) and send ``token_refreshed``."""
+    if time.monotonic() - started > lease_seconds:
+        # The lease ran out while the calls were made: the write is fenced off anyway.
+        logger.warning("Refresh batch outlived its lease; %s answers may be refused", len(ok))
+    stored = _store_successes(ok, lease_until)
+    if stored < len(ok):
+        ok_pks, _ = _reconcile(ok, [])
+    else:
+        ok_pks = {o.row.pk for o in ok}
+    for outcome in ok:
+        row = outcome.row
+        if row.pk not in ok_pks:
+            logger.info("Refresh of Synerise token %s lost the race (stale_version)", row.pk)
+            report.skipped.append(row.pk)
             continue
-        futures.append(executor.submit(_call, row, token, client, start_deadline, limiter))
-        del token
-    outcomes.extend(future.result() for future in futures)
-    return _write_outcomes(outcomes, lease_until, attempt=attempt, backoff=backoff, report=report)
+        report.refreshed.append(row.pk)
+        signals.token_refreshed.send(sender=ClientToken, token=row, account=row.account)
 
 
-def _classify(outcome: _Outcome, now: datetime, delay: float) -> tuple[str, str, float | None, str]:
+def _classify(
+    outcome: _Outcome, now: datetime, delay: float, verdict: str | None
+) -> tuple[str, str, float | None, str]:
     """Return ``(kind, error code, retry delay, needs-login reason)``; ``now`` is database time.
 
-    ``kind`` is ``ok``, ``login`` (to needs_login), ``retry`` or ``release`` (not attempted).
+    ``kind`` is ``login`` (to needs_login), ``retry``, ``halt`` (rejected while the workspace
+    is: left untouched) or ``release`` (not attempted). ``verdict`` is the batch's
+    :func:`~django_synerise.services.halt.judge_rejections` answer (``None``: no rejection).
     """
-    if outcome.prepared is not None:
-        return "ok", "", None, ""
     exc = outcome.error
     if exc is None:
         return "release", "", None, ""
@@ -528,8 +723,11 @@ def _classify(outcome: _Outcome, now: datetime, delay: float) -> tuple[str, str,
     if isinstance(exc, InvalidToken) and not outcome.attempted:
         return "login", "expired", None, "expired"
     code = _error_code(exc)
-    if isinstance(exc, (CredentialsRejected, BadRequest)):
-        return "login", code, None, "rejected"
+    if halt.is_rejection(exc):
+        if verdict == halt.WORKSPACE:
+            return "halt", code, None, ""
+        if verdict == halt.TOKEN:
+            return "login", code, None, "rejected"
     retry_after = (
         getattr(exc, "retry_after", None) if isinstance(exc, TransientUpstreamError) else None
     )
@@ -554,41 +752,38 @@ def _write_outcomes(
     attempt: int,
     backoff: float,
     report: BatchReport,
+    client: SyneriseClient,
 ) -> BatchReport:
+    """Classify and write every outcome but new tokens (one ``UPDATE``), then signal."""
+    if not outcomes:
+        return report
+    verdict = None
+    rejected = [o for o in outcomes if halt.is_rejection(o.error)]
+    if rejected:
+        verdict = halt.judge_rejections(client, reason=_error_code(rejected[0].error))
     now = timezone.now()
-    delay = backoff_delay(attempt, base=backoff)
-    ok: list[_Outcome] = []
     failed: list[tuple[_Outcome, str, str, float | None]] = []
     reasons: dict[int, str] = {}
     for outcome in outcomes:
-        kind, code, retry_delay, reason = _classify(outcome, _db_now(outcome.row, now), delay)
-        if kind == "ok":
-            ok.append(outcome)
-        else:
-            failed.append((outcome, kind, code, retry_delay))
-            reasons[outcome.row.pk] = reason
-
-    stored = _store_successes(ok, lease_until)
-    written = _store_failures(failed, lease_until)
-    if (ok and stored < len(ok)) or (failed and written < len(failed)):
-        ok_pks, fail_pks = _reconcile(ok, failed)
-    else:
-        ok_pks = {o.row.pk for o in ok}
-        fail_pks = {o.row.pk for o, *_ in failed}
-
-    for outcome in ok:
         row = outcome.row
-        if row.pk not in ok_pks:
-            logger.info("Refresh of Synerise token %s lost the race (stale_version)", row.pk)
-            report.skipped.append(row.pk)
-            continue
-        report.refreshed.append(row.pk)
-        signals.token_refreshed.send(sender=ClientToken, token=row, account=row.account)
+        delay = backoff_delay(max(int(attempt), int(row.failure_count or 0)), base=backoff)
+        kind, code, retry_delay, reason = _classify(outcome, _db_now(row, now), delay, verdict)
+        failed.append((outcome, kind, code, retry_delay))
+        reasons[row.pk] = reason
+
+    written = _store_failures(failed, lease_until)
+    if written < len(failed):
+        _, fail_pks = _reconcile([], failed)
+    else:
+        fail_pks = {o.row.pk for o, *_ in failed}
 
     for outcome, kind, code, retry_delay in failed:
         row = outcome.row
         if row.pk not in fail_pks or kind == "release":
             report.skipped.append(row.pk)
+            continue
+        if kind == "halt":
+            report.halted.append(row.pk)
             continue
         exc = outcome.error
         error = exc if isinstance(exc, SyneriseError) else SyneriseError(code=code)
@@ -608,6 +803,7 @@ def _write_outcomes(
             continue
         report.needs_login.append(row.pk)
         reason = reasons[row.pk]
+        report.reasons[row.pk] = reason
         logger.info("Synerise token %s needs a new login (%s)", row.pk, reason)
         if outcome.attempted or isinstance(exc, TokenDecryptionError):
             signals.token_refresh_failed.send(
@@ -694,6 +890,7 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
     version = sql.col("version")
     sets.append(f"{version} = {version} + 1")
     sets.append(f"{sql.col('lease_until')} = NULL")
+    sets.append(f"{sql.col('retry_at')} = NULL")
     sets.append(f"{sql.col('failure_count')} = 0")
     sets.append(f"{sql.col('last_error')} = ''")
     pks = [o.row.pk for o in ok]
@@ -715,6 +912,7 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
         row.version += 1
         row.status = TokenStatus.ACTIVE
         row.lease_until = None
+        row.retry_at = None
         row.failure_count = 0
         row.last_error = ""
         row.refreshed_at = now
@@ -724,16 +922,17 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
 def _store_failures(
     failed: list[tuple[_Outcome, str, str, float | None]], lease_until: datetime
 ) -> int:
-    """One ``UPDATE`` for every other outcome (needs_login, retry lease, release).
+    """One ``UPDATE`` for every other outcome (needs_login, retry time, halt, release).
 
-    Retry leases are database time: the row's database clock offset, measured when it was
-    claimed, is added to this process's clock.
+    Every row's lease is cleared. Retry times are database time: the row's database clock
+    offset, measured when it was claimed, is added to this process's clock. ``halt`` and
+    ``release`` rows go back to ``active`` with nothing counted.
     """
     if not failed:
         return 0
     sql = _Sql()
     now = timezone.now()
-    statuses, leases, errors, counted = [], [], [], []
+    statuses, retries, errors, counted = [], [], [], []
     for outcome, kind, code, retry_delay in failed:
         pk = outcome.row.pk
         statuses.append(
@@ -741,19 +940,21 @@ def _store_failures(
         )
         if kind == "retry":
             offset = getattr(outcome.row, "db_offset", timedelta(0))
-            leases.append((pk, now + offset + timedelta(seconds=retry_delay or 0.0)))
-        if kind != "release":
+            retries.append((pk, now + offset + timedelta(seconds=retry_delay or 0.0)))
+        if kind in ("login", "retry"):
             errors.append((pk, code[:64]))
             counted.append((pk, 1))
     params: list[Any] = []
-    status, lease, error, failures = (
-        sql.col(name) for name in ("status", "lease_until", "last_error", "failure_count")
+    status, lease, retry, error, failures = (
+        sql.col(name)
+        for name in ("status", "lease_until", "retry_at", "last_error", "failure_count")
     )
     sets = [f"{status} = {sql.case('status', statuses, status, params)}"]
+    sets.append(f"{lease} = NULL")
     sets.append(
-        f"{lease} = {sql.case('lease_until', leases, 'NULL', params)}"
-        if leases
-        else f"{lease} = NULL"
+        f"{retry} = {sql.case('retry_at', retries, 'NULL', params)}"
+        if retries
+        else f"{retry} = NULL"
     )
     if errors:
         sets.append(f"{error} = {sql.case('last_error', errors, error, params)}")
@@ -770,11 +971,15 @@ def _store_failures(
         f"AND {status} = %s AND {lease} = %s",
         params,
     )
-    for outcome, kind, code, _retry_delay in failed:
+    for outcome, kind, code, retry_delay in failed:
         row = outcome.row
         row.status = TokenStatus.NEEDS_LOGIN if kind == "login" else TokenStatus.ACTIVE
         row.lease_until = None
-        if kind != "release":
+        row.retry_at = None
+        if kind == "retry":
+            offset = getattr(row, "db_offset", timedelta(0))
+            row.retry_at = now + offset + timedelta(seconds=retry_delay or 0.0)
+        if kind in ("login", "retry"):
             row.failure_count += 1
             row.last_error = code
     return count
@@ -810,7 +1015,10 @@ def _reconcile(
 # --------------------------------------------------------------------------- entry points
 
 
-def _summarise(requested: int, claimed: int, report: BatchReport) -> RefreshReport:
+def _summarise(
+    requested: int, claimed: int, report: BatchReport, *, halted: bool = False
+) -> RefreshReport:
+    stop = halt.current_halt() if halted or report.halted else None
     return RefreshReport(
         requested=requested,
         claimed=claimed,
@@ -818,6 +1026,8 @@ def _summarise(requested: int, claimed: int, report: BatchReport) -> RefreshRepo
         failed=len(report.failed_transient),
         needs_login=len(report.needs_login),
         skipped=len(report.skipped),
+        halted=len(report.halted),
+        halt=stop.as_dict() if stop is not None else None,
     )
 
 
@@ -847,12 +1057,16 @@ def refresh_due_tokens(
 ) -> RefreshReport:
     """Claim and refresh due tokens in this process until none is due (the cron path).
 
-    Stops after ``limit`` tokens when given, or when a batch makes no progress. Transient
-    failures stay leased until their retry time and are picked up by a later run.
+    Does nothing while background refresh is halted (:func:`~django_synerise.services.halt.
+    refresh_allowed`, which probes the API key once the next probe is due). Stops after
+    ``limit`` tokens when given, when a batch makes no progress, or when a batch halts
+    refresh. Transient failures carry their retry time and are picked up by a later run.
     """
     size = max(1, _batch_size(batch_size))
     report = BatchReport()
     claimed = 0
+    if not halt.refresh_allowed(client):
+        return _summarise(0, 0, report, halted=True)
     while limit is None or claimed < limit:
         want = size if limit is None else min(size, limit - claimed)
         claim = claim_due_tokens(limit=want)
@@ -861,7 +1075,7 @@ def refresh_due_tokens(
         claimed += len(claim)
         batch = refresh_batch(claim, client=client)
         report.merge(batch)
-        if not (batch.refreshed or batch.failed_transient or batch.needs_login):
+        if batch.halted or not (batch.refreshed or batch.failed_transient or batch.needs_login):
             break
     return _summarise(claimed, claimed, report)
 

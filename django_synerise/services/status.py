@@ -13,7 +13,27 @@ from ..exceptions import SyneriseError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["breaker_states", "probe_upstream", "token_status_counts"]
+__all__ = [
+    "breaker_states",
+    "probe_upstream",
+    "refresh_halt_state",
+    "record_refusal",
+    "refusal_counts",
+    "token_status_counts",
+]
+
+
+def refresh_halt_state() -> dict[str, Any] | None:
+    """Return the background refresh halt in force, or ``None`` while refresh runs.
+
+    A dict with ``reason`` (code of the rejection), ``detail`` (status and code of the last
+    API key probe), ``since`` and ``probe_at`` (ISO 8601) and ``probes`` (rejected probes so
+    far); see :mod:`django_synerise.services.halt`. One query, shared by every process.
+    """
+    from .halt import current_halt
+
+    halt = current_halt()
+    return halt.as_dict() if halt is not None else None
 
 
 def token_status_counts() -> dict[str, int]:
@@ -73,3 +93,38 @@ def probe_upstream() -> dict[str, Any]:
         logger.info("Synerise probe failed: %s", type(exc).__name__)
         return {"ok": False, "error": exc.code, "status": getattr(exc, "status", None)}
     return {"ok": True, "error": None, "status": 200}
+
+
+#: Refusal reasons counted by :func:`record_refusal` (shown by ``synerise_status``).
+REFUSAL_REASONS = ("lifetime",)
+_REFUSAL_KEY = "django_synerise:refused:{reason}"
+
+
+def record_refusal(reason: str) -> None:
+    """Count one token refused for ``reason`` (e.g. ``lifetime``) in the default cache.
+
+    Shared by every process when the cache is (Redis, Memcached); best effort: a cache
+    failure is logged, never raised.
+    """
+    from django.core.cache import cache
+
+    key = _REFUSAL_KEY.format(reason=reason)
+    try:
+        if not cache.add(key, 1, timeout=None):
+            cache.incr(key)
+    except Exception:  # a broken cache must not fail a login
+        logger.warning("Could not count a refused Synerise token (%s)", reason, exc_info=True)
+
+
+def refusal_counts() -> dict[str, int]:
+    """Return how many tokens were refused per reason since the cache was last cleared:
+    ``{"lifetime": n}`` (tokens living longer than ``MAX_TOKEN_LIFETIME``)."""
+    from django.core.cache import cache
+
+    counts: dict[str, int] = {}
+    for reason in REFUSAL_REASONS:
+        try:
+            counts[reason] = int(cache.get(_REFUSAL_KEY.format(reason=reason)) or 0)
+        except Exception:
+            counts[reason] = 0
+    return counts

@@ -29,14 +29,11 @@ from .. import signals
 from ..bulkhead import interactive_call
 from ..conf import synerise_settings
 from ..exceptions import (
-    CredentialsRejected,
     InvalidToken,
     LoginRequired,
+    SyneriseBusy,
     TokenDecryptionError,
-    TransientUpstreamError,
-    UpstreamError,
 )
-from ..querysets import lease_free_q
 from .activity import touch_token_activity
 
 if TYPE_CHECKING:
@@ -50,7 +47,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Longest accepted lifetime of a token Synerise hands us (R-JWT-3).
+#: Default of the ``MAX_TOKEN_LIFETIME`` setting: the longest accepted lifetime of a token
+#: Synerise hands us (R-JWT-3). Use :func:`max_token_lifetime` for the configured value.
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
 #: ``refresh_user_token`` returns the stored token when it was stored this recently.
 RECENT_REFRESH = timedelta(seconds=60)
@@ -103,6 +101,12 @@ def _lease_expression() -> ExpressionWrapper:
     """``now() + LEASE_SECONDS`` evaluated by the database (one clock for every worker)."""
     seconds = float(synerise_settings.LEASE_SECONDS)
     return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
+
+
+def max_token_lifetime() -> timedelta:
+    """The configured ``MAX_TOKEN_LIFETIME`` (seconds or a ``timedelta``) as a ``timedelta``."""
+    value = synerise_settings.MAX_TOKEN_LIFETIME
+    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
 
 
 def _expected_business_profile(account: SyneriseAccount | None) -> str | None:
@@ -162,8 +166,20 @@ def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> Prepa
     expires_at = claims.expires_at
     if expires_at <= now:
         raise InvalidToken("The token has already expired.", reason="expired")
-    if expires_at > now + MAX_TOKEN_LIFETIME:
-        raise InvalidToken("The token lives implausibly long.", reason="lifetime")
+    cap = max_token_lifetime()
+    if expires_at > now + cap:
+        from .status import record_refusal
+
+        logger.warning(
+            "Refused a Synerise token of client %s: it lives %.0f s, more than "
+            "MAX_TOKEN_LIFETIME (%.0f s); raise the setting if your workspace issues "
+            "longer-lived tokens",
+            account.client_id,
+            (expires_at - now).total_seconds(),
+            cap.total_seconds(),
+        )
+        record_refusal("lifetime")
+        raise InvalidToken("The token lives longer than MAX_TOKEN_LIFETIME.", reason="lifetime")
     ciphertext = encrypt_token(token, account_id=account.pk, client_id=account.client_id)
     return PreparedToken(
         ciphertext=ciphertext,
@@ -183,7 +199,8 @@ def prepare_token(
 
     Verifies with :func:`django_synerise.verification.claims_for`, then checks that the
     token is a client (not anonymous) token of ``account.client_id``, of the expected
-    business profile, and expiring within ``(now, now + 24 h]``.
+    business profile, and expiring within ``(now, now + MAX_TOKEN_LIFETIME]`` (a longer
+    lifetime is logged and counted in ``synerise_status`` as ``refused: lifetime``).
 
     :raises InvalidToken: when any check fails (nothing is stored).
     :raises UpstreamError: when ``claims_for`` needs Synerise (no signature verification) and
@@ -317,7 +334,8 @@ def store_token(account: SyneriseAccount, token: str, claims: TokenClaims) -> Cl
     count and last error cleared, ``last_used_at`` now. Short transaction, no HTTP.
 
     :raises InvalidToken: when ``claims`` do not belong to ``account`` (client id, business
-        profile), the token is anonymous, or its expiry is outside ``(now, now + 24 h]``.
+        profile), the token is anonymous, or its expiry is outside ``(now, now +
+        MAX_TOKEN_LIFETIME]``.
     """
     return _write_prepared(account, _prepare(account, token, claims))
 
@@ -497,112 +515,60 @@ def _last_stored(row: ClientToken) -> datetime | None:
     return max(stamps) if stamps else None
 
 
-@sensitive_variables("current", "result", "prepared")
+@sensitive_variables("current")
 def _refresh_single_flight(
     row: ClientToken, current: str, *, client: SyneriseClient | None
 ) -> tuple[ClientToken, str]:
     """Refresh ``row`` once across every process; return the (row, token) to use.
 
-    The caller that takes the lease (one conditional UPDATE, database time) calls Synerise
-    with no transaction or lock held and stores the result with a version compare-and-swap;
-    every other caller waits (bounded by ``SINGLE_FLIGHT_WAIT``) for the version to move.
+    A batch of one through the refresh engine
+    (:func:`~django_synerise.services.refresh.refresh_single`), so every upstream answer
+    leaves the row exactly as a background batch would. The caller that claims the row
+    calls Synerise with no transaction or lock held; every other caller waits (bounded by
+    ``SINGLE_FLIGHT_WAIT``) for the version to move. A row backing off after a transient
+    failure (``retry_at`` ahead) is not refreshed: its current token is served while valid.
     """
-    ClientToken, _, TokenStatus = _models()
-    version = row.version
+    from .refresh import refresh_single
+
+    ClientToken, _, _ = _models()
     if not _still_valid(row):
         # Synerise refreshes only a token that is still valid: do not ask.
         mark_needs_login(row, reason="expired")
         raise LoginRequired(reason="expired")
+    if row.retry_at is not None and row.retry_at > timezone.now():
+        return row, current
 
-    # SKIP LOCKED: a row locked by another transaction (a batch claiming it, an admin edit)
-    # is not waited for; this caller then waits for the version to move, bounded (X19).
-    claimable = (
-        ClientToken.objects.filter(
-            pk=row.pk,
-            version=version,
-            status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING],
-        )
-        .filter(lease_free_q())
-        .select_for_update(skip_locked=True)
-        .values("pk")
-    )
-    with transaction.atomic():
-        won = ClientToken.objects.filter(pk__in=claimable).update(
-            status=TokenStatus.REFRESHING, lease_until=_lease_expression()
-        )
-    if not won:
-        return _wait_for_refresh(row, current)
-
+    version = row.version
     try:
-        # A request waits for this call: it takes a slot of the interactive bulkhead, and a
-        # full bulkhead (SyneriseBusy) is a transient failure like any other.
+        # A request waits for this call: it takes a slot of the interactive bulkhead. A full
+        # bulkhead claims nothing and calls nobody; the current token is still valid.
         with interactive_call():
-            result = resolve_client(client).refresh(current)
-            prepared = prepare_token(row.account, result, client=client)
-    except CredentialsRejected:
-        logger.info("Synerise rejected the refresh of token %s", row.pk)
-        mark_needs_login(row, reason="rejected")
-        raise LoginRequired(reason="rejected") from None
-    except (UpstreamError, InvalidToken) as exc:
-        code = getattr(exc, "code", type(exc).__name__)
-        will_retry = isinstance(exc, TransientUpstreamError) and _still_valid(row)
-        logger.warning(
-            "Refresh of Synerise token %s failed: %s (%s)", row.pk, type(exc).__name__, code
-        )
-        _release_lease(row, version, error=code)
+            report = refresh_single(row, client=client)
+    except SyneriseBusy as exc:
+        logger.warning("Refresh of Synerise token %s deferred: %s", row.pk, exc.code)
         signals.token_refresh_failed.send(
-            sender=ClientToken, token=row, account=row.account, error=exc, will_retry=will_retry
+            sender=ClientToken, token=row, account=row.account, error=exc, will_retry=True
         )
-        if _still_valid(row):
-            return row, current
-        raise LoginRequired(reason="expired") from None
-    except BaseException:
-        _release_lease(row, version, error="internal_error")
-        raise
-
-    now = timezone.now()
-    values = {
-        **supersede_values(row, now),
-        "version": version + 1,
-        "status": TokenStatus.ACTIVE,
-        "lease_until": None,
-        "failure_count": 0,
-        "last_error": "",
-        "refreshed_at": now,
-        "last_used_at": now,
-        "updated_at": now,
-        **prepared.row_values(),
-    }
-    stored = ClientToken.objects.filter(
-        pk=row.pk, version=version, status=TokenStatus.REFRESHING
-    ).update(**values)
-    if not stored:
-        logger.info("Refresh of Synerise token %s lost the race (stale_version)", row.pk)
+        return row, current
+    if report is None:
+        return _wait_for_refresh(row, current)
+    if report.refreshed:
+        logger.debug("Synerise token %s refreshed (version %s)", row.pk, row.version)
+        return row, _decrypt(row)
+    if report.needs_login:
+        raise LoginRequired(reason=report.reasons.get(row.pk, "needs_login"))
+    if report.skipped and not (report.failed_transient or report.halted):
+        # Lost the race (the row changed while Synerise answered): use what is stored now.
         fresh = ClientToken.objects.select_related("account").filter(pk=row.pk).first()
         if fresh is None:
             raise LoginRequired(reason="no_token")
         _refuse_status(fresh)
         if fresh.version != version:
             return fresh, _decrypt(fresh)
-        raise LoginRequired(reason="needs_login")
-    # The row now holds exactly what the compare-and-swap wrote: no need to read it back.
-    for field, value in values.items():
-        setattr(row, field, value)
-    logger.debug("Synerise token %s refreshed (version %s)", row.pk, version + 1)
-    signals.token_refreshed.send(sender=ClientToken, token=row, account=row.account)
-    return row, result.token
-
-
-def _release_lease(row: ClientToken, version: int, *, error: str) -> None:
-    """Give the lease back after a failed refresh; the row stays active."""
-    ClientToken, _, TokenStatus = _models()
-    ClientToken.objects.filter(pk=row.pk, version=version, status=TokenStatus.REFRESHING).update(
-        status=TokenStatus.ACTIVE,
-        lease_until=None,
-        failure_count=F("failure_count") + 1,
-        last_error=str(error)[:64],
-        updated_at=timezone.now(),
-    )
+    # Transient failure, or Synerise rejects the workspace (refresh halted): keep serving.
+    if _still_valid(row):
+        return row, current
+    raise LoginRequired(reason="expired")
 
 
 @sensitive_variables("current")
@@ -655,13 +621,18 @@ def get_valid_token(user: Any, *, client: SyneriseClient | None = None) -> str:
     A token with more than ``REFRESH_MARGIN`` seconds left is returned as is (no upstream
     call). Otherwise exactly one caller across all processes refreshes it (lease + version
     compare-and-swap) while the others wait up to ``SINGLE_FLIGHT_WAIT`` seconds for the new
-    token. When the refresh fails transiently the current token is returned while it is still
-    valid. Moves ``last_used_at`` (at most once per ``ACTIVITY_INTERVAL``). Never call it
-    inside ``transaction.atomic()``: the refresh must not hold a transaction open over HTTP.
+    token. The refresh goes through the same engine as the background batches (a batch of
+    one), so the row ends in the same state for every upstream answer. When the refresh
+    fails transiently, or Synerise rejects the workspace's API key (background refresh then
+    halts), the current token is returned while it is still valid; a row whose ``retry_at``
+    is ahead is not refreshed. Moves ``last_used_at`` (at most once per
+    ``ACTIVITY_INTERVAL``). Never call it inside ``transaction.atomic()``: the refresh must
+    not hold a transaction open over HTTP.
 
     :raises LoginRequired: ``reason`` ``inactive``, ``no_token``, ``needs_login``, ``revoked``,
-        ``decryption_failed`` (nothing sent upstream), ``rejected`` (Synerise answered
-        401/403; the row moves to needs_login and ``token_expired`` is sent) or ``expired``.
+        ``decryption_failed`` (nothing sent upstream), ``rejected`` (Synerise rejected the
+        token while accepting the API key; the row moves to needs_login and
+        ``token_expired`` is sent) or ``expired``.
     """
     row, token = _obtain(user, client=client, force=False)
     touch_token_activity(row.pk, last_used_at=row.last_used_at)
@@ -690,6 +661,7 @@ __all__ = [
     "get_token_for",
     "get_valid_token",
     "logout",
+    "max_token_lifetime",
     "mark_needs_login",
     "prepare_token",
     "refresh_user_token",

@@ -1,4 +1,5 @@
-"""``manage.py synerise_status``: circuit breaker states and stored-token counts per status."""
+"""``manage.py synerise_status``: circuit breaker states, whether background refresh is
+halted, stored-token counts per status and tokens refused per reason."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from django_synerise.services.status import breaker_states, probe_upstream, token_status_counts
+from django_synerise.services.status import (
+    breaker_states,
+    probe_upstream,
+    refresh_halt_state,
+    refusal_counts,
+    token_status_counts,
+)
 
 
 class Command(BaseCommand):
@@ -39,10 +46,17 @@ class Command(BaseCommand):
         probe = probe_upstream() if options["probe"] else None
         breakers = breaker_states()
         tokens = token_status_counts()
+        halt = refresh_halt_state()
+        refused = refusal_counts()
         if options["json"]:
-            self.stdout.write(
-                json.dumps({"breakers": breakers, "tokens": tokens, "probe": probe}, sort_keys=True)
-            )
+            payload = {
+                "breakers": breakers,
+                "tokens": tokens,
+                "probe": probe,
+                "halt": halt,
+                "refused": refused,
+            }
+            self.stdout.write(json.dumps(payload, sort_keys=True))
         else:
             if probe is not None:
                 verdict = "ok" if probe["ok"] else f"failed ({probe['error']})"
@@ -56,6 +70,13 @@ class Command(BaseCommand):
                 if item["retry_in"] is not None:
                     line += f", next probe in {item['retry_in']:.0f} s"
                 self.stdout.write(line)
+            if halt is None:
+                self.stdout.write("refresh: running")
+            else:
+                self.stdout.write(
+                    f"refresh: halted ({halt['reason']}, {halt['detail']}) since {halt['since']}, "
+                    f"{halt['probes']} rejected probes, next probe at {halt['probe_at']}"
+                )
             self.stdout.write(
                 "tokens: "
                 + " ".join(
@@ -70,6 +91,9 @@ class Command(BaseCommand):
                         "expired_active",
                     )
                 )
+            )
+            self.stdout.write(
+                "refused: " + " ".join(f"{key}={value}" for key, value in refused.items())
             )
         if options["fail_on_open"] and any(b["state"] == "open" for b in breakers):
             raise SystemExit(1)
