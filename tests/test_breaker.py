@@ -237,9 +237,11 @@ def test_an_open_circuit_on_one_host_leaves_others_alone(fake_synerise):
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.timing
 def test_five_timeouts_open_the_circuit_and_no_request_is_sent(settings, fake_synerise):
+    # The reset timeout outlasts the 100 blocked calls even on a loaded machine.
     settings.SYNERISE = {**settings.SYNERISE, "TIMEOUT": (1.0, 0.1), "BREAKER_THRESHOLD": 5,
-                         "BREAKER_RESET_TIMEOUT": 0.5}
+                         "BREAKER_RESET_TIMEOUT": 3}
     fake_synerise.add_client(email="b@example.com", password="pw")
     client = SyneriseClient()
     fake_synerise.inject(fault="latency", delay=0.5, times=5)
@@ -254,12 +256,12 @@ def test_five_timeouts_open_the_circuit_and_no_request_is_sent(settings, fake_sy
     for _ in range(100):
         with pytest.raises(CircuitOpen) as info:
             client.login(email="b@example.com", password="pw")
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3  # no timeouts waited: 100 calls refused at once
     assert info.value.status is None
-    assert 0 < info.value.retry_after <= 0.5
+    assert 0 < info.value.retry_after <= 3
     assert fake_synerise.count() == 0
 
-    time.sleep(0.55)
+    time.sleep(info.value.retry_after + 0.05)
     result = client.login(email="b@example.com", password="pw")  # the probe
     assert result.token
     assert fake_synerise.count() == 1
