@@ -9,6 +9,14 @@ The worker side is checked exactly with an injected clock, including a cache tha
 late. The pipeline runs against FakeSynerise over loopback, first in this process (with a
 control run without the limit), then with three cold OS processes sharing a real Redis
 cache; rates are read from the fake's own arrival timestamps.
+
+The margin at Synerise is measured, not guessed: each call's start is logged
+(tests/call_log.py) and paired with its arrival at the fake, and the test asserts the bound
+the docs give for the spread ``J`` of those delays in this very run. On a loaded two-core
+machine (another process spinning) ``J`` ranged from 0.01 to 0.16 s over a dozen runs, and
+the busiest one-second window held 36 calls at a limit of 40, which is
+``(slots + 1) * quota``, the most the workers may start in a second. Before places were
+checked against their slot, windows held up to 46 with ``J`` under 0.05 s.
 """
 
 from __future__ import annotations
@@ -314,8 +322,11 @@ def test_pipeline_keeps_under_the_limit_and_refreshes_everything(
     assert len(times) == 100
     jitter = jitter_of(fake, read_starts(str(tmp_path / "calls.log")))
     assert max_in_window(times) <= promised(40, jitter), (max_in_window(times), jitter)
-    # 100 starts need 49 slots of 2 (48 whole slots and a bit): at least 48/17 s.
-    assert 48 / 17 <= elapsed <= 100 / 34 + 3, elapsed  # 34/s sustained: the limit's 85 %
+    # 100 starts fill at least 50 slots of 2, the first and the last 48 whole slots apart:
+    # at least 48/17 s. At 34/s sustained (the limit's 85 %) they take about 2.9 s; the upper
+    # bound leaves a loaded machine 10 s more and still fails a limiter that lets one call
+    # through per second.
+    assert 48 / 17 <= elapsed <= 100 / 34 + 10, elapsed
 
 
 # --------------------------------------------------------------------------- three processes
@@ -366,8 +377,9 @@ def test_three_processes_share_one_limit_through_redis(
     times = [r.at for r in refresh_calls(fake)]
     jitter = jitter_of(fake, read_starts(str(log)))
     assert max_in_window(times) <= promised(rate, jitter), (max_in_window(times), jitter)
-    limiter = RateLimiter(rate)  # 240 starts need 120 slots of 2 (119 whole slots and a bit)
-    assert elapsed >= (count / limiter.quota - 1) / limiter.slots, elapsed
+    # 240 starts fill at least 120 slots of 2, the first and the last 118 whole slots apart.
+    limiter = RateLimiter(rate)
+    assert elapsed >= (count / limiter.quota - 2) / limiter.slots, elapsed
     refreshed = sum(int(out.split("refreshed=")[1].split()[0]) for out in outputs)
     assert refreshed == count
     assert sum(1 for out in outputs if not out.startswith("claimed=0 ")) >= 2, outputs
