@@ -174,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    # A shell without job control starts background jobs with SIGINT ignored, and children
+    # inherit that; tests stop the servers they start with SIGINT, and Ctrl-C must work here.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     stats: dict[str, TestStats] = defaultdict(TestStats)
     broken_rounds: list[int] = []
