@@ -300,33 +300,34 @@ def fake(fake_synerise: Any, settings: Any) -> Any:
 def test_pipeline_keeps_under_the_limit_and_refreshes_everything(
     fake: Any, settings: Any, fresh_cache: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for _ in range(200):
+    for _ in range(160):
         seed_token(fake)
 
-    # Control: without a limit this pipeline runs far above 40 calls a second.
+    # Control: without a limit this pipeline runs well above 20 calls a second (70 to 100 in
+    # the busiest second on a loaded two-core machine).
     synerise_settings(settings, REFRESH_RATE_LIMIT=None)
     assert refresh_due_tokens(limit=100).refreshed == 100
     unlimited = max_in_window([r.at for r in refresh_calls(fake)])
-    assert unlimited > 60, unlimited
+    assert unlimited > 30, unlimited
     fake.clear_requests()
 
     monkeypatch.setenv(CALL_LOG, str(tmp_path / "calls.log"))
-    synerise_settings(settings, REFRESH_RATE_LIMIT=40, REFRESH_RATE_LIMIT_CACHE="limits")
+    synerise_settings(settings, REFRESH_RATE_LIMIT=20, REFRESH_RATE_LIMIT_CACHE="limits")
     started = time.monotonic()
     report = refresh_due_tokens(client=CallLogClient())
     elapsed = time.monotonic() - started
 
-    assert report.refreshed == 100
+    assert report.refreshed == 60
     assert set(ClientToken.objects.values_list("status", "version")) == {(TokenStatus.ACTIVE, 2)}
     times = [r.at for r in refresh_calls(fake)]
-    assert len(times) == 100
+    assert len(times) == 60
     jitter = jitter_of(fake, read_starts(str(tmp_path / "calls.log")))
-    assert max_in_window(times) <= promised(40, jitter), (max_in_window(times), jitter)
-    # 100 starts fill at least 50 slots of 2, the first and the last 48 whole slots apart:
-    # at least 48/17 s. At 34/s sustained (the limit's 85 %) they take about 2.9 s; the upper
+    assert max_in_window(times) <= promised(20, jitter), (max_in_window(times), jitter)
+    # 60 starts fill at least 60 slots of 1, the first and the last 58 whole slots apart:
+    # at least 58/17 s. At 17/s sustained (the limit's 85 %) they take about 3.5 s; the upper
     # bound leaves a loaded machine 10 s more and still fails a limiter that lets one call
     # through per second.
-    assert 48 / 17 <= elapsed <= 100 / 34 + 10, elapsed
+    assert 58 / 17 <= elapsed <= 60 / 17 + 10, elapsed
 
 
 # --------------------------------------------------------------------------- three processes
