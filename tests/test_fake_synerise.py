@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 import requests
 
 from django_synerise.testing import FakeSynerise, RecordedRequest
+from django_synerise.testing.runner import serve
 
 API_KEY = "fake-api-key"
 ROOT = Path(__file__).resolve().parent.parent
@@ -687,6 +689,29 @@ def test_context_manager_frees_the_port_and_closes_connections():
         assert session.get(f"{again.url}/v4/public.pem", timeout=5).ok
     with pytest.raises(RuntimeError):
         _ = FakeSynerise().url
+
+
+class _InterruptedOutput(io.StringIO):
+    """Output whose first line naming the URL raises KeyboardInterrupt, as Ctrl-C does when it
+    arrives while the server is still printing (a client may already have used the URL)."""
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if "listening on" in text:
+            raise KeyboardInterrupt
+        return written
+
+
+def test_ctrl_c_while_the_server_prints_its_address_still_stops_cleanly():
+    out = _InterruptedOutput()
+    try:
+        serve(port=0, clients=[("ann@example.com", "pw")], stdout=out)
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped serve() with a traceback")
+    assert out.getvalue().endswith("Stopping.\n")
+    url = out.getvalue().split("listening on ")[1].split()[0]
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{url}/v4/public.pem", timeout=5)  # the server was stopped
 
 
 def _read_url(process: subprocess.Popen) -> str:
