@@ -9,14 +9,18 @@ DEMO_STAMP := $(VENV)/.installed-demo
 
 # The suite needs real services; these are the defaults of a development machine. The demo
 # needs neither (SQLite and a filesystem broker) unless you set them yourself.
-test test-fast bench tox: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
-test test-fast bench tox: export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/5
+test test-fast stress bench tox: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/test
+test test-fast stress bench tox: export CELERY_BROKER_URL ?= redis://127.0.0.1:6379/5
 
-.PHONY: help install test test-fast lint format docs schema screenshots bench demo tox clean
+# Rounds of `make stress`: every timing test runs this many times.
+STRESS_ROUNDS ?= 30
+
+.PHONY: help install test test-fast stress lint format docs schema screenshots bench demo tox clean
 
 help:
 	@echo "make demo   - run the example project (fake Synerise, Django, Celery worker + beat)"
 	@echo "make test   - install, lint and run the whole test suite"
+	@echo "make stress - run the timing tests (-m timing) STRESS_ROUNDS times (30) with a core busy"
 	@echo "make lint   - ruff check and format check"
 	@echo "make docs   - build the Sphinx docs with warnings as errors"
 	@echo "make schema - write the OpenAPI schema to docs/_static/openapi.yaml"
@@ -45,6 +49,10 @@ test: install
 
 test-fast: install
 	$(BIN)/pytest -m "not celery and not browser and not slow"
+
+stress: install
+	scripts/ensure-chromium
+	$(BIN)/python scripts/stress.py --rounds $(STRESS_ROUNDS)
 
 lint: install
 	$(BIN)/pre-commit run --all-files --show-diff-on-failure

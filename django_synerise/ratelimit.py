@@ -1,17 +1,25 @@
 """A ceiling on background refresh calls to Synerise shared by every worker process.
 
 Celery's ``rate_limit`` is per worker, so it cannot cap what a fleet sends upstream. With
-``SYNERISE["REFRESH_RATE_LIMIT"]`` set (calls per second), each background refresh call first
-takes a place in a short time slot counted in a Django cache that every worker shares
-(``REFRESH_RATE_LIMIT_CACHE``, Redis or Memcached: their increments are atomic).
+``SYNERISE["REFRESH_RATE_LIMIT"]`` set (``rate`` calls per second), each background refresh
+call first takes a place in a short time slot counted in a Django cache that every worker
+shares (``REFRESH_RATE_LIMIT_CACHE``, Redis or Memcached: their increments are atomic).
 
-The contract is strict, as Synerise sees it: no one-second window, wherever it starts, sees
-more than ``REFRESH_RATE_LIMIT`` calls arrive. A second is cut into ``slots`` equal slots of
-``quota`` calls each, with ``(slots + 2) * quota <= REFRESH_RATE_LIMIT``: a window can touch
-``slots + 1`` slots, and one more slot of headroom absorbs the network's jitter between a
-call's start and its arrival (up to a slot, about 50 ms). The sustained rate,
-``slots * quota``, is therefore a little lower than the limit: at least 85 % of it from a
-limit of 20 up (90 % for whole multiples of 20), 8 at 10, 1 at 3.
+The contract, with ``J`` the spread of the delays between a worker starting a call and
+Synerise receiving it (network, scheduling, connection set-up):
+
+* **At the workers** (exact): a call starts inside the slot that counted it, and a slot
+  counts at most ``quota`` calls. A place that comes back from the cache after its slot
+  ended is not used; the call takes a place in the current slot instead.
+* **At Synerise**: no one-second window, wherever it starts, receives more than ``rate``
+  calls while ``J <= JITTER_BUDGET`` (0.1 s); beyond that budget, at most
+  ``rate * (1 + J)``.
+
+A second is cut into ``slots`` slots of ``quota`` calls. Calls arriving in a one-second window
+started in a window of ``1 + J`` seconds, which touches at most ``ceil((1 + J) * slots) + 1``
+slots, so ``slots`` is the largest with ``(ceil((1 + JITTER_BUDGET) * slots) + 1) * quota <=
+rate``. The sustained rate, ``slots * quota``, is therefore lower than the limit: at least
+80 % of it from a limit of 20 up (85 % for whole multiples of 20), 8 at 10, 1 at 3.
 
 A call that finds its slot full sleeps until the next one; a call that cannot start before
 its batch's start deadline is not made (the row is released and claimed again later). Slots
@@ -19,8 +27,10 @@ follow the wall clock, so workers on several hosts need synchronised clocks (NTP
 any time-based limit.
 
 A cache that fails never stops refreshes: the call goes ahead and a warning is logged (at
-most once a minute per process). Interactive calls (login, the ``/refresh`` endpoint,
-``get_valid_token``) are never delayed; the login throttles bound those.
+most once a minute per process). So does a cache too slow for the slots: when
+``LATE_PLACES`` of one call's places come back after their slot ended, the call goes ahead
+with the last one. Interactive calls (login, the ``/refresh`` endpoint, ``get_valid_token``) are
+never delayed; the login throttles bound those.
 """
 
 from __future__ import annotations
@@ -44,8 +54,17 @@ logger = logging.getLogger(__name__)
 #: Prefix of the slot counters in the shared cache.
 KEY_PREFIX = "django_synerise:refresh-rate"
 
-#: Slots a second is cut into (fewer for limits under 40 calls per second).
+#: A slot admits about ``rate / SLOTS_PER_SECOND`` calls (at least 1).
 SLOTS_PER_SECOND = 20
+
+#: Seconds of spread in the delays from worker to Synerise that the slots leave headroom for.
+JITTER_BUDGET = 0.1
+
+#: Places of one call that may come back from the cache after their slot ended before the
+#: call goes ahead anyway (a cache slower than a slot must not stop refreshes). A round trip
+#: that straddles a slot boundary now and then never gets near it; a cache slower than a
+#: slot reaches it at once.
+LATE_PLACES = 10
 
 #: Seconds a slot counter lives in the cache (its slot is at most one second long).
 KEY_TTL = 3
@@ -76,11 +95,19 @@ class RateLimiter:
 
     @property
     def slots(self) -> int:
-        """Slots per second, so that ``(slots + 2) * quota <= rate``."""
-        return max(1, math.floor(self.rate / self.quota) - 2)
+        """Slots per second: the most with ``(ceil((1 + JITTER_BUDGET) * slots) + 1) * quota
+        <= rate``, at least 1."""
+        quota = self.quota
+        slots = max(1, math.floor(self.rate / quota))
+        while slots > 1 and (window_slots(slots, 1 + JITTER_BUDGET) + 1) * quota > self.rate:
+            slots -= 1
+        return slots
 
     def acquire(self, deadline: float | None = None) -> bool:
         """Wait for a place in a slot; return True when the call may start now.
+
+        True means the clock, read after the cache counted the place, is still inside the
+        place's slot.
 
         :param deadline: a :func:`time.monotonic` time; when the next free slot starts after
             it, return False at once without waiting (the caller skips the call).
@@ -88,6 +115,7 @@ class RateLimiter:
         slots, quota = self.slots, self.quota
         width = 1 / slots
         cache = caches[self.cache_alias]
+        late = 0
         while True:
             now = self.clock()
             slot = math.floor(now * slots)
@@ -101,11 +129,25 @@ class RateLimiter:
                 _warn_cache_failure(self.cache_alias, exc)
                 return True
             if count <= quota:
-                return True
+                if math.floor(self.clock() * slots) == slot:
+                    return True
+                late += 1  # the place came back after its slot ended: useless now
+                if late >= LATE_PLACES:
+                    _warn_slow_cache(self.cache_alias, slots)
+                    return True
+                continue
             wait = (slot + 1) / slots - now + random.uniform(0, width / 10)  # nosec B311
             if deadline is not None and time.monotonic() + wait > deadline:
                 return False
             self.sleep(wait)
+
+
+def window_slots(slots: int, seconds: float) -> int:
+    """``ceil(seconds * slots)``: with one more, the most slots a window of ``seconds`` touches.
+
+    Rounded to 9 decimals first, so that ``1.1 * 10`` counts 11 slots, not 12.
+    """
+    return math.ceil(round(seconds * slots, 9))
 
 
 def refresh_rate_limiter() -> RateLimiter | None:
@@ -117,14 +159,30 @@ def refresh_rate_limiter() -> RateLimiter | None:
 
 
 def _warn_cache_failure(alias: str, exc: BaseException) -> None:
+    if _may_warn():
+        logger.warning(
+            "REFRESH_RATE_LIMIT: cache %r failed (%s); refresh calls are not rate limited",
+            alias,
+            type(exc).__name__,
+        )
+
+
+def _warn_slow_cache(alias: str, slots: int) -> None:
+    if _may_warn():
+        logger.warning(
+            "REFRESH_RATE_LIMIT: cache %r answers slower than a slot (%.0f ms); refresh calls "
+            "may exceed the limit",
+            alias,
+            1000 / slots,
+        )
+
+
+def _may_warn() -> bool:
+    """True at most once every ``WARN_EVERY`` seconds per process."""
     global _warned_at
     with _warn_lock:
         now = time.monotonic()
         if _warned_at and now - _warned_at < WARN_EVERY:
-            return
+            return False
         _warned_at = now
-    logger.warning(
-        "REFRESH_RATE_LIMIT: cache %r failed (%s); refresh calls are not rate limited",
-        alias,
-        type(exc).__name__,
-    )
+        return True

@@ -43,6 +43,10 @@ if os.environ.get("SYNERISE_TEST_RATE_LIMIT"):
         }
     }
 
+# When each refresh call starts, logged for the rate limit's jitter (tests/call_log.py).
+if os.environ.get("SYNERISE_TEST_CALL_LOG"):
+    SYNERISE["ADAPTER"] = "tests.call_log.CallLogAdapter"
+
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "memory://")
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

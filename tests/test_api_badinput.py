@@ -422,15 +422,18 @@ def test_s1_id_token_shape(fake_synerise, api, provider, token) -> None:
     _assert_400_no_upstream(response, fake_synerise, "identity_provider_token")
 
 
+@pytest.mark.timing
 @pytest.mark.parametrize("provider", ["google", "apple", "facebook", "oauth"])
 def test_s2_one_mib_token_is_400_fast(fake_synerise, api, provider) -> None:
     token = "a" * (1 << 20)
-    started = time.perf_counter()
+    # CPU time of this thread (the test client runs the view here), which a loaded machine
+    # does not stretch as it does wall time.
+    started = time.thread_time()
     response = api.post(provider_url(provider), {"identity_provider_token": token},
                         format="json")
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     _assert_400_no_upstream(response, fake_synerise, "identity_provider_token")
-    assert elapsed < 0.25  # the 50 ms budget of R-JWT-6, with room for a loaded CI box
+    assert elapsed < 0.25  # the 50 ms budget of R-JWT-6, with room for a slow CI box
 
 
 @pytest.mark.parametrize("provider", _JWT_PROVIDERS)

@@ -17,6 +17,7 @@ from .api_helpers import PASSWORD
 pytest_plugins = ["tests.fixtures_api"]
 pytestmark = pytest.mark.usefixtures("api_clean_state")
 
+@pytest.mark.timing
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_f4_twenty_concurrent_refreshes_one_upstream_call(require_postgres, fake_synerise,
@@ -29,8 +30,9 @@ def test_f4_twenty_concurrent_refreshes_one_upstream_call(require_postgres, fake
     past = timezone.now() - timedelta(minutes=5)
     ClientToken.objects.update(issued_at=past, refreshed_at=past)
     fake_synerise.clear_requests()
-    # Hold the one refresh open long enough for every request to arrive while it is in flight.
-    fake_synerise.inject(fault="latency", delay=0.5, path="refresh", times=None)
+    # Hold the one refresh open long enough for every request to arrive while it is in flight,
+    # even on a loaded machine (the others wait up to SINGLE_FLIGHT_WAIT, 5 s).
+    fake_synerise.inject(fault="latency", delay=2.0, path="refresh", times=None)
 
     barrier = threading.Barrier(20)
 

@@ -179,10 +179,11 @@ def test_502_when_synerise_answers_something_unusable_on_login(fake_synerise, ap
     assert len(fake_synerise.requests) == 1
 
 
+@pytest.mark.timing
 def test_503_when_synerise_times_out(fake_synerise, api, settings) -> None:
     settings.SYNERISE = {**settings.SYNERISE, "TIMEOUT": (0.5, 0.2), "TOTAL_TIMEOUT": 0.5}
     fake_synerise.add_client(email="a@example.com", password=PASSWORD)
-    fake_synerise.inject(fault="latency", delay=1.0, path="login", times=3)
+    fake_synerise.inject(fault="latency", delay=3.0, path="login", times=3)  # >> 0.2 s timeout
     response = _login(api)
     assert response.status_code == 503
     assert response["Retry-After"] == "30"

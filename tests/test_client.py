@@ -419,18 +419,20 @@ def test_5xx_with_html_body_is_still_unavailable(client, fake_synerise):
 # --------------------------------------------------------------------------- transport faults
 
 
+@pytest.mark.timing
 def test_read_timeout_is_unavailable_and_not_retried(settings, client, account, fake_synerise):
     configure(settings, TIMEOUT=(1.0, 0.3))
-    fake_synerise.inject(fault="latency", delay=1.5)
+    fake_synerise.inject(fault="latency", delay=4.0)
     started = time.monotonic()
     with pytest.raises(SyneriseUnavailable) as info:
         login(client)
-    assert time.monotonic() - started < 1.2
+    assert time.monotonic() - started < 2.5  # the 0.3 s read timeout, not the 4 s answer
     assert info.value.status is None
     assert "in time" in info.value.message
     assert fake_synerise.count(path_contains="login") == 1
 
 
+@pytest.mark.timing
 def test_trickled_body_hits_the_total_deadline(settings, client, account, fake_synerise):
     configure(settings, TIMEOUT=(1.0, 5.0), TOTAL_TIMEOUT=0.8)
     fake_synerise.inject(fault="slow_body", delay=0.1)
@@ -438,11 +440,13 @@ def test_trickled_body_hits_the_total_deadline(settings, client, account, fake_s
     with pytest.raises(SyneriseUnavailable) as info:
         login(client)
     elapsed = time.monotonic() - started
-    assert 0.7 <= elapsed < 1.3  # the deadline, not the 5 s read timeout or the full body
+    # The 0.8 s deadline (never early), not the full body at a byte every 0.1 s (many seconds).
+    assert 0.8 <= elapsed < 3.0
     assert info.value.status == 200
     assert "deadline" in info.value.message
 
 
+@pytest.mark.timing
 def test_refused_connection_is_unavailable(settings):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -451,14 +455,16 @@ def test_refused_connection_is_unavailable(settings):
     started = time.monotonic()
     with pytest.raises(SyneriseUnavailable) as info:
         client.login(email="ann@example.com", password=PASSWORD)
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 3.0  # refused at once, not a timeout
     assert info.value.status is None
     assert info.value.message == "Could not reach Synerise."
 
 
-def test_connect_timeout_is_retried_exactly_once():
+@pytest.mark.timing
+def test_connect_timeout_is_retried_exactly_once(caplog):
     """A listener whose accept queue is full drops our SYN: the connect phase times out,
-    is retried once (two attempts of 0.3 s), then fails."""
+    is retried once (two attempts of 0.3 s), then fails. urllib3 logs each retry."""
+    caplog.set_level(logging.WARNING, "urllib3.connectionpool")
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(0)
@@ -481,7 +487,9 @@ def test_connect_timeout_is_retried_exactly_once():
             for filler in fillers:
                 filler.close()
     elapsed = time.monotonic() - started
-    assert 0.55 <= elapsed < 0.85
+    retries = [r for r in caplog.records if r.getMessage().startswith("Retrying")]
+    assert len(retries) == 1, [r.getMessage() for r in retries]
+    assert elapsed >= 0.55  # two whole attempts of 0.3 s
     assert info.value.status is None
     assert info.value.message == "Timed out connecting to Synerise."
 

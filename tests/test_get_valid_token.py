@@ -276,6 +276,7 @@ def _run_threads(n, target):
     return results, errors
 
 
+@pytest.mark.timing
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_single_flight_twenty_threads(require_postgres, fake_synerise):
@@ -298,6 +299,7 @@ def test_single_flight_twenty_threads(require_postgres, fake_synerise):
     assert (row.status, row.lease_until) == (TokenStatus.ACTIVE, None)
 
 
+@pytest.mark.timing
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_refresh_user_token_single_flight_twenty_threads(require_postgres, fake_synerise):

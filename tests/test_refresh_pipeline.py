@@ -253,24 +253,28 @@ def test_undecryptable_token_needs_login_and_is_never_sent(fake: Any) -> None:
     assert [c["reason"] for c in expired] == ["decryption_failed"]
 
 
+@pytest.mark.timing
 @pytest.mark.django_db
 def test_calls_not_started_before_the_lease_nears_its_end_are_released(
     fake: Any, settings: Any
 ) -> None:
-    synerise_settings(settings, LEASE_SECONDS=2, TOTAL_TIMEOUT=1, TIMEOUT=(1, 1),
+    # Calls may start until 6 - 2 - 0.6 = 3.4 s into the batch; one at a time, each taking
+    # at least 0.9 s: at most 4 start (at 0, 0.9, 1.8, 2.7 s at the earliest), and the first
+    # has 3.4 s to start even on a loaded machine.
+    synerise_settings(settings, LEASE_SECONDS=6, TOTAL_TIMEOUT=2, TIMEOUT=(1, 2),
                       REFRESH_CONCURRENCY=1)
-    rows = [seed_token(fake) for _ in range(5)]
-    fake.latency = 0.45
+    rows = [seed_token(fake) for _ in range(8)]
+    fake.latency = 0.9
     report = refresh_batch(claim_due_tokens())
 
-    assert 1 <= len(report.refreshed) <= 3
-    assert len(report.refreshed) + len(report.skipped) == 5
+    assert 1 <= len(report.refreshed) <= 4
+    assert len(report.refreshed) + len(report.skipped) == 8
     assert len(refresh_calls(fake)) == len(report.refreshed)
     for pk in report.skipped:
         stored = ClientToken.objects.get(pk=pk)
         assert stored.status == TokenStatus.ACTIVE and stored.lease_until is None
         assert stored.failure_count == 0
-    assert len(rows) == 5
+    assert len(rows) == 8
 
 
 @pytest.mark.django_db
@@ -429,6 +433,7 @@ def _run_threads(count: int, target: Any) -> list[BaseException]:
     return errors
 
 
+@pytest.mark.timing
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_schedulers_refresh_each_token_exactly_once(
@@ -451,6 +456,7 @@ def test_concurrent_schedulers_refresh_each_token_exactly_once(
     }
 
 
+@pytest.mark.timing
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_duplicate_deliveries_refresh_each_token_once(

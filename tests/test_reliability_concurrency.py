@@ -94,10 +94,11 @@ class RowLocker(threading.Thread):
 # --------------------------------------------------------------------------- X18
 
 
+@pytest.mark.timing
 def test_x18_connection_killed_during_the_cas_commit_leaves_no_half_written_row(
     fake: Any, settings: Any
 ) -> None:
-    synerise_settings(settings, LEASE_SECONDS=2)
+    synerise_settings(settings, LEASE_SECONDS=4)  # the call starts well within half of it
     row = seed_token(fake)
     before = ClientToken.objects.get(pk=row.pk)
     with connection.cursor() as cursor:
@@ -107,7 +108,7 @@ def test_x18_connection_killed_during_the_cas_commit_leaves_no_half_written_row(
     # The row lock makes the compare-and-swap UPDATE wait; the backend is killed mid-wait.
     locker = RowLocker(row.pk, hold=10, kill_waiter_pid=my_pid)
     locker.start()
-    assert locker.locked.wait(5)
+    assert locker.locked.wait(30)
 
     with pytest.raises((OperationalError, InterfaceError)):  # tasks autoretry these
         refresh_batch(claim)
@@ -137,15 +138,17 @@ def test_x18_connection_killed_during_the_cas_commit_leaves_no_half_written_row(
 # --------------------------------------------------------------------------- X19
 
 
+@pytest.mark.timing
 def test_x19_beat_skips_a_row_locked_elsewhere(fake: Any) -> None:
     locked, free = seed_token(fake), seed_token(fake)
     locker = RowLocker(locked.pk, hold=10)
     locker.start()
-    assert locker.locked.wait(5)
+    assert locker.locked.wait(30)
     try:
         started = time.monotonic()
         claim = claim_due_tokens()
-        assert time.monotonic() - started < 1.0, "skip_locked never waits"
+        # Waiting would take the 10 s the lock is held.
+        assert time.monotonic() - started < 5.0, "skip_locked never waits"
         assert list(claim.ids) == [free.pk]
         assert refresh_batch(claim).refreshed == [free.pk]
     finally:
@@ -155,11 +158,12 @@ def test_x19_beat_skips_a_row_locked_elsewhere(fake: Any) -> None:
     assert list(claim_due_tokens().ids) == [locked.pk]
 
 
+@pytest.mark.timing
 def test_x19_get_valid_token_waits_at_most_its_bound_for_a_locked_row(fake: Any) -> None:
     row = seed_token(fake, lifetime=600)  # inside the margin: wants a refresh
-    locker = RowLocker(row.pk, hold=2.5)
+    locker = RowLocker(row.pk, hold=10)  # released as soon as get_valid_token returns
     locker.start()
-    assert locker.locked.wait(5)
+    assert locker.locked.wait(30)
     try:
         started = time.monotonic()
         token = services.get_valid_token(row.account.user)
@@ -168,12 +172,14 @@ def test_x19_get_valid_token_waits_at_most_its_bound_for_a_locked_row(fake: Any)
         locker.release.set()
         locker.join(10)
     assert token == row.plaintext or fake.token_info(token)["valid"]
-    assert elapsed < 1.0 + 0.5, f"waited {elapsed:.1f} s for a 1 s SINGLE_FLIGHT_WAIT"
+    # 1 s SINGLE_FLIGHT_WAIT plus slack for a loaded machine, well short of the 10 s hold.
+    assert elapsed < 1.0 + 3.0, f"waited {elapsed:.1f} s for a 1 s SINGLE_FLIGHT_WAIT"
 
 
 # --------------------------------------------------------------------------- X21
 
 
+@pytest.mark.timing
 @pytest.mark.slow
 def test_x21_ten_thousand_tokens_due_after_an_outage(fake: Any, settings: Any) -> None:
     """10,000 rows due at once (9,500 refreshable, 500 whose client Synerise revoked): two
@@ -227,9 +233,10 @@ def test_x21_ten_thousand_tokens_due_after_an_outage(fake: Any, settings: Any) -
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join(240)
+        thread.join(600)
     elapsed = time.monotonic() - started
     assert errors == []
+    assert not any(thread.is_alive() for thread in threads)
 
     per_token = calls_per_token(fake)
     assert len(per_token) == n and set(per_token.values()) == {1}, "one call per token"
@@ -244,7 +251,9 @@ def test_x21_ten_thousand_tokens_due_after_an_outage(fake: Any, settings: Any) -
     assert window > 200, "the next wave is jittered over REFRESH_JITTER"
     rate = n / elapsed
     print(f"\nX21: {n} tokens in {elapsed:.1f} s ({rate:.0f} upstream calls/s)")
-    assert elapsed < 120
+    # Generous for a loaded machine: the bound only has to stay well inside REFRESH_MARGIN
+    # (900 s), the time tokens due at once have before they expire.
+    assert elapsed < 300
 
 
 # --------------------------------------------------------------------------- X28

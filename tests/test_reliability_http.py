@@ -92,9 +92,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+class ManualClock:
+    """A monotonic clock that moves only when the test adds to ``now``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 # --------------------------------------------------------------------------- X1 slow upstream
 
 
+@pytest.mark.timing
 def test_x1_slow_login_is_503_within_the_read_timeout_after_one_call(fake: Any) -> None:
     fake.inject(fault="latency", delay=3.0, path="login", times=None)
     started = time.monotonic()
@@ -103,11 +114,12 @@ def test_x1_slow_login_is_503_within_the_read_timeout_after_one_call(fake: Any) 
 
     assert response.status_code == 503
     assert response["Retry-After"]
-    assert elapsed < 1.5, elapsed  # read timeout 0.4 s, not the 3 s the upstream takes
+    assert elapsed < 2.5, elapsed  # read timeout 0.4 s, not the 3 s the upstream takes
     assert fake.count("login") == 1
     assert_nothing_stored_by_login()
 
 
+@pytest.mark.timing
 def test_x1_slow_refresh_is_transient_and_keeps_the_token(fake: Any) -> None:
     row = seed_token(fake)
     before = snapshot(row)
@@ -115,7 +127,7 @@ def test_x1_slow_refresh_is_transient_and_keeps_the_token(fake: Any) -> None:
     started = time.monotonic()
     report = refresh_batch(claim_due_tokens())
 
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < 2.5  # read timeout 0.4 s, not the 3 s upstream
     assert report.failed_transient == [row.pk]
     assert len(refresh_calls(fake)) == 1
     assert_untouched_but_retrying(row, before)
@@ -125,6 +137,7 @@ def test_x1_slow_refresh_is_transient_and_keeps_the_token(fake: Any) -> None:
 # --------------------------------------------------------------------------- X2 trickle
 
 
+@pytest.mark.timing
 def test_x2_trickled_login_body_is_cut_by_the_total_deadline(fake: Any, settings: Any) -> None:
     """1 byte every 0.1 s never trips the 0.4 s read timeout; the 1 s deadline cuts it."""
     fake.inject(fault="slow_body", delay=0.1, path="login", times=None)
@@ -133,11 +146,12 @@ def test_x2_trickled_login_body_is_cut_by_the_total_deadline(fake: Any, settings
     elapsed = time.monotonic() - started
 
     assert response.status_code == 503
-    assert 0.9 <= elapsed < 3.0, elapsed
+    assert 0.9 <= elapsed < 5.0, elapsed  # the 1 s deadline, not the body's many seconds
     assert fake.count("login") == 1
     assert_nothing_stored_by_login()
 
 
+@pytest.mark.timing
 def test_x2_trickled_refresh_body_is_cut_by_the_total_deadline(fake: Any) -> None:
     row = seed_token(fake)
     before = snapshot(row)
@@ -145,7 +159,7 @@ def test_x2_trickled_refresh_body_is_cut_by_the_total_deadline(fake: Any) -> Non
     started = time.monotonic()
     report = refresh_batch(claim_due_tokens())
 
-    assert 0.9 <= time.monotonic() - started < 3.0
+    assert 0.9 <= time.monotonic() - started < 5.0
     assert report.failed_transient == [row.pk]
     assert_untouched_but_retrying(row, before)
 
@@ -153,6 +167,7 @@ def test_x2_trickled_refresh_body_is_cut_by_the_total_deadline(fake: Any) -> Non
 # --------------------------------------------------------------------------- X4 refused
 
 
+@pytest.mark.timing
 def test_x4_refused_connection_fails_fast_everywhere(fake: Any, settings: Any) -> None:
     row = seed_token(fake, lifetime=600)  # inside REFRESH_MARGIN: get_valid_token refreshes
     before = snapshot(row)
@@ -163,7 +178,7 @@ def test_x4_refused_connection_fails_fast_everywhere(fake: Any, settings: Any) -
     assert response.status_code == 503
     assert services.get_valid_token(row.account.user) == row.plaintext  # still valid: served
     report = refresh_batch(claim_tokens_free(row))
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 5.0
 
     assert report.failed_transient == [row.pk]
     stored = ClientToken.objects.get(pk=row.pk)
@@ -228,6 +243,7 @@ def claim_tokens_free(row: ClientToken) -> Any:
 # --------------------------------------------------------------------------- X5 reset
 
 
+@pytest.mark.timing
 def test_x5_reset_mid_body_stores_nothing_then_a_later_retry_succeeds(fake: Any) -> None:
     row = seed_token(fake)
     before = snapshot(row)
@@ -402,10 +418,15 @@ def status_json() -> dict[str, Any]:
     return json.loads(out.getvalue())
 
 
+@pytest.mark.timing
 def test_x13_breaker_opens_blocks_100_calls_answers_503_then_a_probe_closes_it(
-    fake: Any, settings: Any
+    fake: Any, settings: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     synerise_settings(settings, BREAKER_THRESHOLD=5, BREAKER_RESET_TIMEOUT=5)
+    # The breaker's time moves only when the test says: a loaded machine cannot let the
+    # reset timeout run out while the 100 calls are blocked.
+    clock = ManualClock(time.monotonic())
+    monkeypatch.setattr(get_breaker(), "_clock", clock)
     rows = [seed_token(fake, lifetime=600) for _ in range(5)]  # due and inside the margin
     fake.inject(fault="latency", delay=2.0, path="refresh", times=5)  # 5 timeouts
 
@@ -423,7 +444,8 @@ def test_x13_breaker_opens_blocks_100_calls_answers_503_then_a_probe_closes_it(
     elapsed = time.monotonic() - started
     assert fake.requests == [], "an open circuit sends nothing"
     assert response.status_code == 503 and 0 < int(response["Retry-After"]) <= 5
-    assert elapsed < 4.0, elapsed
+    # No call waited: 100 read timeouts of 0.4 s would take 40 s.
+    assert elapsed < 30.0, elapsed
 
     ClientToken.objects.update(lease_until=None, retry_at=None)
     blocked = refresh_batch(claim_due_tokens())
@@ -435,7 +457,7 @@ def test_x13_breaker_opens_blocks_100_calls_answers_503_then_a_probe_closes_it(
 
     retry_in = get_breaker().snapshot().retry_in
     assert retry_in is not None
-    time.sleep(retry_in + 0.05)  # reset timeout over: the next call is the half-open probe
+    clock.now += retry_in  # reset timeout over: the next call is the half-open probe
     out = io.StringIO()
     call_command("synerise_status", "--probe", stdout=out)
     assert "probe: ok" in out.getvalue()

@@ -96,6 +96,7 @@ def test_x8_rejected_refresh_through_get_valid_token(fake: Any, status: int) -> 
 # --------------------------------------------------------------------------- X27
 
 
+@pytest.mark.timing
 @pytest.mark.django_db
 def test_x27_outage_until_expiry_ends_in_needs_login_without_late_calls(
     fake: Any, settings: Any
@@ -120,7 +121,8 @@ def test_x27_outage_until_expiry_ends_in_needs_login_without_late_calls(
 
     calls = refresh_calls(fake)
     assert len(calls) >= 3, "it retried during the outage"
-    assert max(call.at for call in calls) <= deadline.timestamp() + 0.5
+    # None started after the deadline; 1.5 s covers a call's way to the fake under load.
+    assert max(call.at for call in calls) <= deadline.timestamp() + 1.5
     stored = _reload(row)
     assert stored.status == TokenStatus.NEEDS_LOGIN
     assert stored.failure_count == len(calls)

@@ -415,6 +415,7 @@ def test_error_message_falls_back_to_generic():
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+@pytest.mark.timing
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_first_logins_link_once(require_postgres, fake_synerise):

@@ -121,7 +121,7 @@ def worker(django_db_setup: Any, django_db_blocker: Any, worker_fake: FakeSyneri
         )
     running = Worker(process, log)
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # a loaded machine starts a worker slowly
         while not app.control.ping(timeout=0.5):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"The Celery worker did not start:\n{running.output()}")
@@ -159,7 +159,7 @@ def _signals(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float = 20.0, what: str = "",
+def wait_for(predicate: Callable[[], bool], *, timeout: float = 60.0, what: str = "",
              worker: Worker | None = None) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -210,6 +210,7 @@ def test_task_options_make_redelivery_safe_and_bounded() -> None:
 # --------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.timing
 @pytest.mark.celery
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -236,6 +237,7 @@ def test_due_tokens_refreshed_end_to_end_others_untouched(fake: FakeSynerise,
     assert sorted(refreshed) == sorted(row.pk for row in due)
 
 
+@pytest.mark.timing
 @pytest.mark.celery
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -251,15 +253,20 @@ def test_two_schedulers_and_a_duplicated_delivery_refresh_each_token_once(
     second = [seed_token(fake) for _ in range(10)]
     claim = claim_due_tokens(limit=10)
     assert sorted(claim.ids) == sorted(r.pk for r in second)
-    for _ in range(2):  # the same message delivered twice
+    deliveries = [  # the same message delivered twice
         tasks.refresh_tokens.apply_async(args=(list(claim.ids),),
                                          kwargs={"lease": claim.lease_iso()})
+        for _ in range(2)
+    ]
     wait_for(_all_refreshed(second), what="second set refreshed", worker=worker)
-    time.sleep(0.5)  # let the duplicate finish
+    wait_for(lambda: all(f"[{d.id}] succeeded" in worker.log.read_text(errors="replace")
+                         for d in deliveries),
+             what="both deliveries finished", worker=worker)
 
     assert calls_per_token(fake) == {row.plaintext: 1 for row in first + second}
 
 
+@pytest.mark.timing
 @pytest.mark.celery
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -296,6 +303,7 @@ def test_worker_killed_mid_batch_loses_nothing(fake: FakeSynerise, worker: Worke
         assert info["valid"] and info["client_id"] == stored.account.client_id
 
 
+@pytest.mark.timing
 @pytest.mark.celery
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -314,6 +322,7 @@ def test_503_three_times_then_200_is_refreshed(
     assert [s["will_retry"] for s in failed] == [True, True, True]
 
 
+@pytest.mark.timing
 @pytest.mark.celery
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -327,6 +336,7 @@ def test_429_retry_after_delays_the_next_try(fake: FakeSynerise, worker: Worker)
     assert second.at - first.at >= 2.0
 
 
+@pytest.mark.timing
 @pytest.mark.celery
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -348,6 +358,7 @@ def test_401_moves_to_needs_login_after_one_call(
                         "pid": expired[0]["pid"]}]
 
 
+@pytest.mark.timing
 @pytest.mark.celery
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
@@ -357,14 +368,15 @@ def test_outage_until_expiry_ends_in_needs_login_without_late_retries(
     row = seed_token(fake, lifetime=125)
     fake.inject(status=503, times=None, path="refresh")
     tasks.refresh_expiring_tokens.delay()
-    wait_for(lambda: _statuses([row])[row.pk] == TokenStatus.NEEDS_LOGIN, timeout=20,
+    wait_for(lambda: _statuses([row])[row.pk] == TokenStatus.NEEDS_LOGIN, timeout=60,
              what="needs_login after the outage", worker=worker)
     time.sleep(1.5)
 
     calls = refresh_calls(fake)
     assert len(calls) >= 3, "retries happen during the outage"
     deadline = (row.expires_at - EXPIRY_SAFETY).timestamp()
-    assert max(call.at for call in calls) <= deadline + 1.0
+    # None started after the deadline; 2 s covers a call's way to the fake under load.
+    assert max(call.at for call in calls) <= deadline + 2.0
     expired = [s for s in _signals(signal_log) if s["signal"] == "token_expired"]
     assert [(s["token"], s["reason"]) for s in expired] == [(row.pk, "expired")]
     stored = ClientToken.objects.get(pk=row.pk)

@@ -264,11 +264,13 @@ def test_jku_x5u_jwk_headers_are_ignored(settings, fake_synerise):
     assert verify_token(mint(headers={"jku": f"{fake_synerise.url}/x"})).client_id == "123456"
 
 
+@pytest.mark.timing
 def test_oversized_token_rejected_fast_before_parsing(pinned_key):
     huge = mint() + "A" * (1024 * 1024)
-    started = time.perf_counter()
+    # CPU time of this thread, which a loaded machine does not stretch as it does wall time.
+    started = time.thread_time()
     assert reason_of(huge) == "too_large"
-    assert time.perf_counter() - started < 0.05
+    assert time.thread_time() - started < 0.05
 
 
 def test_max_token_bytes_setting(settings):
@@ -319,6 +321,7 @@ def test_public_key_is_fetched_once_and_cached(fake_synerise):
     assert fake_synerise.count(path_contains="public.pem") == 1
 
 
+@pytest.mark.timing
 def test_concurrent_cold_cache_fetches_once(fake_synerise):
     fake_synerise.latency = 0.05
     barrier = threading.Barrier(16)

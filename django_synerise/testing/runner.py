@@ -86,25 +86,26 @@ def serve(
         latency=latency,
         presign=presign,
     )
-    with fake:
-        for email, password in clients:
-            client = fake.add_client(email=email, password=password)
-            out.write(f"Client {client.client_id}: {email}\n")
-        if public_key_file:
-            Path(public_key_file).write_text(fake.public_key_pem, encoding="ascii")
-            out.write(f"Public key written to {public_key_file}\n")
-        out.write(f"FakeSynerise listening on {fake.url}\n")
-        out.write(f"API key: {fake.api_key}\n")
-        out.write(f"Public key: {fake.url}/v4/public.pem\n")
-        out.write(f"Control API: {fake.url}/__fake__/stats\n")
-        out.write("Press Ctrl-C to stop.\n")
-        out.flush()
-        event = stop_event or threading.Event()
-        try:
+    # Ctrl-C may come as soon as the URL is out, before the last lines are written.
+    try:
+        with fake:
+            for email, password in clients:
+                client = fake.add_client(email=email, password=password)
+                out.write(f"Client {client.client_id}: {email}\n")
+            if public_key_file:
+                Path(public_key_file).write_text(fake.public_key_pem, encoding="ascii")
+                out.write(f"Public key written to {public_key_file}\n")
+            out.write(f"FakeSynerise listening on {fake.url}\n")
+            out.write(f"API key: {fake.api_key}\n")
+            out.write(f"Public key: {fake.url}/v4/public.pem\n")
+            out.write(f"Control API: {fake.url}/__fake__/stats\n")
+            out.write("Press Ctrl-C to stop.\n")
+            out.flush()
+            event = stop_event or threading.Event()
             while not event.wait(0.5):
                 pass
-        except KeyboardInterrupt:
-            out.write("Stopping.\n")
+    except KeyboardInterrupt:
+        out.write("Stopping.\n")
 
 
 def run_from_options(options: dict[str, Any], stdout: TextIO | None = None) -> None:

@@ -186,7 +186,7 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
                 ready.set()
 
     threading.Thread(target=pump, daemon=True).start()
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 180
     while not ready.wait(0.2):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
@@ -270,7 +270,7 @@ def browser() -> Iterator[Any]:
 def page(browser: Any, demo_site: DemoSite) -> Iterator[Any]:
     """A fresh browser context (own cookies) with one page; 1280x800 for screenshots."""
     context = browser.new_context(viewport={"width": 1280, "height": 800}, base_url=demo_site.url)
-    context.set_default_timeout(15_000)
+    context.set_default_timeout(30_000)  # generous: the machine may be loaded
     page = context.new_page()
     yield page
     context.close()
