@@ -35,6 +35,7 @@ from django_synerise.services.refresh import (
     refresh_due_tokens,
 )
 from django_synerise.testing import FakeSynerise
+from tests.celery_worker import celery_worker, children
 from tests.child_env import child_env
 from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
 from tests.fixtures_services import (  # noqa: F401
@@ -230,16 +231,7 @@ class Worker:
         self.process, self.log, self.signal_log = process, log, signal_log
 
     def children(self) -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.process.pid:
-                    found.append(int(entry.name))
-        return found
+        return children(self.process.pid)
 
     def done(self, task: str) -> list[dict[str, Any]]:
         return [e for e in _log_entries(self.signal_log)
@@ -266,30 +258,12 @@ def worker(django_db_setup: Any, django_db_blocker: Any,
     log = Path(tempfile.mkstemp(prefix="synerise-systemic-", suffix=".log")[1])
     env = child_env(worker_fake, SYNERISE_TEST_SIGNAL_LOG=str(signal_log),
                     SYNERISE_TEST_QUEUE=queue, SYNERISE_TEST_OVERRIDES=json.dumps(OVERRIDES))
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker", "-P", "prefork",
-             "-c", "1", "-Q", queue, "-l", "INFO", "--without-gossip", "--without-mingle",
-             "--without-heartbeat", "-n", f"synerise-systemic-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    running = Worker(process, log, signal_log)
     try:
-        deadline = time.monotonic() + 60
-        while not app.control.ping(timeout=0.5):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"worker did not start:\n{log.read_text(errors='replace')[-3000:]}")
-        yield running
+        with celery_worker(
+            app, queue=queue, name=f"synerise-systemic-{os.getpid()}", env=env, log=log
+        ) as process:
+            yield Worker(process, log, signal_log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        for child in running.children():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
         with app.connection_for_write() as conn, contextlib.suppress(Exception):
             conn.default_channel.queue_purge(queue)
         app.conf.task_default_queue = "celery"

@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +28,7 @@ from django_synerise.models import ClientToken, TokenStatus
 from django_synerise.schedule import BEAT_SCHEDULE
 from django_synerise.services.refresh import EXPIRY_SAFETY, claim_due_tokens
 from django_synerise.testing import FakeSynerise
+from tests.celery_worker import celery_worker, children
 from tests.child_env import child_env
 from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
 
@@ -54,21 +54,6 @@ def signal_log() -> Iterator[Path]:
     path.unlink(missing_ok=True)
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return found
-
-
 def _purge(app: Any, queue: str, *, forget: bool = False) -> None:
     """Drop the messages of the test queue (nothing else on the broker is touched); with
     ``forget``, also the queue's bindings (Redis)."""
@@ -89,7 +74,7 @@ class Worker:
         self.log = log
 
     def children(self) -> list[int]:
-        return _children(self.process.pid)
+        return children(self.process.pid)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -112,30 +97,12 @@ def worker(django_db_setup: Any, django_db_blocker: Any, worker_fake: FakeSyneri
         worker_fake, SYNERISE_TEST_SIGNAL_LOG=str(signal_log), SYNERISE_TEST_QUEUE=queue
     )
     log = Path(tempfile.mkstemp(prefix="synerise-worker-", suffix=".log")[1])
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
-             "-P", "prefork", "-c", "2", "-Q", queue, "-l", "INFO", "--without-gossip",
-             "--without-mingle", "--without-heartbeat", "-n", f"synerise-{os.getpid()}@%h"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
-        )
-    running = Worker(process, log)
     try:
-        deadline = time.monotonic() + 120  # a loaded machine starts a worker slowly
-        while not app.control.ping(timeout=0.5):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"The Celery worker did not start:\n{running.output()}")
-        yield running
+        with celery_worker(
+            app, queue=queue, name=f"synerise-{os.getpid()}", env=env, log=log, concurrency=2
+        ) as process:
+            yield Worker(process, log)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-        for child in _children(process.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(child, signal.SIGKILL)
         _purge(app, queue, forget=True)
         app.conf.task_default_queue = "celery"
         log.unlink(missing_ok=True)
