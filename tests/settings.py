@@ -71,14 +71,17 @@ def _database_from_url(url: str) -> dict[str, object]:
     parts = urlsplit(url)
     if parts.scheme not in {"postgres", "postgresql"}:
         raise ValueError(f"Unsupported DATABASE_URL scheme: {parts.scheme!r}")
+    name = unquote(parts.path.lstrip("/")) or "postgres"
     return {
         "ENGINE": "django.db.backends.postgresql",
-        "NAME": unquote(parts.path.lstrip("/")) or "postgres",
+        "NAME": name,
         "USER": unquote(parts.username or "postgres"),
         "PASSWORD": unquote(parts.password or ""),
         "HOST": parts.hostname or "127.0.0.1",
         "PORT": str(parts.port or 5432),
-        "TEST": {"NAME": os.environ.get("SYNERISE_TEST_DB", "test_django_synerise")},
+        # test_<name>, as Django names it: runs against different databases of one server
+        # (parallel checkouts, make stress next to make test) never share a test database.
+        "TEST": {"NAME": os.environ.get("SYNERISE_TEST_DB", f"test_{name}")},
     }
 
 
