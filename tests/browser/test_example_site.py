@@ -48,7 +48,9 @@ def test_email_password_login_shows_account_with_future_expiry(
     page.wait_for_url("**/account/")
     client_id = page.text_content("[data-testid=client-id]").strip()
     assert client_id.isdigit()
-    assert page.text_content("[data-testid=token-status]").strip() == "Active"
+    # Due 8-16 s after issue with beat every second: on a slow machine the background refresh
+    # may already hold the row when the page renders.
+    assert page.text_content("[data-testid=token-status]").strip() in {"Active", "Refreshing"}
     now = datetime.now(timezone.utc)
     assert now < expires_at(page) <= now + timedelta(seconds=120)
     # The countdown is drawn by account.js and counts down once a second.
