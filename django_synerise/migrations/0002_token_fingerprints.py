@@ -16,7 +16,7 @@ def fingerprint_live_tokens(apps, schema_editor):
     ClientToken = apps.get_model("django_synerise", "ClientToken")
     live = (
         ClientToken.objects.filter(status__in=["active", "refreshing"])
-        .exclude(encrypted_token="")
+        .exclude(encrypted_token="")  # nosec B106 - an empty column, not a password
         .select_related("account")
         .only("pk", "encrypted_token", "account_id", "account__client_id")
     )
