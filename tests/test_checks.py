@@ -904,6 +904,11 @@ PROD = {
 }
 
 
+# Since Django 6.1, ``check --tag`` also runs database-tagged checks (W080) on every alias,
+# so the tests that select the package's tag need the test database.
+tagged_check = pytest.mark.django_db
+
+
 def run_check(*args: str) -> str:
     from io import StringIO
 
@@ -912,6 +917,7 @@ def run_check(*args: str) -> str:
     return out.getvalue() + err.getvalue()
 
 
+@tagged_check
 def test_check_command_passes_with_good_settings() -> None:
     with override_settings(**PROD):
         assert "no issues" in run_check("--tag", checks.TAG, "--fail-level", "WARNING")
@@ -927,6 +933,7 @@ def test_check_command_reports_errors_by_id() -> None:
     assert "HINT:" in text
 
 
+@tagged_check
 @pytest.mark.parametrize(
     ("overrides", "code"),
     [
@@ -942,6 +949,7 @@ def test_deploy_errors_only_with_deploy_flag(overrides: dict[str, Any], code: st
             run_check("--deploy", "--tag", checks.TAG)
 
 
+@tagged_check
 def test_empty_keys_warn_in_normal_check_and_fail_at_warning_level() -> None:
     with override_settings(**{**PROD, "SYNERISE": synerise(TOKEN_ENCRYPTION_KEYS=[])}):
         assert "django_synerise.W003" in run_check("--tag", checks.TAG)
