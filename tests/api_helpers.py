@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from django.test.testcases import LiveServerThread
 from rest_framework.test import APIClient
 
 from django_synerise.testing import FakeSynerise
@@ -117,3 +118,33 @@ def max_statements(limit: int) -> Iterator[list[str]]:
     statements.extend(sql for sql in everything if is_statement(sql))
     assert len(statements) <= limit, (
         f"{len(statements)} statements (budget {limit}); all queries:\n" + "\n".join(everything))
+
+
+@contextmanager
+def live_server_thread(thread_class: type[LiveServerThread] = LiveServerThread) -> Iterator[str]:
+    """Serve the test project from a ``thread_class`` on a free port; yield its base URL.
+
+    Django's ``LiveServerThread`` (as pytest-django's ``live_server`` uses) without the
+    static-files wrapper, which needs ``STATIC_URL`` (unset in tests/settings.py). An
+    in-memory SQLite database is shared with the server thread, as Django does.
+    """
+    from django.db import connections
+
+    overrides = {}
+    for conn in connections.all():
+        if conn.vendor == "sqlite" and conn.is_in_memory_db():
+            overrides[conn.alias] = conn
+            conn.inc_thread_sharing()
+    thread = thread_class("127.0.0.1", static_handler=lambda app: app,
+                          connections_override=overrides, port=0)
+    thread.daemon = True
+    thread.start()
+    thread.is_ready.wait()
+    if thread.error:
+        raise thread.error
+    try:
+        yield f"http://127.0.0.1:{thread.port}"
+    finally:
+        thread.terminate()
+        for conn in overrides.values():
+            conn.dec_thread_sharing()

@@ -10,7 +10,7 @@ from rest_framework.test import APIClient
 
 from django_synerise.testing import FakeSynerise
 
-from .api_helpers import SignedIn, sign_in
+from .api_helpers import SignedIn, live_server_thread, sign_in
 
 
 @pytest.fixture
@@ -42,30 +42,6 @@ def signed_in(fake_synerise: FakeSynerise, db: None) -> SignedIn:
 
 @pytest.fixture
 def api_live_server(transactional_db: None) -> Iterator[str]:
-    """A threaded live server of the test project; yields its base URL.
-
-    Django's ``LiveServerThread`` (as pytest-django's ``live_server`` uses) without the
-    static-files wrapper, which needs ``STATIC_URL`` (unset in tests/settings.py). An
-    in-memory SQLite database is shared with the server thread, as Django does.
-    """
-    from django.db import connections
-    from django.test.testcases import LiveServerThread
-
-    overrides = {}
-    for conn in connections.all():
-        if conn.vendor == "sqlite" and conn.is_in_memory_db():
-            overrides[conn.alias] = conn
-            conn.inc_thread_sharing()
-    thread = LiveServerThread("127.0.0.1", static_handler=lambda app: app,
-                              connections_override=overrides, port=0)
-    thread.daemon = True
-    thread.start()
-    thread.is_ready.wait()
-    if thread.error:
-        raise thread.error
-    try:
-        yield f"http://127.0.0.1:{thread.port}"
-    finally:
-        thread.terminate()
-        for conn in overrides.values():
-            conn.dec_thread_sharing()
+    """A threaded live server of the test project; yields its base URL."""
+    with live_server_thread() as url:
+        yield url

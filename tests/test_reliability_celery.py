@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from django_synerise.schedule import REFRESH_EXPIRES, REFRESH_INTERVAL
 from django_synerise.testing import FakeSynerise
 from tests.child_env import child_env
 from tests.fixtures_refresh import calls_per_token, seed_token
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 PERIOD = 0.3  # a compressed beat period
@@ -136,7 +137,10 @@ def worker(
     process.log = log  # type: ignore[attr-defined]
     try:
         wait_for(
-            lambda: "ready." in log.read_text(errors="replace"), 120, "the worker to start", process
+            lambda: "ready." in log.read_text(errors="replace"),
+            timeout=120,
+            what="the worker to start",
+            detail=lambda: log.read_text(errors="replace")[-3000:],
         )
         yield process
     finally:
@@ -147,15 +151,6 @@ def worker(
             process.kill()
             process.wait(5)
         log.unlink(missing_ok=True)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, process: Any = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            detail = process.log.read_text(errors="replace")[-3000:] if process else ""
-            pytest.fail(f"timed out waiting for {what}\n{detail}")
-        time.sleep(0.1)
 
 
 def send_beat(redis: Redis, *, expires: Any) -> None:
@@ -208,7 +203,12 @@ def test_x20_broker_down_for_ten_beat_periods_then_back(
             (TokenStatus.ACTIVE, 2)
         }
 
-    wait_for(all_refreshed, 120, "every due row refreshed after the outage", worker)
+    wait_for(
+        all_refreshed,
+        timeout=120,
+        what="every due row refreshed after the outage",
+        detail=lambda: worker.log.read_text(errors="replace")[-3000:],
+    )
     time.sleep(0.5)
     assert calls_per_token(fake) == {row.plaintext: 1 for row in rows}
     log = worker.log.read_text(errors="replace")

@@ -45,6 +45,7 @@ from tests.fixtures_services import (  # noqa: F401
     login_email,
     synerise_settings,
 )
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -218,14 +219,6 @@ def _log_entries(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 class Worker:
     def __init__(self, process: subprocess.Popen[bytes], log: Path, signal_log: Path) -> None:
         self.process, self.log, self.signal_log = process, log, signal_log
@@ -290,11 +283,11 @@ def _beat(worker: Worker, timeout: float = 60.0) -> dict[str, Any]:
     beats = len(worker.done("django_synerise.tasks.refresh_expiring_tokens"))
     batches = len(worker.done("django_synerise.tasks.refresh_tokens"))
     tasks.refresh_expiring_tokens.delay()
-    _wait_for(lambda: len(worker.done("django_synerise.tasks.refresh_expiring_tokens")) > beats,
-              timeout, "the beat")
+    wait_for(lambda: len(worker.done("django_synerise.tasks.refresh_expiring_tokens")) > beats,
+              timeout=timeout, what="the beat")
     result = worker.done("django_synerise.tasks.refresh_expiring_tokens")[-1]["retval"]
-    _wait_for(lambda: len(worker.done("django_synerise.tasks.refresh_tokens"))
-              >= batches + result["batches"], timeout, "the beat's batches")
+    wait_for(lambda: len(worker.done("django_synerise.tasks.refresh_tokens"))
+              >= batches + result["batches"], timeout=timeout, what="the beat's batches")
     return result
 
 
@@ -378,7 +371,7 @@ def _kill_mid_batch(fake: Any, rows: list[ClientToken], start: Callable[[], int]
     fake.latency = 0.3
     fake.on_response = on_response
     target["pid"] = start()
-    _wait_for(lambda: bool(killed), 60, "the kill")
+    wait_for(lambda: bool(killed), timeout=60, what="the kill")
     fake.on_response = None
     kill_at = killed[0]
     time.sleep(0.5)  # the killed process is gone; nothing more can be written
@@ -392,8 +385,9 @@ def _kill_mid_batch(fake: Any, rows: list[ClientToken], start: Callable[[], int]
 
     fake.latency = 0.0
     restart()
-    _wait_for(lambda: set(ClientToken.objects.filter(pk__in=[r.pk for r in rows])
-                          .values_list("version", flat=True)) == {2}, 60, "the rest refreshed")
+    wait_for(lambda: set(ClientToken.objects.filter(pk__in=[r.pk for r in rows])
+                          .values_list("version", flat=True)) == {2},
+             timeout=60, what="the rest refreshed")
     calls = calls_per_token(fake)
     twice = [token for token, n in calls.items() if n == 2]
     assert max(calls.values()) <= 2
@@ -439,11 +433,11 @@ def test_sigkill_of_a_worker_loses_only_the_last_flush_window(
 
     def start() -> int:
         tasks.refresh_expiring_tokens.delay()
-        _wait_for(lambda: bool(worker.children()), 30, "the worker child")
+        wait_for(lambda: bool(worker.children()), timeout=30, what="the worker child")
         return worker.children()[0]
 
     def restart() -> None:
-        _wait_for(lambda: len(worker.children()) == 1, 30, "a new worker child")
+        wait_for(lambda: len(worker.children()) == 1, timeout=30, what="a new worker child")
         time.sleep(OVERRIDES["LEASE_SECONDS"] + 0.5)  # the killed batch's lease runs out
         _beat(worker)
 

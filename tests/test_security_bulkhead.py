@@ -32,7 +32,16 @@ from django_synerise.exceptions import CircuitOpen, SyneriseBusy
 from django_synerise.models import ClientToken
 from django_synerise.testing import FakeSynerise
 
-from .api_helpers import LOGIN_URL, PASSWORD, REFRESH_URL, TOKEN_URL, sign_in, upstream_calls
+from .api_helpers import (
+    LOGIN_URL,
+    PASSWORD,
+    REFRESH_URL,
+    TOKEN_URL,
+    live_server_thread,
+    sign_in,
+    upstream_calls,
+)
+from .waiting import wait_for
 
 pytest_plugins = ["tests.fixtures_api"]
 
@@ -240,31 +249,14 @@ class PooledLiveServerThread(LiveServerThread):
 @pytest.fixture
 def pooled_live_server(require_postgres: None, transactional_db: None) -> Iterator[str]:
     """A live server of the test project with ``SERVER_WORKERS`` worker threads."""
-    thread = PooledLiveServerThread("127.0.0.1", static_handler=lambda app: app, port=0)
-    thread.daemon = True
-    thread.start()
-    thread.is_ready.wait()
-    if thread.error:
-        raise thread.error
-    try:
-        yield f"http://127.0.0.1:{thread.port}"
-    finally:
-        thread.terminate()
+    with live_server_thread(PooledLiveServerThread) as url:
+        yield url
 
 
 def _get(url: str, timeout: float) -> tuple[int, float]:
     started = time.perf_counter()
     response = requests.get(url, headers={"Connection": "close"}, timeout=timeout)
     return response.status_code, time.perf_counter() - started
-
-
-def _wait_for(condition: Any, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 @pytest.mark.timing
@@ -305,7 +297,8 @@ def test_16_logins_against_a_15s_synerise_leave_the_site_answering(
         thread.start()
     try:
         # The refused sign-ins come back at once; the bulkhead's calls stay stuck upstream.
-        assert _wait_for(lambda: len(answers) == len(emails) - CONCURRENCY, timeout=10), answers
+        wait_for(lambda: len(answers) == len(emails) - CONCURRENCY, timeout=10,
+                 what="the refused logins", detail=lambda: repr(answers))
         early = dict(answers)
         # Probe the site while Synerise holds those calls.
         probes: list[float] = []

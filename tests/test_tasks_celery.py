@@ -31,6 +31,7 @@ from django_synerise.testing import FakeSynerise
 from tests.celery_worker import celery_worker, children
 from tests.child_env import child_env
 from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_LEASE = 3  # LEASE_SECONDS of tests/celery_settings.py
@@ -126,16 +127,6 @@ def _signals(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float = 60.0, what: str = "",
-             worker: Worker | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            detail = worker.output() if worker is not None else ""
-            pytest.fail(f"Timed out waiting for {what}\n{detail}")
-        time.sleep(0.1)
-
-
 def _versions(rows: list[ClientToken]) -> dict[int, int]:
     return dict(ClientToken.objects.filter(pk__in=[r.pk for r in rows])
                 .values_list("pk", "version"))
@@ -189,7 +180,7 @@ def test_due_tokens_refreshed_end_to_end_others_untouched(fake: FakeSynerise,
     inactive = [seed_token(fake, active_user=False) for _ in range(2)]
 
     tasks.refresh_expiring_tokens.delay()
-    wait_for(_all_refreshed(due), what="due tokens refreshed", worker=worker)
+    wait_for(_all_refreshed(due), what="due tokens refreshed", detail=worker.output)
 
     assert calls_per_token(fake) == {row.plaintext: 1 for row in due}
     for row in due:
@@ -215,7 +206,7 @@ def test_two_schedulers_and_a_duplicated_delivery_refresh_each_token_once(
     first = [seed_token(fake) for _ in range(40)]
     tasks.refresh_expiring_tokens.delay()
     tasks.refresh_expiring_tokens.delay()
-    wait_for(_all_refreshed(first), what="first set refreshed", worker=worker)
+    wait_for(_all_refreshed(first), what="first set refreshed", detail=worker.output)
 
     second = [seed_token(fake) for _ in range(10)]
     claim = claim_due_tokens(limit=10)
@@ -225,10 +216,10 @@ def test_two_schedulers_and_a_duplicated_delivery_refresh_each_token_once(
                                          kwargs={"lease": claim.lease_iso()})
         for _ in range(2)
     ]
-    wait_for(_all_refreshed(second), what="second set refreshed", worker=worker)
+    wait_for(_all_refreshed(second), what="second set refreshed", detail=worker.output)
     wait_for(lambda: all(f"[{d.id}] succeeded" in worker.log.read_text(errors="replace")
                          for d in deliveries),
-             what="both deliveries finished", worker=worker)
+             what="both deliveries finished", detail=worker.output)
 
     assert calls_per_token(fake) == {row.plaintext: 1 for row in first + second}
 
@@ -250,16 +241,17 @@ def test_worker_killed_mid_batch_loses_nothing(fake: FakeSynerise, worker: Worke
 
     fake.on_request = kill_children
     tasks.refresh_expiring_tokens.delay()
-    wait_for(lambda: bool(killed), what="the kill", worker=worker)
+    wait_for(lambda: bool(killed), what="the kill", detail=worker.output)
     fake.on_request = None
     fake.latency = 0.0
-    wait_for(lambda: len(worker.children()) == 2, what="respawned children", worker=worker)
+    wait_for(lambda: len(worker.children()) == 2, what="respawned children", detail=worker.output)
     time.sleep(WORKER_LEASE + 0.5)  # leases of the killed batches run out
     stuck = [pk for pk, version in _versions(rows).items() if version == 1]
     assert stuck, "the kill interrupted a batch"
     assert set(_statuses(rows).values()) <= {TokenStatus.ACTIVE, TokenStatus.REFRESHING}
     tasks.refresh_expiring_tokens.delay()  # the next beat
-    wait_for(_all_refreshed(rows), what="every token refreshed after the kill", worker=worker)
+    wait_for(_all_refreshed(rows), what="every token refreshed after the kill",
+             detail=worker.output)
 
     by_token = calls_per_token(fake)
     assert set(by_token) == {row.plaintext for row in rows}
@@ -280,7 +272,7 @@ def test_503_three_times_then_200_is_refreshed(
     row = seed_token(fake)
     fake.inject(status=503, times=3, path="refresh")
     tasks.refresh_expiring_tokens.delay()
-    wait_for(_all_refreshed([row]), what="refresh after three 503", worker=worker)
+    wait_for(_all_refreshed([row]), what="refresh after three 503", detail=worker.output)
 
     calls = refresh_calls(fake)
     assert len(calls) == 4
@@ -297,7 +289,7 @@ def test_429_retry_after_delays_the_next_try(fake: FakeSynerise, worker: Worker)
     row = seed_token(fake)
     fake.inject(status=429, times=1, path="refresh", retry_after="2")
     tasks.refresh_expiring_tokens.delay()
-    wait_for(_all_refreshed([row]), what="refresh after a 429", worker=worker)
+    wait_for(_all_refreshed([row]), what="refresh after a 429", detail=worker.output)
 
     first, second = refresh_calls(fake)
     assert second.at - first.at >= 2.0
@@ -314,7 +306,7 @@ def test_401_moves_to_needs_login_after_one_call(
     fake.inject(status=401, times=None, path="refresh")
     tasks.refresh_expiring_tokens.delay()
     wait_for(lambda: _statuses([row])[row.pk] == TokenStatus.NEEDS_LOGIN,
-             what="needs_login", worker=worker)
+             what="needs_login", detail=worker.output)
     wait_for(lambda: any(s["signal"] == "token_expired"
                          for s in _signals(signal_log)), what="token_expired")
     time.sleep(1.0)  # no retry may follow
@@ -336,7 +328,7 @@ def test_outage_until_expiry_ends_in_needs_login_without_late_retries(
     fake.inject(status=503, times=None, path="refresh")
     tasks.refresh_expiring_tokens.delay()
     wait_for(lambda: _statuses([row])[row.pk] == TokenStatus.NEEDS_LOGIN, timeout=60,
-             what="needs_login after the outage", worker=worker)
+             what="needs_login after the outage", detail=worker.output)
     time.sleep(1.5)
 
     calls = refresh_calls(fake)
