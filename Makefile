@@ -14,6 +14,8 @@ test test-fast stress bench tox: export CELERY_BROKER_URL ?= redis://127.0.0.1:6
 
 # Rounds of `make stress`: every timing test runs this many times.
 STRESS_ROUNDS ?= 30
+# Rounds of `make stress` run at the same time (each on its own test and Redis database).
+STRESS_LANES ?= 1
 
 .PHONY: help install test test-fast stress lint format docs schema screenshots bench demo tox clean
 
@@ -52,7 +54,7 @@ test-fast: install
 
 stress: install
 	scripts/ensure-chromium
-	$(BIN)/python scripts/stress.py --rounds $(STRESS_ROUNDS)
+	$(BIN)/python scripts/stress.py --rounds $(STRESS_ROUNDS) --lanes $(STRESS_LANES)
 
 lint: install
 	$(BIN)/pre-commit run --all-files --show-diff-on-failure
