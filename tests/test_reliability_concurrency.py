@@ -186,8 +186,13 @@ def test_x21_ten_thousand_tokens_due_after_an_outage(fake: Any, settings: Any) -
     schedulers (beat + cron) drain them; each token costs exactly one upstream call, every row
     ends refreshed or needs_login, and the next wave is spread by the jitter."""
     # A lease far longer than a batch takes even on a loaded machine: a lease that runs out
-    # mid-call lets the other scheduler claim the row again, by design, and call twice.
-    synerise_settings(settings, REFRESH_BATCH_SIZE=250, LEASE_SECONDS=600)
+    # mid-call lets the other scheduler claim the row again, by design, and call twice. So
+    # are the timeouts: on a loaded machine the in-process fake can take seconds to answer,
+    # and a call that timed out is retried by design, which is a second call. What this test
+    # checks is that the two schedulers never claim the same row.
+    synerise_settings(
+        settings, REFRESH_BATCH_SIZE=250, LEASE_SECONDS=600, TIMEOUT=(30, 60), TOTAL_TIMEOUT=90
+    )
     n, revoked_n = 10_000, 500
     now = timezone.now()
     clients = [fake.add_client(email=f"bulk{i}@example.com", password="x") for i in range(n)]
