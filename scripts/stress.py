@@ -55,7 +55,8 @@ RUNNING_LOCK = threading.Lock()
 
 
 def pytest_runtest_logreport(report: Any) -> None:
-    """Append ``{"test", "when", "outcome", "duration"}`` for each phase of each test."""
+    """Append ``{"test", "when", "outcome", "duration"}`` for each phase of each test, and
+    the end of the failure text (``detail``) for a failed phase."""
     path = os.environ.get(REPORT_ENV)
     if not path:
         return
@@ -65,6 +66,8 @@ def pytest_runtest_logreport(report: Any) -> None:
         "outcome": report.outcome,
         "duration": report.duration,
     }
+    if report.failed:  # the end of the failure, to read while the round still runs
+        line["detail"] = report.longreprtext[-3000:]
     with open(path, "a", encoding="utf-8") as out:
         out.write(json.dumps(line) + "\n")
 

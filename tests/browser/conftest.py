@@ -186,6 +186,7 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
                 ready.set()
 
     threading.Thread(target=pump, daemon=True).start()
+    _running_demos.append(site)
     deadline = time.monotonic() + 180
     while not ready.wait(0.2):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -200,6 +201,22 @@ def demo_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoSite]:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(5)
+
+
+# The demo of this session, so that a failed test's report can show what it printed.
+_running_demos: list[DemoSite] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Add the demo's last lines (and whether it still runs) to a failed test's report."""
+    report = yield
+    if report.failed and _running_demos:
+        site = _running_demos[-1]
+        state = "running" if site.process.poll() is None else f"exited {site.process.returncode}"
+        if report.longrepr is not None and hasattr(report.longrepr, "addsection"):
+            report.longrepr.addsection(f"demo output ({state})", site.log_tail(120))
+    return report
 
 
 def _demo_script() -> Any:
