@@ -440,8 +440,9 @@ def test_trickled_body_hits_the_total_deadline(settings, client, account, fake_s
     with pytest.raises(SyneriseUnavailable) as info:
         login(client)
     elapsed = time.monotonic() - started
-    # The 0.8 s deadline (never early), not the full body at a byte every 0.1 s (many seconds).
-    assert 0.8 <= elapsed < 3.0
+    # The 0.8 s deadline (never early), not the full body at a byte every 0.1 s (tens of
+    # seconds for a token of hundreds of bytes).
+    assert 0.8 <= elapsed < 10.0
     assert info.value.status == 200
     assert "deadline" in info.value.message
 
