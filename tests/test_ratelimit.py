@@ -21,6 +21,7 @@ checked against their slot, windows held up to 46 with ``J`` under 0.05 s.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -356,6 +357,11 @@ def test_three_processes_share_one_limit_through_redis(
         SYNERISE_TEST_CACHE_URL=redis_cache_url(broker_url),
         SYNERISE_TEST_CACHE_PREFIX=f"ratelimit-{os.getpid()}-{time.time_ns()}",
         SYNERISE_TEST_CALL_LOG=str(log),
+        # A lease and timeouts far beyond what a loaded machine takes: a lapsed lease or a
+        # timed-out call is retried by design, a second call this test would count.
+        SYNERISE_TEST_OVERRIDES=json.dumps(
+            {"LEASE_SECONDS": 600, "TIMEOUT": [30, 60], "TOTAL_TIMEOUT": 90}
+        ),
     )
     started = time.monotonic()
     children = [

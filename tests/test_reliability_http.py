@@ -471,6 +471,9 @@ def test_x13_breaker_opens_blocks_100_calls_answers_503_then_a_probe_closes_it(
         "nothing lost while open"
     )
 
+    # From here on Synerise is healthy: timeouts no loaded machine reaches, so that the probe
+    # and the refreshes after it cannot time out (the 0.4 s read timeout served the outage).
+    synerise_settings(settings, TIMEOUT=(10, 30), TOTAL_TIMEOUT=60)
     retry_in = get_breaker().snapshot().retry_in
     assert retry_in is not None
     clock.now += retry_in  # reset timeout over: the next call is the half-open probe
