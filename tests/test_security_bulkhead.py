@@ -330,12 +330,12 @@ def test_16_logins_against_a_15s_synerise_leave_the_site_answering(
     assert all(answer[0] != 500 for answer in answers.values())
     # 20 probes over about two seconds of the stall. The bound holds for the median
     # and the 90th percentile; the single worst probe may meet a scheduling hiccup of a loaded
-    # 2-core machine, so it gets a margin, still ten times below what a stuck worker pool
-    # costs (the 10 s read timeout).
+    # 2-core machine, so it gets a margin, still three times below what a stuck worker pool
+    # costs (the 15 s of the stuck calls).
     ordered = sorted(probes)
     median, p90, worst = statistics.median(ordered), ordered[int(len(ordered) * 0.9) - 1], \
         ordered[-1]
     assert median < UNRELATED_BOUND, (median, probes, baseline)
     assert p90 < UNRELATED_BOUND, (p90, probes, baseline)
-    assert worst < 1.0, (worst, probes, baseline)
+    assert worst < 5.0, (worst, probes, baseline)
     assert bulkhead.snapshot().in_flight == 0
