@@ -17,18 +17,9 @@ from django_synerise.exceptions import AccountInactive, CredentialsRejected
 from django_synerise.models import IdentitySubject, SyneriseAccount, TokenStatus
 from django_synerise.signing import load_key, thumbprint
 
-from .identity_helpers import (  # noqa: F401 - fixtures
-    AUDIENCE,
-    configure,
-    ec_pem,
-    make_site_user,
-    rsa_pem,
-    rsa_pem_2,
-    site,
-    trust,
-)
+from .fixtures_identity import AUDIENCE, configure, make_site_user, trust
 
-pytest_plugins = ["tests.fixtures_api"]
+pytest_plugins = ["tests.fixtures_api", "tests.fixtures_identity"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 

@@ -1,4 +1,7 @@
-"""Fixtures of the identity-provider tests: signing keys, a live site, a fake in either mode."""
+"""Fixtures of the identity-provider tests: signing keys, a live site, a fake in either mode.
+
+Load with ``pytest_plugins = ["tests.fixtures_api", "tests.fixtures_identity"]``.
+"""
 
 from __future__ import annotations
 
