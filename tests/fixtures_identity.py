@@ -1,6 +1,6 @@
 """Fixtures of the identity-provider tests: signing keys, a live site, a fake in either mode.
 
-Load with ``pytest_plugins = ["tests.fixtures_api", "tests.fixtures_identity"]``.
+Registered by the root conftest; ``idp_site`` also needs ``tests.fixtures_api``.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def trust(fake: FakeSynerise, site_url: str, mode: str) -> None:
 
 
 @pytest.fixture(params=["jwt", "server"])
-def site(request, settings, fake_synerise, api_live_server, rsa_pem) -> Iterator[Site]:
+def idp_site(request, settings, fake_synerise, api_live_server, rsa_pem) -> Iterator[Site]:
     """The live site signing with an RSA key, trusted by the fake in each mode."""
     configure(settings, api_live_server, [rsa_pem])
     trust(fake_synerise, api_live_server, request.param)

@@ -19,7 +19,7 @@ from django_synerise.signing import load_key, thumbprint
 
 from .fixtures_identity import AUDIENCE, configure, make_site_user, trust
 
-pytest_plugins = ["tests.fixtures_api", "tests.fixtures_identity"]
+pytest_plugins = ["tests.fixtures_api"]
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -27,7 +27,7 @@ def oauth_logins(fake) -> int:
     return fake.count("/auth/login/client")
 
 
-def test_connect_signs_in_links_and_stores_the_token(site):
+def test_connect_signs_in_links_and_stores_the_token(idp_site):
     user = make_site_user()
     result = services.connect(user)
 
@@ -36,7 +36,7 @@ def test_connect_signs_in_links_and_stores_the_token(site):
     assert result.account.pk == account.pk and not result.created
     assert account.token.status == TokenStatus.ACTIVE
     assert account.token.get_token() == result.token
-    client = site.fake.get_client(account.client_id)
+    client = idp_site.fake.get_client(account.client_id)
     subject = IdentitySubject.objects.get(user=user).subject
     assert client.subject == str(subject)
     assert (client.email, client.first_name, client.last_name) == (
@@ -45,16 +45,16 @@ def test_connect_signs_in_links_and_stores_the_token(site):
     assert services.get_valid_token(user) == result.token
 
 
-def test_second_connect_reuses_the_synerise_profile(site):
+def test_second_connect_reuses_the_synerise_profile(idp_site):
     user = make_site_user()
     first = services.connect(user)
     second = services.connect(user)
     assert first.account.client_id == second.account.client_id
-    assert len([c for c in site.fake.clients if c.identity_provider == "OAUTH"]) == 1
+    assert len([c for c in idp_site.fake.clients if c.identity_provider == "OAUTH"]) == 1
     assert SyneriseAccount.objects.get(user=user).token.get_token() == second.token
 
 
-def test_refresh_of_a_connected_token(site, settings):
+def test_refresh_of_a_connected_token(idp_site, settings):
     user = make_site_user()
     services.connect(user)
     row = services.get_token_for(user)
@@ -63,17 +63,17 @@ def test_refresh_of_a_connected_token(site, settings):
     assert report.refreshed == 1
     row.refresh_from_db()
     assert row.get_token() != old and row.status == TokenStatus.ACTIVE
-    assert site.fake.count("/auth/refresh/client") == 1
+    assert idp_site.fake.count("/auth/refresh/client") == 1
 
 
-def test_the_subject_is_opaque_and_stable(site):
+def test_the_subject_is_opaque_and_stable(idp_site):
     user = make_site_user("sam", email="sam@example.com")
     claims = jwt.decode(services.mint_identity_token(user), options={"verify_signature": False})
     again = jwt.decode(services.mint_identity_token(user), options={"verify_signature": False})
     assert claims["sub"] == again["sub"]
     assert claims["sub"] not in (str(user.pk), user.username, user.email)
     assert claims["jti"] != again["jti"]
-    assert claims["iss"] == site.url and claims["aud"] == AUDIENCE
+    assert claims["iss"] == idp_site.url and claims["aud"] == AUDIENCE
     assert claims["exp"] - claims["iat"] == 300
     user.email = "new@example.com"
     user.save()
@@ -81,11 +81,11 @@ def test_the_subject_is_opaque_and_stable(site):
     assert later["sub"] == claims["sub"] and later["email"] == "new@example.com"
 
 
-def test_inactive_users_are_not_connected(site):
+def test_inactive_users_are_not_connected(idp_site):
     user = make_site_user(is_active=False)
     with pytest.raises(AccountInactive):
         services.connect(user)
-    assert oauth_logins(site.fake) == 0
+    assert oauth_logins(idp_site.fake) == 0
 
 
 # ------------------------------------------------------------------ JWKS and user info
