@@ -41,7 +41,15 @@ _THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y")}
 
 
 class SigningKeyError(ValueError):
-    """A configured signing key cannot be used; the message says why (never the key)."""
+    """A configured signing key cannot be used; the message says why (never the key).
+
+    ``kind`` is ``unparsable`` (not a usable PEM private key), ``public`` (a public key or
+    certificate) or ``weak`` (RSA below :data:`MIN_RSA_BITS`, EC other than P-256).
+    """
+
+    def __init__(self, message: str, *, kind: str = "unparsable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True, repr=False)
@@ -83,7 +91,7 @@ def load_key(pem: str | bytes) -> SigningKey:
     if not isinstance(pem, bytes) or not pem.strip():
         raise SigningKeyError("is not a PEM private key")
     if b"PUBLIC KEY" in pem or b"CERTIFICATE" in pem:
-        raise SigningKeyError("is a public key or certificate, not a private key")
+        raise SigningKeyError("is a public key or certificate, not a private key", kind="public")
     try:
         key = serialization.load_pem_private_key(pem, password=None)
     except TypeError:
@@ -92,12 +100,14 @@ def load_key(pem: str | bytes) -> SigningKey:
         raise SigningKeyError("could not be parsed as a PEM private key") from None
     if isinstance(key, rsa.RSAPrivateKey):
         if key.key_size < MIN_RSA_BITS:
-            raise SigningKeyError(f"is RSA of {key.key_size} bits, below {MIN_RSA_BITS}")
+            raise SigningKeyError(
+                f"is RSA of {key.key_size} bits, below {MIN_RSA_BITS}", kind="weak"
+            )
         jwk = RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
         algorithm = "RS256"
     elif isinstance(key, ec.EllipticCurvePrivateKey):
         if not isinstance(key.curve, ec.SECP256R1):
-            raise SigningKeyError(f"is EC on {key.curve.name}; only P-256 is accepted")
+            raise SigningKeyError(f"is EC on {key.curve.name}; only P-256 is accepted", kind="weak")
         jwk = ECAlgorithm.to_jwk(key.public_key(), as_dict=True)
         algorithm = "ES256"
     else:
@@ -112,14 +122,14 @@ def load_key(pem: str | bytes) -> SigningKey:
     return SigningKey(private_key=key, algorithm=algorithm, kid=kid, public_jwk=public)
 
 
-def key_problem(pem: Any) -> str | None:
+def key_problem(pem: Any) -> SigningKeyError | None:
     """Return why ``pem`` cannot be a signing key (for the system checks), or ``None``."""
     if not isinstance(pem, (str, bytes)):
-        return "is not a PEM string"
+        return SigningKeyError("is not a PEM string")
     try:
         _load_cached(pem if isinstance(pem, str) else pem.decode("utf-8", "replace"))
     except SigningKeyError as exc:
-        return str(exc)
+        return exc
     return None
 
 
