@@ -15,7 +15,7 @@ from .fixtures_identity import pem, public_pem
 from .test_checks import SECRET, ids, synerise
 
 RSA_2048 = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-RSA_1024 = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+RSA_1024 = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - E092
 EC_P256 = ec.generate_private_key(ec.SECP256R1())
 EC_P384 = ec.generate_private_key(ec.SECP384R1())
 ENCRYPTED = RSA_2048.private_bytes(
