@@ -250,3 +250,48 @@ def test_key_rotation(mode, settings, fake_synerise, api_live_server, rsa_pem, e
         synerise.login(identity_provider="OAUTH", identity_provider_token=old_token)
     services.connect(user)
     assert SyneriseAccount.objects.get(user=user).token.status == TokenStatus.ACTIVE
+
+
+# ------------------------------------------------------------------ admin action
+
+
+def test_admin_action_connects_the_selected_users(idp_site, client):
+    from django.contrib.auth import get_user_model
+    from django.contrib.messages import get_messages
+
+    admin_user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    users = [make_site_user(f"u{i}") for i in range(3)]
+    inactive = make_site_user("gone", is_active=False)
+    client.force_login(admin_user)
+    response = client.post("/admin/auth/user/", {
+        "action": "connect_to_synerise",
+        "_selected_action": [u.pk for u in [*users, inactive]],
+    })
+    assert response.status_code == 302
+    texts = [str(m) for m in get_messages(response.wsgi_request)]
+    assert "3 users connected to Synerise." in texts
+    assert "1 inactive user was skipped." in texts
+    for user in users:
+        assert services.get_token_for(user).status == TokenStatus.ACTIVE
+    assert services.get_token_for(inactive) is None
+    assert services.get_token_for(admin_user) is None  # not selected
+
+
+def test_admin_action_leaves_users_pending_while_synerise_is_down(idp_site, client):
+    from django.contrib.auth import get_user_model
+
+    admin_user = get_user_model().objects.create_superuser("root", "root@example.com", "pw")
+    user = make_site_user()
+    idp_site.fake.inject(503, times=None, path="/auth/login/client")
+    client.force_login(admin_user)
+    client.post("/admin/auth/user/", {"action": "connect_to_synerise",
+                                      "_selected_action": [user.pk]})
+    subject = IdentitySubject.objects.get(user=user)
+    assert subject.connect_requested_at is not None and subject.connect_retry_at is not None
+    assert subject.last_connect_error == "synerise_unavailable"
+    idp_site.fake.reset_faults()
+    IdentitySubject.objects.filter(user=user).update(connect_retry_at=None)  # backoff over
+    report = services.connect_users(pending=True)  # what the beat entry runs
+    assert report.connected == [user.pk]
+    assert services.get_token_for(user).status == TokenStatus.ACTIVE
+    assert IdentitySubject.objects.get(user=user).connect_requested_at is None

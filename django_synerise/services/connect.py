@@ -117,15 +117,21 @@ def _mark_connected(user_ids: Iterable[int]) -> None:
 
 def _mark_failed(user_id: int, code: str, *, retry_in: float | None) -> None:
     """Record a failed attempt: pending with a retry time when transient, else done."""
-    from django.db.models import F
+    from django.db.models import DateTimeField, F, Value
+    from django.db.models.functions import Coalesce
 
     values: dict[str, Any] = {"last_connect_error": code[:64]}
     if retry_in is None:
         values["connect_requested_at"] = None
         values["connect_retry_at"] = None
     else:
+        now = timezone.now()
+        # Pending from now on (if it was not): the beat entry retries it after the backoff.
+        values["connect_requested_at"] = Coalesce(
+            F("connect_requested_at"), Value(now, output_field=DateTimeField())
+        )
         values["connect_failures"] = F("connect_failures") + 1
-        values["connect_retry_at"] = timezone.now() + timedelta(seconds=retry_in)
+        values["connect_retry_at"] = now + timedelta(seconds=retry_in)
     _subject_model().objects.filter(user_id=user_id).update(**values)
 
 
