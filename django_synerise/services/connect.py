@@ -358,12 +358,109 @@ def _connect_batch(
             _finish(_Attempt(user, error=exc), adapter, client, report)
             continue
         pending.add(executor.submit(_attempt, user, claims, client, limiter))
-    connected_before = len(report.connected)
+    attempts: list[_Attempt] = []
     while pending:
         done, pending = wait(pending, return_when=FIRST_COMPLETED)
-        for future in done:
-            _finish(future.result(), adapter, client, report)
+        attempts.extend(future.result() for future in done)
+    connected_before = len(report.connected)
+    _store_batch(attempts, adapter, client, report)
     _mark_connected(report.connected[connected_before:])
+
+
+def _store_batch(
+    attempts: list[_Attempt], adapter: Any, client: SyneriseClient, report: ConnectReport
+) -> None:
+    """Store a batch's answers: new accounts and tokens in bulk, everything else one by one.
+
+    Users seen by Synerise for the first time (no account for them or for the client id) get
+    their accounts and encrypted tokens in two bulk ``INSERT`` statements in one transaction; if any
+    check or constraint fails there, the whole batch goes through
+    :func:`~django_synerise.services.login.complete_login` one user at a time instead, which
+    links, refuses or records each exactly as :func:`connect` does.
+    """
+    stored: set[int] = set()
+    fresh = [a for a in attempts if a.error is None]
+    if fresh:
+        try:
+            stored = _bulk_store(fresh)
+        except Exception as exc:  # a conflict or a refused token: one by one below
+            logger.info(
+                "Bulk store of %s connections fell back (%s)", len(fresh), exc.__class__.__name__
+            )
+            stored = set()
+    for attempt in attempts:
+        if attempt.user.pk in stored:
+            report.connected.append(attempt.user.pk)
+        else:
+            _finish(attempt, adapter, client, report)
+
+
+@sensitive_variables("prepared")
+def _bulk_store(attempts: list[_Attempt]) -> set[int]:
+    """Create the accounts and tokens of first connections in bulk; return their user ids.
+
+    Attempts whose user or client id already has an account are left to the caller.
+    """
+    from .. import signals
+    from ..models import ClientToken, SyneriseAccount, TokenStatus
+    from .tokens import _prepare
+
+    client_ids = [str(a.claims.client_id) for a in attempts]
+    user_ids = [a.user.pk for a in attempts]
+    taken = SyneriseAccount.objects.filter(
+        Q(client_id__in=client_ids) | Q(user_id__in=user_ids)
+    ).values_list("user_id", "client_id")
+    taken_users = {user_id for user_id, _ in taken}
+    taken_clients = {client_id for _, client_id in taken}
+    fresh = [
+        a
+        for a in attempts
+        if a.user.pk not in taken_users
+        and str(a.claims.client_id) not in taken_clients
+        and a.user.is_active
+    ]
+    if len({str(a.claims.client_id) for a in fresh}) != len(fresh):
+        raise ValueError("one client id answered for two users")
+    if not fresh:
+        return set()
+    now = timezone.now()
+    with transaction.atomic():
+        accounts = SyneriseAccount.objects.bulk_create(
+            [
+                SyneriseAccount(
+                    user=a.user,
+                    client_id=str(a.claims.client_id),
+                    email=a.claims.email or "",
+                    custom_id=a.claims.custom_id or "",
+                    uuid=a.claims.uuid or "",
+                    identity_provider=PROVIDER,
+                    business_profile_id=str(a.claims.business_profile_id or ""),
+                    last_login_at=now,
+                )
+                for a in fresh
+            ]
+        )
+        rows = []
+        for account, attempt in zip(accounts, fresh, strict=True):
+            prepared = _prepare(account, attempt.result.token, attempt.claims)
+            rows.append(
+                ClientToken(
+                    account=account,
+                    status=TokenStatus.ACTIVE,
+                    lease_until=None,
+                    failure_count=0,
+                    last_error="",
+                    last_used_at=now,
+                    **prepared.row_values(),
+                )
+            )
+        ClientToken.objects.bulk_create(rows)
+    logger.info("Connected %s users to Synerise through OAUTH", len(fresh))
+    for account, attempt in zip(accounts, fresh, strict=True):
+        signals.client_logged_in.send(
+            sender=SyneriseAccount, user=attempt.user, account=account, request=None, created=False
+        )
+    return {a.user.pk for a in fresh}
 
 
 def connect_users(
