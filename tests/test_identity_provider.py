@@ -291,7 +291,35 @@ def test_admin_action_leaves_users_pending_while_synerise_is_down(idp_site, clie
     assert subject.last_connect_error == "synerise_unavailable"
     idp_site.fake.reset_faults()
     IdentitySubject.objects.filter(user=user).update(connect_retry_at=None)  # backoff over
-    report = services.connect_users(pending=True)  # what the beat entry runs
-    assert report.connected == [user.pk]
+    from django_synerise import tasks
+
+    counts = tasks.connect_users.apply(kwargs={"pending": True}).get()  # the beat entry
+    assert counts == {"selected": 1, "connected": 1, "retry": 0, "failed": 0, "skipped": 0}
     assert services.get_token_for(user).status == TokenStatus.ACTIVE
     assert IdentitySubject.objects.get(user=user).connect_requested_at is None
+
+
+# ------------------------------------------------------------------ the fake's control API
+
+
+def test_oauth_mode_is_set_through_the_control_api(settings, fake_synerise, api_live_server,
+                                                    rsa_pem):
+    configure(settings, api_live_server, [rsa_pem])
+    control = f"{fake_synerise.url}/__fake__/oauth"
+    bad = requests.post(control, json={"mode": "jwt"}, timeout=10)  # no jwks_url
+    assert bad.status_code == 400
+    assert requests.post(control, json={"mode": "jwt", "extra": 1}, timeout=10).status_code == 400
+    for mode, field, path in (("jwt", "jwks_url", "oauth/jwks.json"),
+                              ("server", "userinfo_url", "oauth/userinfo/")):
+        response = requests.post(control, timeout=10, json={
+            "mode": mode, field: f"{api_live_server}/synerise/{path}",
+            "issuer": api_live_server, "audience": AUDIENCE})
+        assert response.status_code == 200
+        assert response.json()["oauth"]["mode"] == mode
+        user = make_site_user(f"ctl-{mode}")
+        services.connect(user)
+        assert services.get_token_for(user).status == TokenStatus.ACTIVE
+    reset = requests.post(control, json={"mode": None}, timeout=10)
+    assert reset.json()["oauth"]["mode"] is None
+    with pytest.raises(CredentialsRejected):  # back to the registry: the site's token is unknown
+        services.connect(make_site_user("ctl-none"))
