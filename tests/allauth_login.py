@@ -9,8 +9,6 @@ validates the site's token against the live site's JWKS.
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.test import Client
 
@@ -35,10 +33,8 @@ def test_allauth_login_ends_with_a_synerise_token(settings, fake_synerise, api_l
     browser = Client()
     page = browser.get("/allauth/login/")
     assert page.status_code == 200 and b'name="login"' in page.content
-    started = time.monotonic()
     response = browser.post("/allauth/login/", {"login": "ada", "password": PASSWORD})
     assert response.status_code == 302, response.content[:2000]
-    assert time.monotonic() - started < 10
     assert browser.session["_auth_user_id"] == str(user.pk)
     # The login asked for a connection; no broker, so nothing was sent to Synerise yet.
     assert IdentitySubject.objects.get(user=user).connect_requested_at is not None

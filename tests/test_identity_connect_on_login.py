@@ -126,6 +126,7 @@ def _token_status(user: Any) -> str | None:
     return None if row is None else row.status
 
 
+@pytest.mark.timing
 def test_site_login_succeeds_at_once_while_synerise_is_down(fake, worker):
     """Synerise slow, then down: the login answers at once; the token is stored after
     recovery."""
