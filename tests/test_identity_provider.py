@@ -105,6 +105,17 @@ def test_jwks_publishes_public_keys_with_thumbprint_kids(settings, api_live_serv
     assert "PRIVATE" not in response.text
 
 
+def test_wrong_methods_get_a_json_405(settings, api_live_server, rsa_pem):
+    configure(settings, api_live_server, [rsa_pem])
+    for path in ("oauth/jwks.json", "oauth/userinfo/"):
+        for method in ("POST", "PUT", "DELETE"):
+            response = requests.request(method, f"{api_live_server}/synerise/{path}", timeout=10,
+                                        data=b"\xff" * 100)
+            assert response.status_code == 405, (path, method)
+            assert response.json()["code"] == "method_not_allowed"
+            assert "GET" in response.headers["Allow"]
+
+
 def test_jwks_and_userinfo_are_404_json_when_not_configured(api_live_server):
     for path in ("oauth/jwks.json", "oauth/userinfo/"):
         response = requests.get(f"{api_live_server}/synerise/{path}", timeout=10)

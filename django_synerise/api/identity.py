@@ -11,8 +11,8 @@ import logging
 
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
-from django.views.decorators.http import require_GET
 
 from ..exceptions import InvalidToken, SyneriseConfigurationError
 from ..services.identity import identity_provider_enabled, user_for_identity_token
@@ -27,6 +27,15 @@ __all__ = ["JWKS_MAX_AGE", "jwks_view", "userinfo_view"]
 JWKS_MAX_AGE = 300
 
 
+def _method_not_allowed(request: HttpRequest) -> JsonResponse:
+    response = JsonResponse(
+        {"detail": f'Method "{request.method}" not allowed.', "code": "method_not_allowed"},
+        status=405,
+    )
+    response["Allow"] = "GET, HEAD"
+    return response
+
+
 def _not_configured() -> JsonResponse:
     return JsonResponse(
         {"detail": "This site is not configured as an identity provider.", "code": "not_found"},
@@ -34,14 +43,17 @@ def _not_configured() -> JsonResponse:
     )
 
 
-@require_GET
+@csrf_exempt  # read-only, no cookies used: any other method gets a JSON 405
 def jwks_view(request: HttpRequest) -> JsonResponse:
     """``GET oauth/jwks.json``: the JSON Web Key Set of every configured signing key.
 
     Public parameters only, ``kid`` = RFC 7638 thumbprint; cacheable for
     :data:`JWKS_MAX_AGE` seconds. 404 (JSON) when the identity provider is not configured,
-    503 when a configured key cannot be used.
+    503 when a configured key cannot be used, 405 for a method other than GET or HEAD (all
+    JSON).
     """
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed(request)
     if not identity_provider_enabled():
         return _not_configured()
     try:
@@ -67,8 +79,8 @@ def _unauthorized(error: str = "invalid_token") -> JsonResponse:
     return response
 
 
+@csrf_exempt  # Bearer only, read-only: any other method gets a JSON 405
 @never_cache
-@require_GET
 @sensitive_variables("token")
 def userinfo_view(request: HttpRequest) -> JsonResponse:
     """``GET oauth/userinfo/``: the mapped claims of the user an identity token vouches for.
@@ -76,8 +88,11 @@ def userinfo_view(request: HttpRequest) -> JsonResponse:
     ``Authorization: Bearer <token>`` must carry a token this site minted, unexpired, for
     ``OAUTH_AUDIENCE``, of an existing active user; the answer is that user's
     ``identity_claims()`` as JSON. Anything else is a 401 with one body whatever the reason
-    (the reason is logged at debug level, the token never). 404 when not configured.
+    (the reason is logged at debug level, the token never). 404 when not configured, 405
+    (JSON) for a method other than GET or HEAD.
     """
+    if request.method not in ("GET", "HEAD"):
+        return _method_not_allowed(request)
     if not identity_provider_enabled():
         return _not_configured()
     scheme, _, token = (request.headers.get("Authorization") or "").partition(" ")
