@@ -253,7 +253,7 @@ def _beat_schedule() -> dict[str, Any]:
     schedule = {name: dict(entry) for name, entry in BEAT_SCHEDULE.items()}
     if DEMO_BEAT_INTERVAL > 0:
         for entry in schedule.values():
-            if str(entry.get("task", "")).endswith(("refresh_expiring_tokens", "connect_users")):
+            if str(entry.get("task", "")).endswith("refresh_expiring_tokens"):
                 entry["schedule"] = DEMO_BEAT_INTERVAL
     return schedule
 
