@@ -188,6 +188,33 @@ class DefaultSyneriseAdapter:
         user.save()
         return user
 
+    # ------------------------------------------------------------------ identity provider
+
+    def identity_claims(self, user: AbstractBaseUser) -> dict[str, Any]:
+        """Return the claims this site vouches for when it signs ``user`` into Synerise (OAUTH).
+
+        They go into the identity token :func:`~django_synerise.services.mint_identity_token`
+        signs and into the answer of the ``oauth/userinfo/`` endpoint; Synerise maps them to
+        profile fields. ``sub`` must stay the same for the user forever: the default is the
+        random UUID kept for the user
+        (:class:`~django_synerise.models.IdentitySubject`), never the username, the email or
+        the primary key. ``email``, ``given_name`` and ``family_name`` are added when set.
+        Override to add claims (keep ``sub``); ``iss``, ``aud``, ``iat``, ``exp`` and ``jti``
+        are set by the minting and cannot be overridden here.
+        """
+        from .services.identity import subject_for
+
+        claims: dict[str, Any] = {"sub": subject_for(user)}
+        for claim, attribute in (
+            ("email", "email"),
+            ("given_name", "first_name"),
+            ("family_name", "last_name"),
+        ):
+            value = getattr(user, attribute, "")
+            if isinstance(value, str) and value.strip():
+                claims[claim] = value.strip()
+        return claims
+
     # ------------------------------------------------------------------ messages
 
     def error_message(self, code: str) -> str:

@@ -442,10 +442,76 @@ class SyneriseAccountInline(admin.StackedInline):
         return humanize_expires_in(token.expires_at) if token else "-"
 
 
-def register_user_inline(site: admin.AdminSite | None = None) -> bool:
-    """Add :class:`SyneriseAccountInline` to the user model's admin on ``site``.
+@admin.action(description=_("Connect to Synerise"), permissions=["change"])
+def connect_to_synerise(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
+    """Admin action on users: connect the selected active users to Synerise through OAUTH.
 
-    Subclasses the registered ``ModelAdmin`` with the inline appended and re-registers it.
+    Runs :func:`~django_synerise.services.connect_users` for them (concurrently, within
+    ``REFRESH_RATE_LIMIT``); users Synerise could not take now stay pending and are retried
+    by the beat entry. Inactive users are skipped.
+    """
+    from django_synerise.services import connect_users
+
+    ids = list(queryset.values_list("pk", flat=True))
+    try:
+        report = connect_users(user_ids=ids)
+    except SyneriseError as exc:
+        logger.warning("Admin connect failed: %s", type(exc).__name__)
+        modeladmin.message_user(
+            request,
+            _("This site is not configured as the Synerise identity provider."),
+            messages.ERROR,
+        )
+        return
+    connected = len(report.connected)
+    modeladmin.message_user(
+        request,
+        ngettext(
+            "%(count)d user connected to Synerise.",
+            "%(count)d users connected to Synerise.",
+            connected,
+        )
+        % {"count": connected},
+        messages.SUCCESS if connected else messages.WARNING,
+    )
+    for count, text in (
+        (
+            len(report.retry),
+            ngettext(
+                "%(count)d user could not be connected now (Synerise unavailable); it will "
+                "be retried.",
+                "%(count)d users could not be connected now (Synerise unavailable); they "
+                "will be retried.",
+                len(report.retry),
+            ),
+        ),
+        (
+            len(report.failed),
+            ngettext(
+                "%(count)d user was refused by Synerise.",
+                "%(count)d users were refused by Synerise.",
+                len(report.failed),
+            ),
+        ),
+        (
+            len(ids) - report.selected,
+            ngettext(
+                "%(count)d inactive user was skipped.",
+                "%(count)d inactive users were skipped.",
+                len(ids) - report.selected,
+            ),
+        ),
+    ):
+        if count:
+            modeladmin.message_user(request, text % {"count": count}, messages.WARNING)
+
+
+def register_user_inline(site: admin.AdminSite | None = None) -> bool:
+    """Add :class:`SyneriseAccountInline` and the :func:`connect_to_synerise` action to the
+    user model's admin on ``site``.
+
+    Subclasses the registered ``ModelAdmin`` with the inline and the action appended and
+    re-registers it.
 
     :returns: ``True`` when the inline was added, ``False`` when the user model is not
         registered on ``site`` or already has the inline.
@@ -467,6 +533,7 @@ def register_user_inline(site: admin.AdminSite | None = None) -> bool:
         (current_class,),
         {
             "inlines": [*(current_class.inlines or ()), SyneriseAccountInline],
+            "actions": [*(current_class.actions or ()), connect_to_synerise],
             "__module__": current_class.__module__,
         },
     )

@@ -419,6 +419,56 @@ MESSAGES: dict[str, Spec] = {
         "Point LOGIN_THROTTLE_CACHE at a Redis or Memcached cache every web process shares "
         "(django.core.cache.backends.redis.RedisCache or a memcached backend).",
     ),
+    "E090": _e(
+        "SYNERISE['OAUTH_SIGNING_KEYS'] is not a list of PEM private keys ({value_type}).",
+        "Use a list of PEM strings, the signing key first, e.g. "
+        "[open('oauth-2026.pem').read()]; [] (the default) turns the identity provider off.",
+    ),
+    "E091": _e(
+        "SYNERISE['OAUTH_SIGNING_KEYS'][{index}] {problem}.",
+        "Give an unencrypted PEM private key: RSA of at least 2048 bits or EC on P-256, e.g. "
+        "`openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:3072`.",
+    ),
+    "E092": _e(
+        "SYNERISE['OAUTH_SIGNING_KEYS'][{index}] {problem}.",
+        "Weak keys let anyone forge identity tokens Synerise accepts. Generate an RSA key of "
+        "at least 2048 bits (3072 recommended) or an EC key on P-256.",
+    ),
+    "E093": _e(
+        "SYNERISE['OAUTH_SIGNING_KEYS'][{index}] {problem}.",
+        "This setting holds the private keys this site signs with; the public halves are "
+        "published at oauth/jwks.json by themselves. Paste the private key here.",
+    ),
+    "E094": _e(
+        "SYNERISE['OAUTH_ISSUER'] = {value!r} is not set although OAUTH_SIGNING_KEYS is.",
+        "Use the URL of this site (e.g. 'https://shop.example.com'); Synerise's OAuth "
+        "settings check the iss claim of every identity token against it.",
+    ),
+    "E095": _e(
+        "SYNERISE['OAUTH_AUDIENCE'] = {value!r} is not set although OAUTH_SIGNING_KEYS is.",
+        "Use the audience configured in Synerise's OAuth settings (for example your "
+        "workspace's name); tokens for another audience are refused.",
+    ),
+    "E096": _e(
+        "SYNERISE['OAUTH_TOKEN_LIFETIME'] = {value!r} is not a whole number of seconds in "
+        "[30, 3600].",
+        "Identity tokens are used once, at once: keep them short. 300 is the default.",
+    ),
+    "E097": _e(
+        "SYNERISE['CONNECT_ON_LOGIN'] = {value!r} is not True or False.",
+        "Set it to True to connect every user who signs in to Synerise, or False (default).",
+    ),
+    "W090": _w(
+        "SYNERISE['CONNECT_ON_LOGIN'] is True but this site is not configured as an identity "
+        "provider (OAUTH_SIGNING_KEYS, OAUTH_ISSUER, OAUTH_AUDIENCE): nobody is connected.",
+        "Set the three OAUTH_* keys, or set CONNECT_ON_LOGIN to False.",
+    ),
+    "W091": _w(
+        "SYNERISE['OAUTH_ISSUER'] = {value!r} is not an https:// URL.",
+        "Synerise fetches oauth/jwks.json or calls oauth/userinfo/ on this site: serve them "
+        "over https and use the https:// URL of the site as the issuer.",
+        deploy=True,
+    ),
     "W073": _w(
         "SYNERISE['LOGIN_THROTTLE_CACHE'] counts login attempts in cache {alias!r} "
         "(LocMemCache) with DEBUG off: the cache is private to each process, so every web "
@@ -1062,6 +1112,36 @@ def _check_refresh_engine() -> list[CheckMessage]:
     return messages
 
 
+def _check_identity_provider() -> list[CheckMessage]:
+    from .signing import key_problem
+
+    messages: list[CheckMessage] = []
+    keys = _get("OAUTH_SIGNING_KEYS")
+    obj = _obj("OAUTH_SIGNING_KEYS")
+    if not isinstance(keys, (list, tuple)):
+        messages.append(_message("E090", obj=obj, value_type=type(keys).__name__))
+        keys = []
+    for index, pem in enumerate(keys):
+        problem = key_problem(pem)
+        if problem is not None:
+            code = {"weak": "E092", "public": "E093"}.get(problem.kind, "E091")
+            messages.append(_message(code, obj=obj, index=index, problem=str(problem)))
+    if keys:
+        for code, key in (("E094", "OAUTH_ISSUER"), ("E095", "OAUTH_AUDIENCE")):
+            value = _get(key)
+            if not isinstance(value, str) or not value.strip():
+                messages.append(_message(code, obj=_obj(key), value=value))
+    lifetime = _get("OAUTH_TOKEN_LIFETIME")
+    if not (_is_int(lifetime) and 30 <= lifetime <= 3600):
+        messages.append(_message("E096", obj=_obj("OAUTH_TOKEN_LIFETIME"), value=lifetime))
+    connect = _get("CONNECT_ON_LOGIN")
+    if not isinstance(connect, bool):
+        messages.append(_message("E097", obj=_obj("CONNECT_ON_LOGIN"), value=connect))
+    elif connect and not (keys and _get("OAUTH_ISSUER") and _get("OAUTH_AUDIENCE")):
+        messages.append(_message("W090", obj=_obj("CONNECT_ON_LOGIN")))
+    return messages
+
+
 _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_structure,
     _check_api_key,
@@ -1076,6 +1156,7 @@ _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_rate_limit,
     _check_trust,
     _check_refresh_engine,
+    _check_identity_provider,
 )
 
 
@@ -1210,6 +1291,10 @@ def _check_deploy_settings() -> list[CheckMessage]:
     url = _get("BASE_URL")
     if isinstance(url, str) and urlsplit(url).scheme != "https":
         messages.append(_message("E038", obj=_obj("BASE_URL"), value=url))
+    issuer = _get("OAUTH_ISSUER")
+    keys_set = bool(_get("OAUTH_SIGNING_KEYS"))
+    if keys_set and isinstance(issuer, str) and issuer and urlsplit(issuer).scheme != "https":
+        messages.append(_message("W091", obj=_obj("OAUTH_ISSUER"), value=issuer))
     found = _throttle_cache_backend()
     # With DEBUG on the site is a development server (one process): a private cache is fine.
     deployed = not getattr(settings, "DEBUG", False)
@@ -1262,8 +1347,8 @@ def check_deploy(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """Production-only checks run by ``manage.py check --deploy``.
 
     Encryption keys configured (E037), https base URL (E038), a login throttle cache shared
-    by every process (W073), PyJWT and urllib3 version floors
-    (E039, E040), Celery visibility timeout above the task time limit (E041).
+    by every process (W073), an https identity-provider issuer (W091), PyJWT and urllib3
+    version floors (E039, E040), Celery visibility timeout above the task time limit (E041).
     """
     return [*_check_deploy_settings(), *_check_versions(), *_check_visibility_timeout()]
 

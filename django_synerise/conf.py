@@ -64,6 +64,12 @@ DEFAULTS: dict[str, Any] = {
     "LOGIN_STARTS_SESSION": True,
     "LOGIN_THROTTLE_RATES": {"ip": "30/min", "account_ip": "10/min", "account": "100/hour"},
     "LOGIN_THROTTLE_CACHE": "default",
+    # Identity provider (Synerise OAUTH: this site vouches for its users)
+    "OAUTH_SIGNING_KEYS": [],
+    "OAUTH_ISSUER": None,
+    "OAUTH_AUDIENCE": None,
+    "OAUTH_TOKEN_LIFETIME": 300,
+    "CONNECT_ON_LOGIN": False,
     # Extension points
     "ADAPTER": "django_synerise.adapter.DefaultSyneriseAdapter",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from django.conf import settings
@@ -328,3 +329,59 @@ class RefreshHalt(models.Model):
             "probe_at": self.probe_at.isoformat(),
             "probes": self.probes,
         }
+
+
+class IdentitySubject(models.Model):
+    """The opaque identifier (``sub``) this site gives a user as a Synerise identity provider.
+
+    A random UUID created the first time the user is vouched for, never derived from the
+    username, email or primary key (they change, can be reassigned, or leak the size of the
+    user table). The ``connect_*`` fields track a pending connection (asked for by
+    ``CONNECT_ON_LOGIN`` or by a token that needs a new login) and its backoff.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="synerise_identity",
+        verbose_name=_("user"),
+    )
+    subject = models.UUIDField(
+        _("subject"),
+        unique=True,
+        default=uuid.uuid4,
+        editable=False,
+        help_text=_("The sub claim of the identity tokens this site mints for the user."),
+    )
+    connect_requested_at = models.DateTimeField(
+        _("connection requested at"),
+        null=True,
+        blank=True,
+        db_index=True,
+        help_text=_("Set while a connection to Synerise is pending; cleared once it is done."),
+    )
+    connect_retry_at = models.DateTimeField(
+        _("next connection attempt"),
+        null=True,
+        blank=True,
+        help_text=_("No attempt is made before this time (backoff after a transient failure)."),
+    )
+    connect_failures = models.PositiveIntegerField(_("connection failures"), default=0)
+    last_connect_error = models.CharField(_("last connection error"), max_length=64, blank=True)
+    connected_at = models.DateTimeField(
+        _("connected at"),
+        null=True,
+        blank=True,
+        help_text=_("When Synerise last accepted an identity token of this user."),
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("identity subject")
+        verbose_name_plural = _("identity subjects")
+
+    def __str__(self) -> str:
+        return f"Identity subject of user {self.user_id}"
+
+    def __repr__(self) -> str:
+        return f"<IdentitySubject pk={self.pk} user={self.user_id}>"

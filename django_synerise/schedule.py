@@ -15,6 +15,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CONNECT_INTERVAL",
+    "CONNECT_TASK",
     "BEAT_SCHEDULE",
     "PURGE_EXPIRES",
     "PURGE_INTERVAL",
@@ -34,6 +36,10 @@ REFRESH_INTERVAL = 60.0
 #: period, so messages never pile up while workers are down; the next run recomputes due rows
 #: from the database).
 REFRESH_EXPIRES = 50
+#: Dotted name of the task that retries pending identity-provider connections.
+CONNECT_TASK = "django_synerise.tasks.connect_users"
+#: Seconds between two runs of the pending connections.
+CONNECT_INTERVAL = 60.0
 #: Seconds between two purges (daily).
 PURGE_INTERVAL = 24 * 3600.0
 #: A purge message not started within an hour is discarded.
@@ -45,6 +51,12 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "django-synerise-refresh-expiring-tokens": {
         "task": REFRESH_TASK,
         "schedule": REFRESH_INTERVAL,
+        "options": {"expires": REFRESH_EXPIRES},
+    },
+    "django-synerise-connect-pending-users": {
+        "task": CONNECT_TASK,
+        "schedule": CONNECT_INTERVAL,
+        "kwargs": {"pending": True},
         "options": {"expires": REFRESH_EXPIRES},
     },
     "django-synerise-purge-tokens": {

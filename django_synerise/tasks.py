@@ -13,6 +13,9 @@
   later than two minutes before the token expires; a rejection moves the row to
   ``needs_login`` once a probe shows the API key works, and halts refresh when it does not.
 * :func:`purge_tokens`: deletes revoked and long-expired rows in batches.
+* :func:`connect_users`: connects users to Synerise through this site's OAUTH identity
+  provider in concurrent batches (provisioning, or with ``pending=True`` the beat entry that
+  retries pending connections); :func:`connect_user` does one pending user.
 
 Every task sets ``acks_late`` and ``reject_on_worker_lost``: a killed worker's message is
 delivered again, which is safe because claims and writes are fenced by the database.
@@ -39,6 +42,8 @@ __all__ = [
     "SOFT_TIME_LIMIT",
     "TIME_LIMIT",
     "batch_time_limits",
+    "connect_user",
+    "connect_users",
     "purge_tokens",
     "refresh_expiring_tokens",
     "refresh_tokens",
@@ -207,3 +212,66 @@ def purge_tokens() -> int:
     from .services.refresh import purge_tokens as purge
 
     return purge()
+
+
+@shared_task(
+    bind=True,
+    name="django_synerise.tasks.connect_user",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    soft_time_limit=60,
+    time_limit=90,
+    max_retries=None,
+)
+def connect_user(self: Any, user_id: int) -> dict[str, int]:
+    """Connect one user whose connection is pending (``CONNECT_ON_LOGIN``, reconnection).
+
+    Does nothing when the connection is no longer pending or is backing off. A transient
+    Synerise failure retries this task after the backoff recorded on the user's subject
+    (:func:`~django_synerise.services.connect.connect_users` computes it), at most 10 times;
+    the beat entry takes over after that.
+
+    :returns: the counts of :meth:`~django_synerise.services.ConnectReport.as_counts`.
+    """
+    from .services.connect import connect_users as connect_many
+
+    report = connect_many(pending=True, user_ids=[int(user_id)])
+    if report.retry and self.request.retries < 10:
+        raise self.retry(countdown=(report.retry_after or 1.0) + 0.5)
+    return report.as_counts()
+
+
+@shared_task(
+    name="django_synerise.tasks.connect_users",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    soft_time_limit=3600,
+    time_limit=3660,
+)
+def connect_users(
+    only_missing: bool = False,
+    pending: bool = False,
+    batch_size: int | None = None,
+    limit: int | None = None,
+) -> dict[str, int]:
+    """Connect active users to Synerise through OAUTH (see
+    :func:`django_synerise.services.connect_users`); the beat entry passes ``pending=True``.
+
+    Safe to deliver twice: users already connected are skipped by ``only_missing`` and
+    ``pending`` and a second connection of a user only replaces the stored token.
+
+    :returns: the counts of :meth:`~django_synerise.services.ConnectReport.as_counts`.
+    """
+    from .services.connect import connect_users as connect_many
+    from .services.identity import identity_provider_enabled
+
+    if not identity_provider_enabled():
+        return {"selected": 0, "connected": 0, "retry": 0, "failed": 0, "skipped": 0}
+    report = connect_many(
+        only_missing=only_missing, pending=pending, batch_size=batch_size, limit=limit
+    )
+    if report.selected:
+        logger.info("Synerise connections: %s", report)
+    return report.as_counts()

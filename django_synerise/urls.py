@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from .api import views
+from .api import identity, views
 
 app_name = "synerise"
 
@@ -14,4 +14,6 @@ urlpatterns = [
     path("auth/refresh/", views.refresh, name="refresh"),
     path("auth/token/", views.token, name="token"),
     path("auth/logout/", views.logout, name="logout"),
+    path("oauth/jwks.json", identity.jwks_view, name="oauth-jwks"),
+    path("oauth/userinfo/", identity.userinfo_view, name="oauth-userinfo"),
 ]

@@ -252,6 +252,10 @@ def child_env(
     )
     if not env.get("SYNERISE_TOKEN_ENCRYPTION_KEYS"):
         env["SYNERISE_TOKEN_ENCRYPTION_KEYS"] = demo_encryption_key(args.var_dir)
+    if not env.get("SYNERISE_OAUTH_SIGNING_KEY_FILE"):
+        env["SYNERISE_OAUTH_SIGNING_KEY_FILE"] = str(demo_oauth_key(args.var_dir))
+    if getattr(args, "port", None):
+        env.setdefault("DEMO_SITE_URL", f"http://{getattr(args, 'host', '127.0.0.1')}:{args.port}")
     if use_fake:
         env["SYNERISE_FAKE_URL"] = f"http://127.0.0.1:{args.fake_port}"
         # Refresh when about 80 % of the short demo lifetime is left. The system checks want
@@ -280,6 +284,30 @@ def demo_encryption_key(var_dir: Path) -> str:
     return key_file.read_text(encoding="ascii").strip()
 
 
+def demo_oauth_key(var_dir: Path) -> Path:
+    """Return the file of the demo's identity-provider signing key (EC P-256), created once.
+
+    The site signs the identity tokens it vouches for its users with it (``OAUTH_SIGNING_KEYS``);
+    its public half is served at ``/synerise/oauth/jwks.json``.
+    """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key_file = var_dir / "oauth-signing-key.pem"
+    if not key_file.exists():
+        var_dir.mkdir(parents=True, exist_ok=True)
+        key = ec.generate_private_key(ec.SECP256R1())
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        key_file.chmod(0o600)
+    return key_file
+
+
 def banner(site: str, credentials: dict[str, object], use_fake: bool, worker: bool) -> str:
     """Return the text printed once everything answers."""
     admin = credentials.get("admin", {})
@@ -300,6 +328,12 @@ def banner(site: str, credentials: dict[str, object], use_fake: bool, worker: bo
     assert isinstance(clients, list)
     for client in clients:
         lines.append(f"  Synerise client:  {client['email']} / {client['password']}")
+    site_user = credentials.get("site_user")
+    if isinstance(site_user, dict):
+        lines.append(
+            f"  Site account:     {site_user['username']} / {site_user['password']} "
+            "(Synerise token through OAUTH)"
+        )
     if use_fake:
         lines.append("  Google / Apple / Facebook: demo buttons on the sign-in page")
         lines.append("  Synerise:         FakeSynerise (set SYNERISE_API_KEY for the real API)")

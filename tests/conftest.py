@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-pytest_plugins = ["django_synerise.testing.plugin"]
+pytest_plugins = ["django_synerise.testing.plugin", "tests.fixtures_identity"]
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,15 @@ Import from here: ``from django_synerise import services; services.get_valid_tok
 from __future__ import annotations
 
 from .activity import account_for_client_id, touch_activity, user_for_client_id
+from .connect import ConnectReport, connect, connect_users, request_connection, users_to_connect
 from .halt import current_halt, refresh_allowed
+from .identity import (
+    identity_provider_enabled,
+    mint_identity_token,
+    subject_for,
+    user_for_identity_token,
+    verify_identity_token,
+)
 from .keys import RotationReport, rotate_encryption_keys
 from .login import IDENTITY_PROVIDERS, AccountConflict, LoginResult, login
 from .refresh import (
@@ -46,6 +54,7 @@ __all__ = [
     "AccountConflict",
     "BatchReport",
     "Claim",
+    "ConnectReport",
     "LoginResult",
     "PreparedToken",
     "RefreshReport",
@@ -57,15 +66,19 @@ __all__ = [
     "claim_due_tokens",
     "claim_tokens",
     "compute_refresh_at",
+    "connect",
+    "connect_users",
     "count_due_tokens",
     "current_halt",
     "due_tokens",
     "end_sessions",
     "get_token_for",
     "get_valid_token",
+    "identity_provider_enabled",
     "login",
     "logout",
     "mark_needs_login",
+    "mint_identity_token",
     "prepare_token",
     "purge_tokens",
     "refresh_allowed",
@@ -73,9 +86,14 @@ __all__ = [
     "refresh_due_tokens",
     "refresh_now",
     "refresh_user_token",
+    "request_connection",
     "revoke_tokens",
     "rotate_encryption_keys",
     "store_token",
+    "subject_for",
     "touch_activity",
     "user_for_client_id",
+    "user_for_identity_token",
+    "users_to_connect",
+    "verify_identity_token",
 ]

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
     from ..adapter import DefaultSyneriseAdapter
-    from ..client import SyneriseClient
+    from ..client import AuthResult, SyneriseClient
     from ..models import SyneriseAccount
     from ..verification import TokenClaims
 
@@ -221,8 +221,9 @@ def _login(
 
     adapter = get_adapter(request)
     client = client or adapter.get_client()
-    result = client.login(
-        identity_provider=provider,
+    result, claims = call_login(
+        client,
+        provider=provider,
         email=email,
         custom_id=custom_id,
         password=password,
@@ -232,19 +233,91 @@ def _login(
         agreements=agreements,
         attributes=attributes,
     )
+    return complete_login(adapter, client, result, claims, request=request, provider=provider)
+
+
+@sensitive_variables("password", "identity_provider_token", "result")
+def call_login(
+    client: SyneriseClient, *, provider: str, **credentials: Any
+) -> tuple[AuthResult, TokenClaims]:
+    """The upstream half of a sign-in: call Synerise and verify the token it returned.
+
+    No database access, so it may run in a pool thread. ``credentials`` are the keyword
+    arguments of :meth:`~django_synerise.client.SyneriseClient.login`.
+
+    :raises: as :func:`login` (upstream errors, ``InvalidToken`` for anonymous tokens and
+        tokens of another business profile).
+    """
     from ..verification import claims_for
 
+    result = client.login(identity_provider=provider, **credentials)
     claims = claims_for(result, client=client)
     if claims.is_anonymous:
         raise InvalidToken("Anonymous tokens cannot sign in.", reason="anonymous")
     check_business_profile(claims)
+    return result, claims
 
+
+def _link_to(user: Any, claims: TokenClaims, provider: str) -> SyneriseAccount:
+    """Create the account of ``user`` for a client id seen for the first time.
+
+    :raises AccountConflict: ``user`` is already linked to another Synerise client.
+    """
+    from ..models import SyneriseAccount
+
+    try:
+        with transaction.atomic():
+            if SyneriseAccount.objects.filter(user=user).exists():
+                raise AccountConflict()
+            return SyneriseAccount.objects.create(
+                user=user,
+                client_id=str(claims.client_id),
+                email=claims.email or "",
+                custom_id=claims.custom_id or "",
+                uuid=claims.uuid or "",
+                identity_provider=provider,
+                business_profile_id=str(claims.business_profile_id or ""),
+            )
+    except IntegrityError:
+        account = _find_account(str(claims.client_id))
+        if account is None or account.user_id != user.pk:
+            raise AccountConflict() from None
+        return account
+
+
+@sensitive_variables("result", "prepared")
+def complete_login(
+    adapter: DefaultSyneriseAdapter,
+    client: SyneriseClient,
+    result: AuthResult,
+    claims: TokenClaims,
+    *,
+    request: HttpRequest | None,
+    provider: str,
+    link_user: Any = None,
+) -> LoginResult:
+    """The database half of a sign-in: link the user, store the token, send ``client_logged_in``.
+
+    With ``link_user`` (an identity-provider connection of a known user) the client id is
+    linked to that user, never to another: a client id already linked elsewhere, or a user
+    already linked to another client id, raises :class:`AccountConflict`, and the adapter's
+    ``find_user``/``create_user`` (and the profile fetch) do not run.
+
+    :raises AccountInactive: the linked user is inactive (nothing is stored).
+    :raises InvalidToken: the token fails the storage checks of
+        :func:`~django_synerise.services.store_token`.
+    """
     account = _find_account(str(claims.client_id))
     created = False
     if account is None:
-        profile = adapter.fetch_profile(client, result.token, claims)
-        account, created = _link(adapter, claims, profile, request, provider)
+        if link_user is not None:
+            account = _link_to(link_user, claims, provider)
+        else:
+            profile = adapter.fetch_profile(client, result.token, claims)
+            account, created = _link(adapter, claims, profile, request, provider)
     else:
+        if link_user is not None and account.user_id != link_user.pk:
+            raise AccountConflict()
         check_business_profile(claims, account)
     user = account.user
     if not user.is_active:
@@ -274,4 +347,11 @@ def _login(
     )
 
 
-__all__ = ["IDENTITY_PROVIDERS", "AccountConflict", "LoginResult", "login"]
+__all__ = [
+    "IDENTITY_PROVIDERS",
+    "AccountConflict",
+    "LoginResult",
+    "call_login",
+    "complete_login",
+    "login",
+]

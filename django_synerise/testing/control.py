@@ -99,6 +99,20 @@ def handle_control(fake: FakeSynerise, request: RecordedRequest) -> tuple[int, A
         fake.clear_requests()
         fake.reset_faults()
         return 204, None
+    if route == ("POST", "/__fake__/oauth"):
+        data = _body(request)
+        unknown = set(data) - {"mode", "jwks_url", "userinfo_url", "issuer", "audience", "jwks_ttl"}
+        if unknown:
+            raise ValueError(f"unknown oauth fields: {sorted(unknown)}")
+        fake.configure_oauth(
+            data.get("mode"),
+            jwks_url=data.get("jwks_url"),
+            userinfo_url=data.get("userinfo_url"),
+            issuer=data.get("issuer"),
+            audience=data.get("audience"),
+            jwks_ttl=float(data.get("jwks_ttl") or 0.0),
+        )
+        return 200, _config(fake)
     if route == ("GET", "/__fake__/config"):
         return 200, _config(fake)
     if route == ("POST", "/__fake__/config"):
@@ -122,4 +136,12 @@ def _config(fake: FakeSynerise) -> dict[str, Any]:
         "latency": fake.latency,
         "business_profile_id": fake.business_profile_id,
         "presign": fake.presign,
+        "oauth": {
+            "mode": fake.oauth_mode,
+            "jwks_url": fake.oauth_jwks_url,
+            "userinfo_url": fake.oauth_userinfo_url,
+            "issuer": fake.oauth_issuer,
+            "audience": fake.oauth_audience,
+            "jwks_ttl": fake.oauth_jwks_ttl,
+        },
     }

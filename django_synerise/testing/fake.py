@@ -87,6 +87,10 @@ class FakeSynerise:
     ``latency`` is added to every response; ``presign`` hands out tokens signed ahead of time
     by a background thread (pools of ``presign_depth`` per client); ``record_requests=False``
     keeps only the per-path counters (long benchmarks).
+
+    ``oauth_mode`` makes ``identityProvider: OAUTH`` logins validate the site's own tokens
+    as Synerise does (see :meth:`configure_oauth`); ``None`` keeps the registry of
+    :meth:`provider_token`.
     """
 
     def __init__(
@@ -101,6 +105,12 @@ class FakeSynerise:
         presign: bool = False,
         presign_depth: int = 2,
         record_requests: bool = True,
+        oauth_mode: str | None = None,
+        oauth_jwks_url: str | None = None,
+        oauth_userinfo_url: str | None = None,
+        oauth_issuer: str | None = None,
+        oauth_audience: str | None = None,
+        oauth_jwks_ttl: float = 0.0,
     ) -> None:
         self.api_key = api_key
         self.token_lifetime = int(token_lifetime)
@@ -118,6 +128,21 @@ class FakeSynerise:
         #: Exceptions raised by ``on_request`` (the request got a 500) or ``on_response``.
         self.hook_errors: list[BaseException] = []
         self.faults = FaultSet()
+        self.oauth_mode: str | None = None
+        self.oauth_jwks_url: str | None = None
+        self.oauth_userinfo_url: str | None = None
+        self.oauth_issuer: str | None = None
+        self.oauth_audience: str | None = None
+        self.oauth_jwks_ttl = 0.0
+        self._jwks_cache: tuple[float, dict[str, Any]] | None = None
+        self.configure_oauth(
+            oauth_mode,
+            jwks_url=oauth_jwks_url,
+            userinfo_url=oauth_userinfo_url,
+            issuer=oauth_issuer,
+            audience=oauth_audience,
+            jwks_ttl=oauth_jwks_ttl,
+        )
 
         self._lock = threading.RLock()
         self._clients: dict[str, FakeClient] = {}
@@ -213,6 +238,83 @@ class FakeSynerise:
     def __repr__(self) -> str:
         where = self.url if self.running else "stopped"
         return f"FakeSynerise({where})"
+
+    # -- OAUTH identity provider -----------------------------------------------------------
+
+    def configure_oauth(
+        self,
+        mode: str | None,
+        *,
+        jwks_url: str | None = None,
+        userinfo_url: str | None = None,
+        issuer: str | None = None,
+        audience: str | None = None,
+        jwks_ttl: float = 0.0,
+    ) -> None:
+        """Set how ``identityProvider: OAUTH`` tokens are validated (Synerise's OAuth settings).
+
+        ``mode="jwt"`` (Synerise "JWT token"): fetch ``jwks_url`` over HTTP (cached
+        ``jwks_ttl`` seconds, fetched again for an unknown ``kid``), verify the signature and
+        ``exp``, and ``iss``/``aud`` when ``issuer``/``audience`` are given. ``mode="server"``:
+        ``GET userinfo_url`` with ``Authorization: Bearer <token>``; a 200 JSON object is the
+        identity. Either way ``sub`` identifies the client (the first login registers it) and
+        ``email``, ``given_name``, ``family_name`` fill the profile. A token that fails (bad
+        signature, wrong issuer or audience, expired, unknown key, user-info 401) gets 401;
+        a JWKS or user-info endpoint that cannot be reached or fails gets 403. ``mode=None``
+        goes back to the :meth:`provider_token` registry.
+
+        :raises ValueError: unknown mode, or the URL of the mode missing.
+        """
+        if mode not in (None, "jwt", "server"):
+            raise ValueError("oauth mode must be None, 'jwt' or 'server'")
+        if mode == "jwt" and not jwks_url:
+            raise ValueError("oauth mode 'jwt' needs jwks_url")
+        if mode == "server" and not userinfo_url:
+            raise ValueError("oauth mode 'server' needs userinfo_url")
+        self.oauth_mode = mode
+        self.oauth_jwks_url = jwks_url
+        self.oauth_userinfo_url = userinfo_url
+        self.oauth_issuer = issuer
+        self.oauth_audience = audience
+        self.oauth_jwks_ttl = max(0.0, float(jwks_ttl))
+        self._jwks_cache = None
+
+    def _oauth_identity(self, token: str, path: str) -> ProviderIdentity | Response:
+        """Validate a site token as the configured OAUTH mode does; identity or an error."""
+        from .oauth import OAuthRefused, identity_from_jwt, identity_from_userinfo
+
+        try:
+            if self.oauth_mode == "jwt":
+                claims = identity_from_jwt(
+                    token,
+                    fetch_jwks=self._jwks,
+                    issuer=self.oauth_issuer,
+                    audience=self.oauth_audience,
+                )
+            else:
+                assert self.oauth_userinfo_url is not None
+                claims = identity_from_userinfo(token, self.oauth_userinfo_url)
+        except OAuthRefused as exc:
+            return error_response(exc.status, exc.message, path)
+        return ProviderIdentity(
+            "OAUTH",
+            str(claims["sub"]),
+            claims.get("email") if isinstance(claims.get("email"), str) else None,
+            str(claims.get("given_name") or ""),
+            str(claims.get("family_name") or ""),
+        )
+
+    def _jwks(self, *, refresh: bool) -> dict[str, Any]:
+        from .oauth import fetch_json
+
+        cached = self._jwks_cache
+        now = time.monotonic()
+        if not refresh and cached is not None and now - cached[0] < self.oauth_jwks_ttl:
+            return cached[1]
+        assert self.oauth_jwks_url is not None
+        data = fetch_json(self.oauth_jwks_url)
+        self._jwks_cache = (now, data)
+        return data
 
     # -- clients and provider tokens -------------------------------------------------------
 
@@ -857,7 +959,13 @@ class FakeSynerise:
                 path,
                 errors=[field_error("identityProviderToken", "must not be blank", None)],
             )
-        identity = self._provider_tokens.get(token)
+        if provider == "OAUTH" and self.oauth_mode is not None:
+            found = self._oauth_identity(token, path)
+            if isinstance(found, Response):
+                return found
+            identity: ProviderIdentity | None = found
+        else:
+            identity = self._provider_tokens.get(token)
         if identity is None or identity.provider != provider:
             return error_response(401, "Invalid identity provider token.", path)
         with self._lock:

@@ -33,7 +33,7 @@ from django_synerise.exceptions import (
 )
 
 from . import fake
-from .forms import EmailLoginForm
+from .forms import EmailLoginForm, SiteLoginForm
 from .openapi import operations_from_schema
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,7 @@ def login_view(request: HttpRequest) -> HttpResponse:
         )
     context = {
         "form": form,
+        "site_form": SiteLoginForm(),
         "providers": _providers(),
         "next": request.GET.get("next", ""),
         "apple_redirect_uri": settings.APPLE_REDIRECT_URI
@@ -105,6 +106,29 @@ def login_view(request: HttpRequest) -> HttpResponse:
         "demo_client_password": settings.DEMO_CLIENT_PASSWORD if settings.USE_FAKE_SYNERISE else "",
     }
     return render(request, "demo/login.html", context, status=400 if form.errors else 200)
+
+
+@require_POST
+@sensitive_post_parameters("password")
+def site_login(request: HttpRequest) -> HttpResponse:
+    """Sign in with an account of this site (a Django password, checked by ``ModelBackend``).
+
+    Nothing here talks to Synerise: with ``CONNECT_ON_LOGIN`` Django's ``user_logged_in``
+    asks for a connection and a Celery worker signs the user into Synerise through this
+    site's OAUTH identity provider; the account page shows the token once it is stored.
+    """
+    form = SiteLoginForm(request.POST)
+    if form.is_valid():
+        user = authenticate(
+            request,
+            username=form.cleaned_data["username"],
+            password=form.cleaned_data["password"],
+        )
+        if user is not None:
+            auth_login(request, user)
+            return redirect(_next_url(request))
+    messages.error(request, "This username and password do not match a site account.")
+    return redirect("demo:login")
 
 
 @require_POST
@@ -188,8 +212,13 @@ def token_status(user: Any) -> dict[str, Any]:
 def account(request: HttpRequest) -> HttpResponse:
     """Show the user's Synerise client id and the live state of their token."""
     synerise_account = getattr(request.user, "synerise_account", None)
+    identity = getattr(request.user, "synerise_identity", None)
     context = {
         "synerise_account": synerise_account,
+        "connecting": synerise_account is None
+        and identity is not None
+        and identity.connect_requested_at is not None,
+        "connect_error": getattr(identity, "last_connect_error", ""),
         "token": services.get_token_for(request.user) if synerise_account else None,
         "status": token_status(request.user) if synerise_account else {"has_token": False},
     }

@@ -174,6 +174,21 @@ if USE_FAKE_SYNERISE and SYNERISE["REFRESH_MARGIN"] < 300:
     # W002 warns that a short margin leaves little time to refresh a one-hour token; the
     # fake's demo tokens live only minutes, so a short margin is intended here.
     SILENCED_SYSTEM_CHECKS = ["django_synerise.W002"]
+# This site as the Synerise OAUTH identity provider: users who sign in with a site account
+# (a Django password) get a Synerise token too. scripts/demo.py keeps an EC P-256 key under
+# var/ and points FakeSynerise at this site's JWKS; a real site reads its key from a secret
+# store and enters the issuer, audience and JWKS URL in Synerise's OAuth settings.
+DEMO_SITE_URL = os.environ.get("DEMO_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+_OAUTH_KEY_FILE = os.environ.get("SYNERISE_OAUTH_SIGNING_KEY_FILE", "")
+if _OAUTH_KEY_FILE and Path(_OAUTH_KEY_FILE).is_file():
+    SYNERISE.update(
+        {
+            "OAUTH_SIGNING_KEYS": [Path(_OAUTH_KEY_FILE).read_text(encoding="ascii")],
+            "OAUTH_ISSUER": os.environ.get("SYNERISE_OAUTH_ISSUER", DEMO_SITE_URL),
+            "OAUTH_AUDIENCE": os.environ.get("SYNERISE_OAUTH_AUDIENCE", "django-synerise-demo"),
+            "CONNECT_ON_LOGIN": True,
+        }
+    )
 if os.environ.get("SYNERISE_BUSINESS_PROFILE_ID"):
     SYNERISE["BUSINESS_PROFILE_ID"] = os.environ["SYNERISE_BUSINESS_PROFILE_ID"]
 

@@ -1,4 +1,5 @@
-"""``manage.py demo_setup``: create the demo superuser and the demo Synerise clients."""
+"""``manage.py demo_setup``: create the demo superuser, the demo Synerise clients and the demo
+site account (a Django password user who gets a Synerise token through OAUTH)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,14 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from demo import fake
+
+#: A user of this site only (Django password); Synerise knows them through this site's OAUTH.
+SITE_USER = {
+    "username": "carol",
+    "email": "carol@example.com",
+    "first_name": "Carol",
+    "last_name": "Lis",
+}
 
 #: Email/password clients created in FakeSynerise (the password is DEMO_CLIENT_PASSWORD).
 DEMO_CLIENTS = [
@@ -41,8 +50,16 @@ class Command(BaseCommand):
         admin.set_password(settings.DEMO_ADMIN_PASSWORD)
         admin.save()
 
+        site_user, _created = user_model._default_manager.get_or_create(
+            **{user_model.USERNAME_FIELD: SITE_USER["username"]},
+            defaults={k: v for k, v in SITE_USER.items() if k != "username"},
+        )
+        site_user.set_password(settings.DEMO_CLIENT_PASSWORD)
+        site_user.save()
+
         clients = []
         if settings.USE_FAKE_SYNERISE:
+            self._trust_this_site()
             for spec in DEMO_CLIENTS:
                 try:
                     body = fake.create_client(password=settings.DEMO_CLIENT_PASSWORD, **spec)
@@ -60,6 +77,10 @@ class Command(BaseCommand):
         result: dict[str, Any] = {
             "admin": {"username": username, "password": settings.DEMO_ADMIN_PASSWORD},
             "clients": clients,
+            "site_user": {
+                "username": SITE_USER["username"],
+                "password": settings.DEMO_CLIENT_PASSWORD,
+            },
         }
         if options["json"]:
             self.stdout.write(json.dumps(result))
@@ -70,6 +91,25 @@ class Command(BaseCommand):
                 f"Synerise client: {client['email']} / {client['password']} "
                 f"(client id {client['client_id']})"
             )
+
+    def _trust_this_site(self) -> None:
+        """Set FakeSynerise's OAuth settings the way a workspace admin sets Synerise's:
+        "JWT token" mode, this site's JWKS URL, issuer and audience."""
+        synerise = settings.SYNERISE
+        if not synerise.get("OAUTH_SIGNING_KEYS"):
+            return
+        try:
+            fake.control(
+                "oauth",
+                {
+                    "mode": "jwt",
+                    "jwks_url": f"{settings.DEMO_SITE_URL}/synerise/oauth/jwks.json",
+                    "issuer": synerise["OAUTH_ISSUER"],
+                    "audience": synerise["OAUTH_AUDIENCE"],
+                },
+            )
+        except fake.FakeControlError as exc:
+            raise CommandError(str(exc)) from exc
 
     def _register_provider_clients(self) -> None:
         """Sign each demo provider account in once, in a fixed order.
