@@ -229,6 +229,9 @@ BROKER_DIR = VAR_DIR / "broker"
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or "filesystem://"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     # Kombu's filesystem transport: messages are files under var/broker/, no server needed.
+    # Its variant in example_project/broker.py writes each message whole before a worker
+    # can read it (kombu's own may hand the worker an empty file, and the worker exits).
+    CELERY_BROKER_TRANSPORT = "example_project.broker:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
