@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from django.views.decorators.debug import sensitive_variables
 from .. import signals
 from ..bulkhead import interactive_call
 from ..exceptions import AccountInactive, BadRequest, FieldError, InvalidToken, SyneriseError
+from .outcomes import record_login
 from .tokens import _prepare, _write_prepared, check_business_profile
 
 if TYPE_CHECKING:
@@ -184,28 +186,52 @@ def login(
         in this process; nothing was sent (a ``TransientUpstreamError``).
     """
     provider = _normalise_provider(identity_provider)
-    # One slot of the interactive bulkhead for the whole sign-in (login call, verification,
-    # profile): refused at once when full, so a slow Synerise cannot take every worker.
-    with interactive_call():
-        return _login(
-            request=request,
+    trace: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        # One slot of the interactive bulkhead for the whole sign-in (login call,
+        # verification, profile): refused at once when full, so a slow Synerise cannot take
+        # every worker.
+        with interactive_call():
+            result = _login(
+                request=request,
+                trace=trace,
+                provider=provider,
+                email=email,
+                custom_id=custom_id,
+                password=password,
+                identity_provider_token=identity_provider_token,
+                uuid=uuid,
+                device_id=device_id,
+                agreements=agreements,
+                attributes=attributes,
+                client=client,
+            )
+    except SyneriseError as exc:
+        record_login(
             provider=provider,
-            email=email,
-            custom_id=custom_id,
-            password=password,
-            identity_provider_token=identity_provider_token,
-            uuid=uuid,
-            device_id=device_id,
-            agreements=agreements,
-            attributes=attributes,
-            client=client,
+            outcome=str(getattr(type(exc), "default_code", None) or "error"),
+            client_id=trace.get("client_id"),
+            upstream_status=getattr(exc, "status", None) or trace.get("status"),
+            duration=time.monotonic() - started,
         )
+        raise
+    record_login(
+        provider=provider,
+        outcome="logged_in",
+        client_id=result.account.client_id,
+        token_id=trace.get("token_id"),
+        upstream_status=200,
+        duration=time.monotonic() - started,
+    )
+    return result
 
 
 @sensitive_variables("password", "identity_provider_token", "result", "token", "prepared")
 def _login(
     *,
     request: HttpRequest | None,
+    trace: dict[str, Any],
     provider: str,
     email: str | None,
     custom_id: str | None,
@@ -234,7 +260,9 @@ def _login(
     )
     from ..verification import claims_for
 
+    trace["status"] = 200
     claims = claims_for(result, client=client)
+    trace["client_id"] = str(claims.client_id)
     if claims.is_anonymous:
         raise InvalidToken("Anonymous tokens cannot sign in.", reason="anonymous")
     check_business_profile(claims)
@@ -254,7 +282,8 @@ def _login(
     prepared = _prepare(account, result.token, claims)
     with transaction.atomic():
         _update_account(account, claims, provider)
-        _write_prepared(account, prepared)
+        row = _write_prepared(account, prepared)
+    trace["token_id"] = row.pk
     logger.info(
         "Synerise client %s signed in as user %s (provider %s, user created %s)",
         account.client_id,
