@@ -482,7 +482,8 @@ def refresh_batch(
     keep the old token and are refreshed again once the lease runs out (so those, and only
     those, may be refreshed twice). Every other outcome is written with one more ``UPDATE``
     at the end. Queries: 2 per claim, one per flush window that saw answers, one for the
-    other outcomes, one for the dashboard's hourly outcome counts (see :doc:`/scheduling` for measured figures).
+    other outcomes, one for the dashboard's hourly outcome counts (see :doc:`/scheduling`
+    for measured figures).
 
     **Classification** (the same for both paths; see the table in :doc:`/reliability`):
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 from django.db.models import CharField, Count, Q, Value
-from django.db.models.functions import Now
+from django.db.models.functions import ExtractMinute, Now, TruncHour
+from django.utils import timezone
 
 from ..breaker import all_breakers, get_breaker
 from ..exceptions import SyneriseError
@@ -14,7 +17,9 @@ from ..exceptions import SyneriseError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "EXPIRY_SLOT_MINUTES",
     "breaker_states",
+    "expiry_histogram",
     "fleet_counts",
     "probe_upstream",
     "refresh_halt_state",
@@ -109,6 +114,53 @@ def fleet_counts() -> dict[str, int]:
             result[str(label)] = result.get(str(label), 0) + int(count or 0)
     result["halted"] = min(1, result["halted"])
     return result
+
+
+#: Width of one bar of :func:`expiry_histogram`.
+EXPIRY_SLOT_MINUTES = 5
+
+
+def expiry_histogram(*, now: datetime | None = None, slots: int = 12) -> list[dict[str, Any]]:
+    """Live tokens (``active``/``refreshing``) by time to expiry over the next hour (one query).
+
+    ``slots`` bars of :data:`EXPIRY_SLOT_MINUTES` minutes aligned to the clock (UTC), the
+    first one holding ``now``; only tokens not yet expired count. Grouped by hour and minute
+    in the database (a range of the ``expires_at`` index), so the cost does not depend on
+    how many tokens expire.
+
+    :returns: ``[{"start": datetime, "end": datetime, "count": int}, ...]``, oldest first.
+    """
+    from ..models import ClientToken, TokenStatus
+
+    now = now or timezone.now()
+    step = timedelta(minutes=EXPIRY_SLOT_MINUTES)
+    first = now.astimezone(dt_timezone.utc).replace(second=0, microsecond=0)
+    first -= timedelta(minutes=first.minute % EXPIRY_SLOT_MINUTES)
+    end = first + step * slots
+    counts = [0] * slots
+    rows = (
+        ClientToken.objects.filter(
+            status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING],
+            expires_at__gt=now,
+            expires_at__lt=end,
+        )
+        .annotate(
+            hour=TruncHour("expires_at", tzinfo=dt_timezone.utc),
+            minute=ExtractMinute("expires_at", tzinfo=dt_timezone.utc),
+        )
+        .order_by()
+        .values("hour", "minute")
+        .annotate(n=Count("pk"))
+    )
+    for row in rows:
+        start = row["hour"].astimezone(dt_timezone.utc) + timedelta(minutes=row["minute"])
+        index = int((start - first) // step)
+        if 0 <= index < slots:
+            counts[index] += int(row["n"])
+    return [
+        {"start": first + step * i, "end": first + step * (i + 1), "count": counts[i]}
+        for i in range(slots)
+    ]
 
 
 def breaker_states() -> list[dict[str, Any]]:
