@@ -21,6 +21,7 @@ __all__ = [
     "breaker_states",
     "expiry_histogram",
     "fleet_counts",
+    "fleet_counts_sql",
     "probe_upstream",
     "refresh_halt_state",
     "record_refusal",
@@ -67,24 +68,18 @@ def token_status_counts() -> dict[str, int]:
     return result
 
 
-def fleet_counts() -> dict[str, int]:
-    """Return the fleet gauges in **one** query: tokens per status, ``due`` and ``halted``.
+def fleet_counts_sql() -> tuple[str, str, list[Any]]:
+    """The statement of :func:`fleet_counts`: ``(database alias, sql, params)``.
 
-    Keys: every :class:`~django_synerise.models.TokenStatus` value (0 when none), ``due``
-    (what :func:`~django_synerise.services.due_tokens` would claim now: the backlog) and
-    ``halted`` (1 while background refresh is halted, else 0). One ``UNION ALL`` statement
-    whose parts each use an index: the per-status counts an index-only scan of the
-    ``(status, refresh_at)`` index, the backlog a range of the same index, the halt its
-    primary key; never a scan of the token table (the test suite checks the plan on
-    PostgreSQL with 100,000 rows). Used by the metrics scrape and the admin dashboard.
+    Built from the ORM (the backlog part is :func:`~django_synerise.services.due_tokens`
+    itself), so the metric and the pipeline agree on what "due" means.
     """
-    from django.db import connections, router
+    from django.db import router
 
-    from ..models import ClientToken, RefreshHalt, TokenStatus
+    from ..models import ClientToken, RefreshHalt
     from .refresh import due_tokens
 
     alias = router.db_for_read(ClientToken)
-    connection = connections[alias]
     parts = [
         ClientToken.objects.using(alias).order_by().values("status").annotate(n=Count("pk")),
         due_tokens()
@@ -106,10 +101,30 @@ def fleet_counts() -> dict[str, int]:
         # The compiled SQL of the querysets above; every value stays a parameter.
         sql_parts.append(f"SELECT * FROM ({sql}) part")  # nosec B608 # noqa: S608
         params.extend(part_params)
+    return alias, " UNION ALL ".join(sql_parts), params
+
+
+def fleet_counts() -> dict[str, int]:
+    """Return the fleet gauges in **one** query: tokens per status, ``due`` and ``halted``.
+
+    Keys: every :class:`~django_synerise.models.TokenStatus` value (0 when none), ``due``
+    (what :func:`~django_synerise.services.due_tokens` would claim now: the backlog) and
+    ``halted`` (1 while background refresh is halted, else 0). One ``UNION ALL`` statement
+    whose parts each use an index: the per-status counts an index-only scan of the
+    ``(status, refresh_at)`` index, the backlog a range of the same index, the halt its
+    primary key; never a scan of the token table (the test suite checks the plan on
+    PostgreSQL with 100,000 rows). Used by the metrics scrape and the admin dashboard.
+    """
+    from django.db import connections
+
+    from ..models import TokenStatus
+
+    alias, sql, params = fleet_counts_sql()
+    connection = connections[alias]
     result = dict.fromkeys(TokenStatus.values, 0)
     result.update(due=0, halted=0)
     with connection.cursor() as cursor:
-        cursor.execute(" UNION ALL ".join(sql_parts), params)
+        cursor.execute(sql, params)
         for label, count in cursor.fetchall():
             result[str(label)] = result.get(str(label), 0) + int(count or 0)
     result["halted"] = min(1, result["halted"])
