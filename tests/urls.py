@@ -9,6 +9,7 @@ from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.urls import include, path
 
 from django_synerise.admin import SyneriseUserAdminMixin
+from django_synerise.metrics import metrics_view
 
 
 class UserAdmin(SyneriseUserAdminMixin, BaseUserAdmin):
@@ -23,6 +24,7 @@ if not isinstance(admin.site._registry.get(get_user_model()), UserAdmin):
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("synerise/", include("django_synerise.urls")),
+    path("metrics/", metrics_view, name="metrics"),
     # Django's own LoginView: a non-admin entry point that goes through authenticate().
     path(
         "accounts/login/",

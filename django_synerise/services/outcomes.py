@@ -152,8 +152,9 @@ def record_refresh_batch(rows: list[ClientToken], report: BatchReport) -> None:
                 error=row.last_error if kind in ("transient", "needs_login") else None,
             )
             taken = getattr(row, "db_now", None)
-            if taken is not None and row.refresh_at is not None and kind != "skipped":
-                lag = (taken - row.refresh_at).total_seconds()
+            target = getattr(row, "claimed_refresh_at", None)
+            if taken is not None and target is not None and kind != "skipped":
+                lag = (taken - target).total_seconds()
                 if lag >= 0:
                     lags.append(lag)
         metrics.observe_refresh_outcomes(counts)

@@ -614,6 +614,7 @@ def _refresh_rows(
     others: list[_Outcome] = []
     calls: list[tuple[ClientToken, str]] = []
     for row in rows:
+        row.claimed_refresh_at = row.refresh_at  # the claim lag (writes move refresh_at on)
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
             others.append(
                 _Outcome(
