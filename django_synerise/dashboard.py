@@ -32,11 +32,11 @@ OUTCOME_LABELS = {
 }
 EXPIRY_COLOR = "#417690"
 
-_WIDTH = 720
-_HEIGHT = 260
-_LEFT = 56
-_BOTTOM = 34
-_TOP = 14
+_WIDTH = 480
+_HEIGHT = 220
+_LEFT = 40
+_BOTTOM = 30
+_TOP = 10
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,8 @@ def bar_chart(
     *,
     label_every: int = 1,
 ) -> dict[str, Any]:
-    """Geometry of a (stacked) bar chart in a ``720 x 260`` SVG view box.
+    """Geometry of a (stacked) bar chart in a ``480 x 220`` SVG view box (drawn at most
+    about twice that size, so its 16-unit text stays readable from 390 px up).
 
     ``columns`` holds, per bar, its segments bottom up as ``(value, colour, title)``;
     ``labels`` one x-axis label per bar (every ``label_every``-th is drawn).
@@ -85,7 +86,7 @@ def bar_chart(
                 Bar(round(x, 1), round(bottom, 1), round(width, 1), round(height, 1), color, title)
             )
         if index % max(1, label_every) == 0:
-            text.append((round(x + width / 2, 1), axis_y + 22, labels[index]))
+            text.append((round(x + width / 2, 1), axis_y + 20, labels[index]))
     values = {0, scale_max // 2, scale_max}
     ticks = sorted((round(axis_y - plot_height * v / scale_max, 1), str(v)) for v in values)
     return {

@@ -523,3 +523,16 @@ def test_app_index_and_token_list_link_the_dashboard(admin_client_):
     app_index = admin_client_.get(reverse("admin:app_list", args=["django_synerise"]))
     assert f'href="{dashboard}"' in app_index.content.decode()
     assert f'href="{dashboard}"' in admin_client_.get(TOKENS_URL).content.decode()
+
+
+@pytest.mark.django_db
+def test_list_shows_failures_in_the_status_and_filters_with_short_labels(admin_client_):
+    make_token(make_account(client_id="6060001"), failure_count=2,
+               last_error="synerise_unavailable")
+    make_token(make_account(client_id="6060002", identity_provider=IdentityProvider.GOOGLE))
+    html = admin_client_.get(TOKENS_URL).content.decode()
+    statuses = re.findall(r'<td class="field-status_display">(.*?)</td>', html)
+    assert sorted(statuses) == ["Active", "Active (2 failures)"]
+    sidebar = html[html.index('id="changelist-filter"'):]
+    assert "Synerise (email or custom id and password)" not in sidebar
+    assert ">Synerise</a>" in sidebar and ">Google</a>" in sidebar
