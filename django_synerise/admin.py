@@ -194,7 +194,7 @@ class _OperateMixin:
             "action": action,
             "selected": selected or [],
             "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
-            "cancel_url": request.META.get("HTTP_REFERER") or "",
+            "cancel_url": request.headers.get("referer") or "",
         }
         return TemplateResponse(request, "admin/django_synerise/revoke_confirmation.html", context)
 
