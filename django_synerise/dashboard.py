@@ -1,9 +1,10 @@
 """The admin's token dashboard: what it shows, read from the service layer, and its charts.
 
 :func:`dashboard_context` gathers everything in a fixed number of queries, whatever the
-number of tokens (five: fleet counts, the halt, the expiry histogram, the hourly outcomes,
-the last scheduler run). The charts are drawn server-side as SVG from :func:`bar_chart`'s
-geometry: no JavaScript, no CDN. Every figure is also listed in a table under its chart.
+number of tokens: fleet counts, the expiry histogram, the hourly outcomes and the last
+scheduler run, plus the halt's details while refresh is halted (four or five). The charts
+are drawn server-side as SVG from :func:`bar_chart`'s geometry: no JavaScript, no CDN.
+Every figure is also listed in a table under its chart.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ def _clock(moment: datetime) -> str:
 
 
 def dashboard_context(*, now: datetime | None = None) -> dict[str, Any]:
-    """Everything the dashboard template shows (five queries, see the module docstring).
+    """Everything the dashboard template shows (four or five queries, see the module
+    docstring).
 
     Keys: ``status_counts`` (``[(value, label, count)]``), ``total``, ``due``, ``halt`` (the
     :class:`~django_synerise.models.RefreshHalt` or ``None``), ``expiry`` (the histogram
