@@ -271,11 +271,18 @@ def test_worker_metrics_scraped_over_http_match_the_database(
 
     # The outcomes are written by the pool child right after its database write.
     wait_for(counters_match, timeout=30, what="the scraped counters", log=log)
-    time.sleep(5.5)  # past the fleet cache of the scraping process (FLEET_CACHE_SECONDS)
+    database = {status: ClientToken.objects.filter(status=status).count()
+                for status in TokenStatus.values}
+
+    def fleet_matches() -> bool:
+        # The scraping process caches its fleet query for FLEET_CACHE_SECONDS.
+        found = scrape(requests.get(url, timeout=10).text)
+        return all(found[("synerise_tokens", (("status", status),))] == count
+                   for status, count in database.items())
+
+    wait_for(fleet_matches, timeout=30, what="the fleet gauges to match the database", log=log)
     found = scrape(requests.get(url, timeout=10).text)
-    for status in TokenStatus.values:
-        assert found[("synerise_tokens", (("status", status),))] == \
-            ClientToken.objects.filter(status=status).count(), status
+    assert database[TokenStatus.ACTIVE] == 7 and database[TokenStatus.REVOKED] == 1
     assert found[("synerise_tokens_due", ())] == count_due_tokens() == 0
     assert found[("synerise_refresh_halted", ())] == 0
     assert found[("synerise_upstream_request_duration_seconds_count",
