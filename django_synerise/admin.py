@@ -1,8 +1,12 @@
-"""Read-only admin for Synerise accounts and client tokens, with refresh and revoke actions.
+"""Read-only admin for Synerise accounts and client tokens, with refresh and revoke actions
+(also on the token's change page; revoking asks for confirmation) and the token dashboard.
 
 The plaintext token is never rendered: not in lists, not on change pages, not masked. The
 change page shows at most a fingerprint of the ciphertext (first 8 hex digits of its
 SHA-256), which changes whenever a new token is stored.
+
+The user admin is left alone: add :class:`SyneriseAccountInline` to it yourself, or mix
+:class:`SyneriseUserAdminMixin` into your user admin (see :doc:`/admin`).
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
-from django.contrib.admin.exceptions import NotRegistered
+from django.contrib.admin import helpers
 from django.contrib.auth import get_user_model
-from django.core.exceptions import ObjectDoesNotExist
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.timesince import timeuntil
+from django.utils.timesince import timesince, timeuntil
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
+from django.views.decorators.http import require_POST
 
 from .crypto import key_index
 from .exceptions import SyneriseError, TokenDecryptionError
@@ -39,6 +46,43 @@ def _user_search_fields(prefix: str) -> tuple[str, ...]:
     if email in names and email != user_model.USERNAME_FIELD:
         fields.append(f"{prefix}{email}")
     return tuple(fields)
+
+
+#: Short labels of the identity providers (the model's choices spell SYNERISE out in full,
+#: which wraps a list column onto several lines).
+PROVIDER_LABELS = {
+    "SYNERISE": _("Synerise"),
+    "GOOGLE": _("Google"),
+    "APPLE": _("Apple"),
+    "FACEBOOK": _("Facebook"),
+    "OAUTH": _("OAuth"),
+}
+
+
+def provider_label(value: str | None) -> str:
+    """Short label of an identity provider value (``APPLE`` -> ``Apple``); the same text on
+    lists, change pages and the user inline. Unknown values are shown as they are."""
+    if not value:
+        return "-"
+    return str(PROVIDER_LABELS.get(value.upper(), value))
+
+
+def humanize_ago(moment: Any, now: Any = None) -> str:
+    """Return "3 minutes ago"-style text (one unit), or "never" for ``None``."""
+    if moment is None:
+        return gettext("never")
+    return gettext("%(time)s ago") % {"time": timesince(moment, now or timezone.now(), depth=1)}
+
+
+def token_expiry_text(token: ClientToken | None, now: Any = None) -> str:
+    """What the admin says about a token's expiry: ``-`` without a token, ``revoked (no
+    token kept)`` for a revoked one (its ciphertext is gone), else
+    :func:`humanize_expires_in`."""
+    if token is None:
+        return "-"
+    if token.status == TokenStatus.REVOKED:
+        return gettext("revoked (no token kept)")
+    return humanize_expires_in(token.expires_at, now)
 
 
 def humanize_expires_in(expires_at: Any, now: Any = None) -> str:
@@ -76,6 +120,21 @@ class ExpiringSoonFilter(admin.SimpleListFilter):
         return None
 
 
+class ProviderFilter(admin.SimpleListFilter):
+    """Filter tokens by the account's identity provider, with the short labels."""
+
+    title = _("identity provider")
+    parameter_name = "account__identity_provider"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return list(PROVIDER_LABELS.items())
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+        if self.value():
+            return queryset.filter(account__identity_provider=self.value())
+        return None
+
+
 class _OperateMixin:
     """Rows are written by the machine: no add and no edit, delete for active superusers.
 
@@ -104,6 +163,52 @@ class _OperateMixin:
             ngettext("%(count)d token revoked.", "%(count)d tokens revoked.", count)
             % {"count": count},
             messages.SUCCESS,
+        )
+
+    def _confirm_revoke(
+        self,
+        request: HttpRequest,
+        token_ids: list[int],
+        *,
+        action: str | None = None,
+        selected: list[Any] | None = None,
+    ) -> TemplateResponse:
+        """The page asking to confirm a revocation (posts back with ``post=yes``).
+
+        From a list action, ``action`` and the ``selected`` primary keys are posted back to
+        the change list; from a change page, the form posts to the page's revoke URL.
+        """
+        opts = self.model._meta  # type: ignore[attr-defined]
+        tokens = list(
+            ClientToken.objects.filter(pk__in=token_ids)
+            .exclude(status=TokenStatus.REVOKED)
+            .select_related("account", "account__user")
+            .order_by("pk")
+        )
+        context = {
+            **self.admin_site.each_context(request),  # type: ignore[attr-defined]
+            "title": _("Revoke Synerise client tokens?"),
+            "subtitle": None,
+            "opts": opts,
+            "tokens": tokens,
+            "action": action,
+            "selected": selected or [],
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+            "cancel_url": request.headers.get("referer") or "",
+        }
+        return TemplateResponse(request, "admin/django_synerise/revoke_confirmation.html", context)
+
+    def _revoke_or_confirm(
+        self, request: HttpRequest, queryset: QuerySet, token_ids: list[int]
+    ) -> TemplateResponse | None:
+        if request.POST.get("post") == "yes":
+            self._revoke(request, token_ids)
+            return None
+        return self._confirm_revoke(
+            request,
+            token_ids,
+            action=request.POST.get("action", ""),
+            selected=list(queryset.values_list("pk", flat=True)),
         )
 
     def _refresh(self, request: HttpRequest, token_ids: list[int]) -> None:
@@ -166,29 +271,42 @@ class _OperateMixin:
 
 @admin.register(ClientToken)
 class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
-    """Read-only list of stored tokens; the token itself is never displayed."""
+    """Read-only list of stored tokens; the token itself is never displayed.
 
+    The change page carries **Refresh now** and **Revoke** (with a confirmation page); the
+    change list links to the token dashboard (:mod:`django_synerise.dashboard`).
+    """
+
+    # Six short columns: they fit beside the admin's navigation and filter sidebars at
+    # 1280 px. Failures show in the status column; last use and the rest on the change page.
     list_display = (
-        "id",
         "user_display",
         "client_id_display",
         "provider_display",
-        "status",
+        "status_display",
         "expires_in_display",
-        "refreshed_at",
-        "failure_count",
-        "last_used_at",
+        "refreshed_display",
     )
-    list_display_links = ("id", "user_display")
-    list_filter = ("status", "account__identity_provider", ExpiringSoonFilter)
+    list_display_links = ("user_display",)
+    list_filter = ("status", ProviderFilter, ExpiringSoonFilter)
     list_select_related = ("account", "account__user")
     raw_id_fields = ("account",)
     ordering = ("expires_at",)
     actions = ("refresh_now_action", "revoke_action")
+    change_form_template = "admin/django_synerise/clienttoken/change_form.html"
+    change_list_template = "admin/django_synerise/clienttoken/change_list.html"
     fieldsets = (
         (
             None,
-            {"fields": ("account", "status", "origin", "ciphertext_fingerprint", "encryption_key")},
+            {
+                "fields": (
+                    "account",
+                    "status",
+                    "origin_display",
+                    "ciphertext_fingerprint",
+                    "encryption_key",
+                )
+            },
         ),
         (
             _("Lifetime"),
@@ -221,7 +339,7 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
     readonly_fields = (
         "account",
         "status",
-        "origin",
+        "origin_display",
         "ciphertext_fingerprint",
         "encryption_key",
         "issued_at",
@@ -262,6 +380,78 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
             )
         return super().changelist_view(request, extra_context)
 
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> Any:
+        """The read-only change page, with **Refresh now** and **Revoke** for operators."""
+        extra_context = {
+            **(extra_context or {}),
+            "can_operate": self.has_operate_permission(request),
+        }
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def get_urls(self) -> list[URLPattern]:
+        """The model's URLs plus ``dashboard/``, ``<id>/refresh/`` and ``<id>/revoke/``."""
+        info = (self.opts.app_label, self.opts.model_name)
+        wrap = self.admin_site.admin_view
+        return [
+            path("dashboard/", wrap(self.dashboard_view), name="{}_{}_dashboard".format(*info)),
+            path(
+                "<path:object_id>/refresh/",
+                wrap(require_POST(self.refresh_view)),
+                name="{}_{}_refresh".format(*info),
+            ),
+            path(
+                "<path:object_id>/revoke/",
+                wrap(self.revoke_view),
+                name="{}_{}_revoke".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def _operated_object(self, request: HttpRequest, object_id: str) -> ClientToken:
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        obj = self.get_object(request, object_id)
+        if obj is None:
+            raise Http404(gettext("No such Synerise client token."))
+        return obj
+
+    def _change_url(self, obj: ClientToken) -> str:
+        return reverse(
+            f"{self.admin_site.name}:{self.opts.app_label}_{self.opts.model_name}_change",
+            args=[obj.pk],
+        )
+
+    def refresh_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """``POST <id>/refresh/``: refresh this token now, then back to its change page."""
+        obj = self._operated_object(request, object_id)
+        self._refresh(request, [obj.pk])
+        return HttpResponseRedirect(self._change_url(obj))
+
+    def revoke_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """``<id>/revoke/``: GET asks for confirmation, POST with ``post=yes`` revokes."""
+        obj = self._operated_object(request, object_id)
+        if request.method == "POST" and request.POST.get("post") == "yes":
+            self._revoke(request, [obj.pk])
+            return HttpResponseRedirect(self._change_url(obj))
+        return self._confirm_revoke(request, [obj.pk])
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        """The token dashboard (needs the view permission of client tokens)."""
+        from .dashboard import dashboard_context
+
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "title": _("Synerise token dashboard"),
+            "subtitle": None,
+            "opts": self.opts,
+            **dashboard_context(),
+        }
+        return TemplateResponse(request, "admin/django_synerise/dashboard.html", context)
+
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
         return (
             *_user_search_fields("account__user__"),
@@ -284,11 +474,32 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
 
     @admin.display(description=_("provider"), ordering="account__identity_provider")
     def provider_display(self, obj: ClientToken) -> str:
-        return str(obj.account.get_identity_provider_display())
+        return provider_label(obj.account.identity_provider)
+
+    @admin.display(description=_("origin"))
+    def origin_display(self, obj: ClientToken) -> str:
+        """The origin claim, labelled like the provider column (``APPLE`` -> ``Apple``)."""
+        return provider_label(obj.origin)
 
     @admin.display(description=_("expires in"), ordering="expires_at")
     def expires_in_display(self, obj: ClientToken) -> str:
-        return humanize_expires_in(obj.expires_at)
+        return token_expiry_text(obj)
+
+    @admin.display(description=_("status"), ordering="status")
+    def status_display(self, obj: ClientToken) -> str:
+        """The status, with the consecutive failures when there are any."""
+        label = str(TokenStatus(obj.status).label)
+        if obj.failure_count:
+            return ngettext(
+                "%(status)s (%(count)d failure)",
+                "%(status)s (%(count)d failures)",
+                obj.failure_count,
+            ) % {"status": label, "count": obj.failure_count}
+        return label
+
+    @admin.display(description=_("refreshed"), ordering="refreshed_at")
+    def refreshed_display(self, obj: ClientToken) -> str:
+        return humanize_ago(obj.refreshed_at)
 
     @admin.display(description=_("ciphertext fingerprint"))
     def ciphertext_fingerprint(self, obj: ClientToken) -> str:
@@ -316,9 +527,11 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
     def refresh_now_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._refresh(request, list(queryset.values_list("pk", flat=True)))
 
-    @admin.action(description=_("Revoke"), permissions=["operate"])
-    def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> None:
-        self._revoke(request, list(queryset.values_list("pk", flat=True)))
+    @admin.action(description=_("Revoke…"), permissions=["operate"])
+    def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+        return self._revoke_or_confirm(
+            request, queryset, list(queryset.values_list("pk", flat=True))
+        )
 
 
 @admin.register(SyneriseAccount)
@@ -329,11 +542,10 @@ class SyneriseAccountAdmin(_OperateMixin, admin.ModelAdmin):
         "client_id",
         "user",
         "email",
-        "identity_provider",
+        "provider_display",
         "token_status",
         "token_expires_in",
         "last_login_at",
-        "created_at",
     )
     list_filter = ("identity_provider", "token__status")
     list_select_related = ("user", "token")
@@ -346,7 +558,7 @@ class SyneriseAccountAdmin(_OperateMixin, admin.ModelAdmin):
         "email",
         "custom_id",
         "uuid",
-        "identity_provider",
+        "provider_display",
         "business_profile_id",
         "token_status",
         "token_expires_in",
@@ -362,24 +574,27 @@ class SyneriseAccountAdmin(_OperateMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return super().get_queryset(request).select_related("user", "token")
 
+    @admin.display(description=_("provider"), ordering="identity_provider")
+    def provider_display(self, obj: SyneriseAccount) -> str:
+        return provider_label(obj.identity_provider)
+
     @admin.display(description=_("token status"), ordering="token__status")
     def token_status(self, obj: SyneriseAccount) -> str:
         return _token_status(obj)
 
     @admin.display(description=_("token expires in"), ordering="token__expires_at")
     def token_expires_in(self, obj: SyneriseAccount) -> str:
-        token = _token_of(obj)
-        return humanize_expires_in(token.expires_at) if token else "-"
+        return token_expiry_text(_token_of(obj))
 
     @admin.action(description=_("Refresh tokens now"), permissions=["operate"])
     def refresh_now_action(self, request: HttpRequest, queryset: QuerySet) -> None:
         ids = list(ClientToken.objects.filter(account__in=queryset).values_list("pk", flat=True))
         self._refresh(request, ids)
 
-    @admin.action(description=_("Revoke tokens"), permissions=["operate"])
-    def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+    @admin.action(description=_("Revoke tokens…"), permissions=["operate"])
+    def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
         ids = list(ClientToken.objects.filter(account__in=queryset).values_list("pk", flat=True))
-        self._revoke(request, ids)
+        return self._revoke_or_confirm(request, queryset, ids)
 
 
 def _token_of(account: SyneriseAccount) -> ClientToken | None:
@@ -397,10 +612,10 @@ def _token_status(account: SyneriseAccount) -> str:
 
 
 class SyneriseAccountInline(admin.StackedInline):
-    """Read-only Synerise account (and token state) on the user change page.
+    """Read-only Synerise account (and token state) for the user change page.
 
-    Added automatically to the user admin registered on ``admin.site`` when this module is
-    imported after it; otherwise add it to your own ``UserAdmin.inlines``.
+    Not added to any user admin by this package: list it in your user admin's ``inlines``,
+    or use :class:`SyneriseUserAdminMixin`.
     """
 
     model = SyneriseAccount
@@ -412,7 +627,7 @@ class SyneriseAccountInline(admin.StackedInline):
     fields = (
         "client_id",
         "email",
-        "identity_provider",
+        "provider_display",
         "business_profile_id",
         "last_login_at",
         "token_status",
@@ -432,14 +647,17 @@ class SyneriseAccountInline(admin.StackedInline):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    @admin.display(description=_("provider"))
+    def provider_display(self, obj: SyneriseAccount) -> str:
+        return provider_label(obj.identity_provider)
+
     @admin.display(description=_("token status"))
     def token_status(self, obj: SyneriseAccount) -> str:
         return _token_status(obj)
 
     @admin.display(description=_("token expires in"))
     def token_expires_in(self, obj: SyneriseAccount) -> str:
-        token = _token_of(obj)
-        return humanize_expires_in(token.expires_at) if token else "-"
+        return token_expiry_text(_token_of(obj))
 
 
 @admin.action(description=_("Connect to Synerise"), permissions=["change"])
@@ -506,40 +724,35 @@ def connect_to_synerise(modeladmin: Any, request: HttpRequest, queryset: QuerySe
             modeladmin.message_user(request, text % {"count": count}, messages.WARNING)
 
 
-def register_user_inline(site: admin.AdminSite | None = None) -> bool:
-    """Add :class:`SyneriseAccountInline` and the :func:`connect_to_synerise` action to the
-    user model's admin on ``site``.
+class SyneriseUserAdminMixin:
+    """Mix into your user ``ModelAdmin`` to show :class:`SyneriseAccountInline` on the user
+    change page (after the admin's own inlines) and offer the :func:`connect_to_synerise`
+    action::
 
-    Subclasses the registered ``ModelAdmin`` with the inline and the action appended and
-    re-registers it.
+        @admin.register(User)
+        class UserAdmin(SyneriseUserAdminMixin, BaseUserAdmin):
+            pass
 
-    :returns: ``True`` when the inline was added, ``False`` when the user model is not
-        registered on ``site`` or already has the inline.
+    The inline and the action are added once, whatever the other bases list.
     """
-    site = site or admin.site
-    user_model = get_user_model()
-    try:
-        current = site.get_model_admin(user_model)
-    except NotRegistered:
-        return False
-    current_class = type(current)
-    if any(
-        isinstance(inline, type) and issubclass(inline, SyneriseAccountInline)
-        for inline in (current_class.inlines or ())
-    ):
-        return False
-    patched = type(
-        current_class.__name__,
-        (current_class,),
-        {
-            "inlines": [*(current_class.inlines or ()), SyneriseAccountInline],
-            "actions": [*(current_class.actions or ()), connect_to_synerise],
-            "__module__": current_class.__module__,
-        },
-    )
-    site.unregister(user_model)
-    site.register(user_model, patched)
-    return True
 
+    def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
+        inlines = list(super().get_inlines(request, obj))  # type: ignore[misc]
+        if not any(
+            isinstance(inline, type) and issubclass(inline, SyneriseAccountInline)
+            for inline in inlines
+        ):
+            inlines.append(SyneriseAccountInline)
+        return inlines
 
-register_user_inline()
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        """The admin's actions plus :func:`connect_to_synerise` (for users who may change
+        users), unless the admin turned actions off."""
+        actions = super().get_actions(request)  # type: ignore[misc]
+        if (
+            self.actions is not None  # type: ignore[attr-defined]
+            and "connect_to_synerise" not in actions
+            and self.has_change_permission(request)  # type: ignore[attr-defined]
+        ):
+            actions["connect_to_synerise"] = self.get_action(connect_to_synerise)  # type: ignore[attr-defined]
+        return actions

@@ -384,9 +384,18 @@ MESSAGES: dict[str, Spec] = {
     ),
     "W006": _w(
         "Celery is configured (CELERY_BROKER_URL) but no refresh schedule was found.",
-        f"Add an entry running '{REFRESH_TASK}' to CELERY_BEAT_SCHEDULE (merge "
-        "django_synerise.schedule.BEAT_SCHEDULE), use django-celery-beat, or run "
-        "`manage.py synerise_refresh_tokens` from cron and silence this warning.",
+        f"With Celery's own beat scheduler, merge django_synerise.schedule.BEAT_SCHEDULE into "
+        f"CELERY_BEAT_SCHEDULE (it runs '{REFRESH_TASK}'). With django-celery-beat, set "
+        "CELERY_BEAT_SCHEDULER = 'django_celery_beat.schedulers:DatabaseScheduler' and run "
+        "`manage.py synerise_setup_beat`. Without beat, run `manage.py "
+        "synerise_refresh_tokens` from cron and silence this warning.",
+    ),
+    "W110": _w(
+        "django-celery-beat's DatabaseScheduler is configured but no enabled periodic task "
+        f"runs '{REFRESH_TASK}'.",
+        "Run `manage.py synerise_setup_beat` (creates or updates the refresh and purge tasks "
+        "from django_synerise.schedule.BEAT_SCHEDULE; safe on every deploy), or enable the "
+        "task in the admin.",
     ),
     "W080": _w(
         "Background refresh of Synerise tokens is halted since {since}: Synerise rejects the "
@@ -1250,16 +1259,36 @@ def _check_backend_order() -> list[CheckMessage]:
     return messages
 
 
-def _check_schedule() -> list[CheckMessage]:
-    if not getattr(settings, "CELERY_BROKER_URL", None):
-        return []
-    if apps.is_installed("django_celery_beat"):
-        return []
+#: ``CELERY_BEAT_SCHEDULER`` values that mean django-celery-beat's database scheduler.
+DATABASE_SCHEDULERS = frozenset(
+    {
+        "django_celery_beat.schedulers:DatabaseScheduler",
+        "django_celery_beat.schedulers.DatabaseScheduler",
+        "django",
+    }
+)
+
+
+def _database_scheduler() -> bool:
+    """django-celery-beat is installed and ``CELERY_BEAT_SCHEDULER`` selects its scheduler."""
+    scheduler = getattr(settings, "CELERY_BEAT_SCHEDULER", None)
+    return apps.is_installed("django_celery_beat") and scheduler in DATABASE_SCHEDULERS
+
+
+def _schedule_has_refresh() -> bool:
     schedule = getattr(settings, "CELERY_BEAT_SCHEDULE", None)
     if isinstance(schedule, Mapping):
         for entry in schedule.values():
             if isinstance(entry, Mapping) and entry.get("task") == REFRESH_TASK:
-                return []
+                return True
+    return False
+
+
+def _check_schedule() -> list[CheckMessage]:
+    if not getattr(settings, "CELERY_BROKER_URL", None):
+        return []
+    if _database_scheduler() or _schedule_has_refresh():
+        return []  # the database scheduler's rows are checked by W110 (--database)
     return [_message("W006", obj="settings.CELERY_BEAT_SCHEDULE")]
 
 
@@ -1382,9 +1411,31 @@ def check_refresh_halt(
     ]
 
 
+def check_beat_tasks(
+    app_configs: Any = None, databases: Any = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Runtime check (``manage.py check --database default``): W110 when django-celery-beat's
+    DatabaseScheduler is configured, ``CELERY_BEAT_SCHEDULE`` does not carry the refresh
+    entry (the scheduler would copy it into the database) and no enabled ``PeriodicTask``
+    runs it. One query; never imports Celery."""
+    if not databases or not getattr(settings, "CELERY_BROKER_URL", None):
+        return []
+    if not _database_scheduler() or _schedule_has_refresh():
+        return []
+    from django.db import DatabaseError
+
+    model = apps.get_model("django_celery_beat", "PeriodicTask")
+    try:
+        found = model.objects.filter(task=REFRESH_TASK, enabled=True).exists()
+    except DatabaseError:  # not migrated yet
+        return []
+    return [] if found else [_message("W110", obj="django_celery_beat.PeriodicTask")]
+
+
 def register_checks() -> None:
     """Register the package's system checks (idempotent; called from ``AppConfig.ready``)."""
     register(check_settings, Tags.security, TAG)
     register(check_integration, TAG)
     register(check_deploy, Tags.security, TAG, deploy=True)
     register(check_refresh_halt, Tags.database, TAG)
+    register(check_beat_tasks, Tags.database, TAG)

@@ -38,7 +38,7 @@ from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
-from . import __version__
+from . import __version__, metrics
 from .breaker import CircuitBreaker, get_breaker
 from .conf import synerise_settings
 from .exceptions import (
@@ -580,7 +580,10 @@ class SyneriseClient:
             _raise_for_status(response, path)
             return parse(response)
 
-        return self.breaker.call(attempt)
+        try:
+            return self.breaker.call(attempt)
+        finally:
+            metrics.observe_breaker(self.breaker)
 
     def _send(
         self, method: str, path: str, *, json_body: Any, token: str | None, accept: str
@@ -649,6 +652,7 @@ class SyneriseClient:
         finally:
             response.close()
         elapsed_ms = (time.monotonic() - start) * 1000
+        metrics.observe_upstream(path, elapsed_ms / 1000)
         level = logging.DEBUG if response.status_code < 400 else logging.INFO
         logger.log(
             level, "Synerise %s %s -> %s in %.1f ms", method, path, response.status_code, elapsed_ms
@@ -658,6 +662,7 @@ class SyneriseClient:
     def _unavailable(
         self, method: str, path: str, start: float, message: str, status: int | None = None
     ) -> SyneriseUnavailable:
+        metrics.observe_upstream(path, time.monotonic() - start)
         logger.warning(
             "Synerise %s %s failed after %.1f ms: %s",
             method,

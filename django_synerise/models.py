@@ -8,6 +8,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from .crypto import decrypt_token, encrypt_token, token_fingerprint
@@ -236,7 +237,12 @@ class ClientToken(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"ClientToken(account={self.account_id}, status={self.status})"
+        """``"Client token of Synerise client <client id>"`` (the admin's page title)."""
+        if self.account_id is None:
+            return gettext("Client token (no account)")
+        return gettext("Client token of Synerise client %(client_id)s") % {
+            "client_id": self.account.client_id
+        }
 
     def __repr__(self) -> str:
         return f"<ClientToken pk={self.pk} account={self.account_id} status={self.status}>"
@@ -385,3 +391,38 @@ class IdentitySubject(models.Model):
 
     def __repr__(self) -> str:
         return f"<IdentitySubject pk={self.pk} user={self.user_id}>"
+
+
+class RefreshOutcome(models.TextChoices):
+    """What happened to a token the refresh pipeline took, or a scheduler run (``run``)."""
+
+    REFRESHED = "refreshed", _("Refreshed")
+    TRANSIENT = "transient", _("Failed transiently (retried)")
+    NEEDS_LOGIN = "needs_login", _("Needs login")
+    HALTED = "halted", _("Halted (API key rejected)")
+    RUN = "run", _("Scheduler run")
+
+
+class RefreshOutcomeCount(models.Model):
+    """How many refresh outcomes of one kind happened in one hour (UTC), for the dashboard.
+
+    At most one row per ``(hour, outcome)`` and five outcomes, so 24 hours are at most 120
+    rows. Written by :mod:`django_synerise.services.outcomes` (one upsert per batch and one
+    per scheduler run); rows older than :data:`~django_synerise.services.outcomes.RETENTION`
+    are deleted by ``purge_tokens``. ``updated_at`` of the ``run`` rows is the last run.
+    """
+
+    hour = models.DateTimeField(_("hour"), help_text=_("Start of the hour (UTC)."))
+    outcome = models.CharField(_("outcome"), max_length=16, choices=RefreshOutcome)
+    count = models.PositiveBigIntegerField(_("count"), default=0)
+    updated_at = models.DateTimeField(_("updated at"))
+
+    class Meta:
+        verbose_name = _("refresh outcome count")
+        verbose_name_plural = _("refresh outcome counts")
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "outcome"], name="synerise_outcome_hour_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.outcome} {self.hour.isoformat()}: {self.count}"

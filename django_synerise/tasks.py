@@ -113,8 +113,10 @@ def refresh_expiring_tokens(
     :returns: ``{"batches": n, "tokens": n, "halted": bool}``.
     """
     from .services.halt import refresh_allowed
+    from .services.outcomes import record_run
     from .services.refresh import claim_due_tokens, split
 
+    record_run()
     if not refresh_allowed():
         logger.info("Background refresh of Synerise tokens is halted; nothing claimed")
         return {"batches": 0, "tokens": 0, "halted": True}

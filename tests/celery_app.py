@@ -12,7 +12,7 @@ from typing import Any
 
 import django
 from celery import Celery
-from celery.signals import task_postrun
+from celery.signals import task_postrun, worker_ready
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.celery_settings")
 
@@ -75,3 +75,14 @@ def _task_done(sender: Any = None, retval: Any = None, state: str | None = None,
                  "retval": retval if isinstance(retval, dict) else None, "pid": os.getpid()}
         with open(_SIGNAL_LOG, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(entry) + "\n")
+
+
+@worker_ready.connect(weak=False, dispatch_uid="tests-celery-metrics")
+def _serve_metrics(**kwargs: Any) -> None:
+    """With ``SYNERISE_TEST_METRICS_PORT``, serve the package's metrics from the worker's main
+    process (tests/test_metrics.py scrapes it)."""
+    port = os.environ.get("SYNERISE_TEST_METRICS_PORT")
+    if port:
+        from django_synerise.metrics import serve_metrics
+
+        serve_metrics(int(port))

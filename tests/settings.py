@@ -31,6 +31,16 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_synerise",
 ]
+# django-celery-beat (optional, Django < 6.1 only) for the synerise_setup_beat command and
+# check W110; SYNERISE_TEST_WITHOUT_BEAT=1 stands for a project without it (which must never
+# import Celery: django-celery-beat's models do).
+try:
+    import django_celery_beat  # noqa: F401
+except ImportError:
+    pass
+else:
+    if not os.environ.get("SYNERISE_TEST_WITHOUT_BEAT"):
+        INSTALLED_APPS.append("django_celery_beat")
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -19,8 +23,9 @@ from django.utils import timezone
 from django_synerise.admin import (
     ClientTokenAdmin,
     SyneriseAccountInline,
+    SyneriseUserAdminMixin,
     humanize_expires_in,
-    register_user_inline,
+    provider_label,
 )
 from django_synerise.models import ClientToken, IdentityProvider, SyneriseAccount, TokenStatus
 from tests.factories import make_account, make_token, make_user
@@ -239,11 +244,19 @@ def test_humanize_expires_in():
 
 
 @pytest.mark.django_db
-def test_user_admin_has_the_account_inline(admin_client_):
+def test_user_admin_has_the_account_inline_through_the_mixin(admin_client_, rf, superuser):
     user_admin = admin.site.get_model_admin(get_user_model())
-    assert SyneriseAccountInline in user_admin.inlines
-    assert register_user_inline() is False                    # never added twice
-    assert register_user_inline(admin.AdminSite(name="empty")) is False
+    assert isinstance(user_admin, SyneriseUserAdminMixin)
+    request = rf.get("/")
+    request.user = superuser
+    inlines = user_admin.get_inlines(request, None)
+    assert inlines.count(SyneriseAccountInline) == 1            # never added twice
+
+    class Twice(SyneriseUserAdminMixin, admin.ModelAdmin):
+        inlines = [SyneriseAccountInline]
+
+    assert Twice(get_user_model(), admin.AdminSite()).get_inlines(request, None) == [
+        SyneriseAccountInline]
     row = make_token(make_account(client_id="9990001"), expires_in=-5,
                      status=TokenStatus.NEEDS_LOGIN)
     html = admin_client_.get(
@@ -254,6 +267,25 @@ def test_user_admin_has_the_account_inline(admin_client_):
     assert "9990001" not in html
 
 
+def test_importing_the_admin_leaves_the_user_admin_alone():
+    # A project without its own user admin: after setup, the user admin is still Django's
+    # own class, whatever the app order (the package used to re-register a subclass).
+    code = (
+        "import django; django.setup()\n"
+        "from django.contrib import admin\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from django.contrib.auth.admin import UserAdmin\n"
+        "import django_synerise.admin\n"
+        "registered = type(admin.site.get_model_admin(get_user_model()))\n"
+        "print(registered is UserAdmin, registered.__module__)\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["True", "django.contrib.auth.admin"], result.stdout
+
+
 # ------------------------------------------------------------------ actions
 
 
@@ -262,11 +294,34 @@ def _post_action(client, url, action, ids):
                        follow=True)
 
 
+def _confirm(client, url, action, ids):
+    return client.post(url, {"action": action, "_selected_action": [str(i) for i in ids],
+                             "post": "yes"}, follow=True)
+
+
+@pytest.mark.django_db
+def test_revoke_action_asks_for_confirmation_first(admin_client_):
+    rows = [make_token(make_account(client_id=f"44400{i}")) for i in range(3)]
+    response = _post_action(admin_client_, TOKENS_URL, "revoke_action",
+                            [rows[0].pk, rows[1].pk])
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'data-testid="revoke-confirmation"' in html
+    assert "444000" in html and "444001" in html and "444002" not in html
+    assert 'name="post" value="yes"' in html
+    assert set(ClientToken.objects.values_list("status", flat=True)) == {TokenStatus.ACTIVE}
+    for secret in secrets_of(rows[0]):
+        assert secret not in html
+    # The same from the accounts list.
+    response = _post_action(admin_client_, ACCOUNTS_URL, "revoke_action", [rows[2].account_id])
+    assert "444002" in response.content.decode()
+    assert ClientToken.objects.get(pk=rows[2].pk).status == TokenStatus.ACTIVE
+
+
 @pytest.mark.django_db
 def test_revoke_action(admin_client_):
     rows = [make_token() for _ in range(3)]
-    response = _post_action(admin_client_, TOKENS_URL, "revoke_action",
-                            [rows[0].pk, rows[1].pk])
+    response = _confirm(admin_client_, TOKENS_URL, "revoke_action", [rows[0].pk, rows[1].pk])
     assert response.status_code == 200
     assert "2 tokens revoked." in [str(m) for m in response.context["messages"]]
     statuses = dict(ClientToken.objects.values_list("pk", "status"))
@@ -274,14 +329,14 @@ def test_revoke_action(admin_client_):
                         rows[2].pk: TokenStatus.ACTIVE}
     assert ClientToken.objects.get(pk=rows[0].pk).encrypted_token == ""
     # revoking again changes nothing and says so
-    response = _post_action(admin_client_, TOKENS_URL, "revoke_action", [rows[0].pk])
+    response = _confirm(admin_client_, TOKENS_URL, "revoke_action", [rows[0].pk])
     assert "0 tokens revoked." in [str(m) for m in response.context["messages"]]
 
 
 @pytest.mark.django_db
 def test_revoke_action_from_accounts(admin_client_):
     row = make_token()
-    response = _post_action(admin_client_, ACCOUNTS_URL, "revoke_action", [row.account_id])
+    response = _confirm(admin_client_, ACCOUNTS_URL, "revoke_action", [row.account_id])
     assert "1 token revoked." in [str(m) for m in response.context["messages"]]
     assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.REVOKED
 
@@ -354,3 +409,130 @@ def test_account_without_token_renders(admin_client_):
     assert "6660001" in html and "no token" in html
     url = reverse("admin:django_synerise_syneriseaccount_change", args=[account.pk])
     assert "no token" in admin_client_.get(url).content.decode()
+
+
+# ------------------------------------------------------------------ polish
+
+
+def change_url(row) -> str:
+    return reverse("admin:django_synerise_clienttoken_change", args=[row.pk])
+
+
+@pytest.mark.django_db
+def test_change_page_title_names_the_client_not_a_repr(admin_client_):
+    row = make_token(make_account(client_id="3141592"))
+    html = admin_client_.get(change_url(row)).content.decode()
+    title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+    assert "Client token of Synerise client 3141592" in title
+    assert "ClientToken(" not in html
+
+
+@pytest.mark.django_db
+def test_provider_and_origin_share_short_labels(admin_client_):
+    row = make_token(make_account(client_id="2710001", identity_provider=IdentityProvider.APPLE))
+    ClientToken.objects.filter(pk=row.pk).update(origin="APPLE")
+    make_token(make_account(client_id="2710002"))           # SYNERISE
+    listing = admin_client_.get(TOKENS_URL).content.decode()
+    cells = re.findall(r'<td class="field-provider_display">(.*?)</td>', listing)
+    assert sorted(cells) == ["Apple", "Synerise"]
+    change = admin_client_.get(change_url(row)).content.decode()
+    origin = re.search(r'field-origin_display.*?<div class="readonly">(.*?)</div>', change,
+                       re.S).group(1)
+    assert origin == "Apple"
+    assert ">APPLE<" not in change
+    assert provider_label("OAUTH") == "OAuth" and provider_label("") == "-"
+    assert provider_label("SOMETHING") == "SOMETHING"
+    accounts = admin_client_.get(ACCOUNTS_URL).content.decode()
+    assert sorted(re.findall(r'<td class="field-provider_display">(.*?)</td>', accounts)) == [
+        "Apple", "Synerise"]
+
+
+@pytest.mark.django_db
+def test_revoked_token_says_revoked_not_expires_in(admin_client_):
+    row = make_token(make_account(client_id="5550999"), expires_in=240)
+    admin_client_.post(reverse("admin:django_synerise_clienttoken_revoke", args=[row.pk]),
+                       {"post": "yes"})
+    assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.REVOKED
+    for url in (change_url(row), TOKENS_URL, ACCOUNTS_URL,
+                reverse("admin:auth_user_change", args=[row.account.user_id])):
+        text = admin_client_.get(url).content.decode()
+        assert "revoked (no token kept)" in text, url
+        assert not re.search(r"in [34]\xa0minutes", text), url
+
+
+@pytest.mark.django_db
+def test_change_page_offers_refresh_and_revoke_to_operators_only(client, admin_client_):
+    row = make_token()
+    html = admin_client_.get(change_url(row)).content.decode()
+    refresh = reverse("admin:django_synerise_clienttoken_refresh", args=[row.pk])
+    revoke = reverse("admin:django_synerise_clienttoken_revoke", args=[row.pk])
+    assert f'action="{refresh}"' in html and f'href="{revoke}"' in html
+    viewer = staff_with("view_clienttoken")
+    client.force_login(viewer, backend=BACKEND)
+    html = client.get(change_url(row)).content.decode()
+    assert refresh not in html and revoke not in html
+    assert client.post(refresh).status_code == 403
+    assert client.post(revoke, {"post": "yes"}).status_code == 403
+    assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.ACTIVE
+    # A revoked token offers neither button (nothing left to refresh or revoke).
+    ClientToken.objects.filter(pk=row.pk).update(status=TokenStatus.REVOKED)
+    html = admin_client_.get(change_url(row)).content.decode()
+    assert refresh not in html and revoke not in html
+
+
+@pytest.mark.django_db
+def test_change_page_revoke_confirms_then_revokes(admin_client_):
+    row = make_token(make_account(client_id="8080808"))
+    url = reverse("admin:django_synerise_clienttoken_revoke", args=[row.pk])
+    page = admin_client_.get(url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert 'data-testid="revoke-confirmation"' in html and "8080808" in html
+    assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.ACTIVE
+    # A POST without the confirmation field only shows the page again.
+    admin_client_.post(url)
+    assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.ACTIVE
+    response = admin_client_.post(url, {"post": "yes"}, follow=True)
+    assert response.redirect_chain[-1][0] == change_url(row)
+    assert "1 token revoked." in [str(m) for m in response.context["messages"]]
+    assert ClientToken.objects.get(pk=row.pk).status == TokenStatus.REVOKED
+    assert admin_client_.get(reverse("admin:django_synerise_clienttoken_revoke",
+                                     args=[987654])).status_code == 404
+
+
+@pytest.mark.django_db(transaction=True)
+def test_change_page_refresh_now_refreshes_through_synerise(client, fake_synerise):
+    root = make_user("root5", is_staff=True, is_superuser=True)
+    client.force_login(root, backend=BACKEND)
+    remote = fake_synerise.add_client(email="c@example.com", password="pw")
+    account = make_account(client_id=remote.client_id,
+                           business_profile_id=fake_synerise.business_profile_id)
+    row = make_token(account, token=fake_synerise.issue_token(remote.client_id), expires_in=3600)
+    url = reverse("admin:django_synerise_clienttoken_refresh", args=[row.pk])
+    assert client.get(url).status_code == 405                  # POST only
+    response = client.post(url, follow=True)
+    assert response.redirect_chain[-1][0] == change_url(row)
+    assert "1 token refreshed." in [str(m) for m in response.context["messages"]]
+    assert fake_synerise.count(path_contains="refresh") == 1
+    assert ClientToken.objects.get(pk=row.pk).version == row.version + 1
+
+
+@pytest.mark.django_db
+def test_app_index_and_token_list_link_the_dashboard(admin_client_):
+    dashboard = reverse("admin:django_synerise_clienttoken_dashboard")
+    app_index = admin_client_.get(reverse("admin:app_list", args=["django_synerise"]))
+    assert f'href="{dashboard}"' in app_index.content.decode()
+    assert f'href="{dashboard}"' in admin_client_.get(TOKENS_URL).content.decode()
+
+
+@pytest.mark.django_db
+def test_list_shows_failures_in_the_status_and_filters_with_short_labels(admin_client_):
+    make_token(make_account(client_id="6060001"), failure_count=2,
+               last_error="synerise_unavailable")
+    make_token(make_account(client_id="6060002", identity_provider=IdentityProvider.GOOGLE))
+    html = admin_client_.get(TOKENS_URL).content.decode()
+    statuses = re.findall(r'<td class="field-status_display">(.*?)</td>', html)
+    assert sorted(statuses) == ["Active", "Active (2 failures)"]
+    sidebar = html[html.index('id="changelist-filter"'):]
+    assert "Synerise (email or custom id and password)" not in sidebar
+    assert ">Synerise</a>" in sidebar and ">Google</a>" in sidebar

@@ -776,13 +776,21 @@ def test_refresh_schedule_w006(overrides: dict[str, Any], expected: set[str]) ->
         assert ids(checks.check_integration()) == expected
 
 
-def test_w006_silent_with_django_celery_beat(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_w006_silent_with_django_celery_beat_database_scheduler(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     real = checks.apps.is_installed
     monkeypatch.setattr(
         checks.apps, "is_installed", lambda name: name == "django_celery_beat" or real(name)
     )
-    with override_settings(CELERY_BROKER_URL="redis://x"):
+    scheduler = "django_celery_beat.schedulers:DatabaseScheduler"
+    with override_settings(CELERY_BROKER_URL="redis://x", CELERY_BEAT_SCHEDULER=scheduler):
         assert ids(checks.check_integration()) == set()
+    # Installed but beat runs Celery's own scheduler: the rows are not read, W006 stays.
+    with override_settings(CELERY_BROKER_URL="redis://x", CELERY_BEAT_SCHEDULER=None,
+                           CELERY_BEAT_SCHEDULE=None):
+        assert ids(checks.check_integration()) == {"W006"}
+    assert "synerise_setup_beat" in checks.MESSAGES["W006"].hint
 
 
 def test_schedule_fragment_satisfies_w006() -> None:
@@ -964,7 +972,8 @@ def test_checks_are_registered_with_tags() -> None:
     assert funcs["check_deploy"] not in registry.get_checks(include_deployment_checks=False)
     assert "database" in funcs["check_refresh_halt"].tags
     checks.register_checks()  # idempotent: ready() may run it again
-    assert len([f for f in registry.get_checks(True) if f.__module__ == checks.__name__]) == 4
+    assert "database" in funcs["check_beat_tasks"].tags
+    assert len([f for f in registry.get_checks(True) if f.__module__ == checks.__name__]) == 5
 
 
 # --------------------------------------------------------------------------- robustness
@@ -1028,7 +1037,11 @@ def test_running_checks_does_not_import_celery() -> None:
         cwd=ROOT,
         timeout=60,
         check=False,
-        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PATH": "/usr/bin:/bin"},
+        env={
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PATH": "/usr/bin:/bin",
+            "SYNERISE_TEST_WITHOUT_BEAT": "1",  # django-celery-beat itself imports Celery
+        },
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
@@ -1039,8 +1052,9 @@ def test_running_checks_does_not_import_celery() -> None:
 
 def _tested_ids() -> set[str]:
     tested = {code for code, _, _ in SETTINGS_CASES}
-    for path in Path(__file__).parent.glob("test_checks*.py"):
-        tested |= set(re.findall(r'"([EW]0\d\d)"', path.read_text()))
+    here = Path(__file__).parent
+    for path in [*here.glob("test_checks*.py"), here / "test_beat_setup.py"]:
+        tested |= set(re.findall(r'"([EW][01]\d\d)"', path.read_text()))
     return tested
 
 

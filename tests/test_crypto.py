@@ -75,7 +75,7 @@ def test_str_and_repr_never_show_token_or_ciphertext():
         assert row.encrypted_token[:12] not in text
         for segment in row.plaintext.split("."):
             assert segment not in text
-    assert str(row) == f"ClientToken(account={row.account_id}, status=active)"
+    assert str(row) == f"Client token of Synerise client {row.account.client_id}"
 
 
 # ------------------------------------------------------------------ R-ENC-2: fail closed

@@ -30,7 +30,7 @@ NEEDS_EXTRA = {
     "django_synerise.testing.plugin": "pytest",
 }
 #: The documented extras; each must work installed alone.
-EXTRAS = ("celery", "openapi")
+EXTRAS = ("celery", "openapi", "prometheus")
 
 
 def package_files() -> set[str]:
@@ -189,6 +189,9 @@ def test_wheel_metadata(dists: dict[str, Path]) -> None:
     celery_extra = [r for r in requires if 'extra == "celery"' in r]
     assert [r.split(";")[0].strip() for r in celery_extra] == ["celery[redis]>=5.4"], celery_extra
     assert any(r.startswith("drf-spectacular") and 'extra == "openapi"' in r for r in requires)
+    assert any(r.startswith("prometheus-client") and 'extra == "prometheus"' in r
+               for r in requires)
+    assert not any(r.lower().startswith("prometheus") for r in core)
     # The pytest plugin is opt-in (``pytest_plugins``), not a pytest11 entry point.
     assert entry_points == []
     # README is the long description, rendered as Markdown.
@@ -429,3 +432,31 @@ def test_documented_install_refreshes_a_token_on_a_redis_worker(
     assert fake_synerise.count("refresh/client") == 1
     output = run([python, "manage.py", "shell", "-c", TOKEN_STATE], cwd=project, env=env)
     assert "state active 2" in output.splitlines(), output
+
+
+METRICS_PROBE = """
+import sys
+from django_synerise import metrics
+metrics.observe_login("logged_in")
+metrics.observe_refresh_outcomes({"refreshed": 2})
+metrics.observe_upstream("/sauth/v3/auth/refresh/client", 0.01)
+print("available", metrics.available())
+print("imported", "prometheus_client" in sys.modules)
+if metrics.available():
+    import prometheus_client
+    text = prometheus_client.generate_latest().decode()
+    print("exposed", 'synerise_refresh_outcomes_total{outcome="refreshed"} 2.0' in text)
+"""
+
+
+@pytest.mark.parametrize("extra", [None, "prometheus"], ids=["no-extra", "prometheus"])
+def test_metrics_record_with_the_extra_and_do_nothing_without_it(
+    extra: str | None, venv_with: Callable[[str | None], Path], tmp_path: Path
+) -> None:
+    bindir = venv_with(extra)
+    output = run([bindir / "python", "-c", METRICS_PROBE], cwd=tmp_path, env=clean_env())
+    found = dict(line.split() for line in output.splitlines())
+    if extra is None:
+        assert found == {"available": "False", "imported": "False"}, output
+    else:
+        assert found == {"available": "True", "imported": "True", "exposed": "True"}, output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from django.views.decorators.debug import sensitive_variables
 from .. import signals
 from ..bulkhead import interactive_call
 from ..exceptions import AccountInactive, BadRequest, FieldError, InvalidToken, SyneriseError
+from .outcomes import record_login
 from .tokens import _prepare, _write_prepared, check_business_profile
 
 if TYPE_CHECKING:
@@ -184,28 +186,52 @@ def login(
         in this process; nothing was sent (a ``TransientUpstreamError``).
     """
     provider = _normalise_provider(identity_provider)
-    # One slot of the interactive bulkhead for the whole sign-in (login call, verification,
-    # profile): refused at once when full, so a slow Synerise cannot take every worker.
-    with interactive_call():
-        return _login(
-            request=request,
+    trace: dict[str, Any] = {}
+    started = time.monotonic()
+    try:
+        # One slot of the interactive bulkhead for the whole sign-in (login call,
+        # verification, profile): refused at once when full, so a slow Synerise cannot take
+        # every worker.
+        with interactive_call():
+            result = _login(
+                request=request,
+                trace=trace,
+                provider=provider,
+                email=email,
+                custom_id=custom_id,
+                password=password,
+                identity_provider_token=identity_provider_token,
+                uuid=uuid,
+                device_id=device_id,
+                agreements=agreements,
+                attributes=attributes,
+                client=client,
+            )
+    except SyneriseError as exc:
+        record_login(
             provider=provider,
-            email=email,
-            custom_id=custom_id,
-            password=password,
-            identity_provider_token=identity_provider_token,
-            uuid=uuid,
-            device_id=device_id,
-            agreements=agreements,
-            attributes=attributes,
-            client=client,
+            outcome=str(getattr(type(exc), "default_code", None) or "error"),
+            client_id=trace.get("client_id"),
+            upstream_status=getattr(exc, "status", None) or trace.get("status"),
+            duration=time.monotonic() - started,
         )
+        raise
+    record_login(
+        provider=provider,
+        outcome="logged_in",
+        client_id=result.account.client_id,
+        token_id=trace.get("token_id"),
+        upstream_status=200,
+        duration=time.monotonic() - started,
+    )
+    return result
 
 
 @sensitive_variables("password", "identity_provider_token", "result", "token", "prepared")
 def _login(
     *,
     request: HttpRequest | None,
+    trace: dict[str, Any],
     provider: str,
     email: str | None,
     custom_id: str | None,
@@ -224,6 +250,7 @@ def _login(
     result, claims = call_login(
         client,
         provider=provider,
+        trace=trace,
         email=email,
         custom_id=custom_id,
         password=password,
@@ -233,25 +260,35 @@ def _login(
         agreements=agreements,
         attributes=attributes,
     )
-    return complete_login(adapter, client, result, claims, request=request, provider=provider)
+    return complete_login(
+        adapter, client, result, claims, request=request, provider=provider, trace=trace
+    )
 
 
 @sensitive_variables("password", "identity_provider_token", "result")
 def call_login(
-    client: SyneriseClient, *, provider: str, **credentials: Any
+    client: SyneriseClient,
+    *,
+    provider: str,
+    trace: dict[str, Any] | None = None,
+    **credentials: Any,
 ) -> tuple[AuthResult, TokenClaims]:
     """The upstream half of a sign-in: call Synerise and verify the token it returned.
 
     No database access, so it may run in a pool thread. ``credentials`` are the keyword
-    arguments of :meth:`~django_synerise.client.SyneriseClient.login`.
+    arguments of :meth:`~django_synerise.client.SyneriseClient.login`. ``trace``, when given,
+    receives ``status`` (200 once Synerise answered) and ``client_id`` for the login event.
 
     :raises: as :func:`login` (upstream errors, ``InvalidToken`` for anonymous tokens and
         tokens of another business profile).
     """
     from ..verification import claims_for
 
+    trace = {} if trace is None else trace
     result = client.login(identity_provider=provider, **credentials)
+    trace["status"] = 200
     claims = claims_for(result, client=client)
+    trace["client_id"] = str(claims.client_id)
     if claims.is_anonymous:
         raise InvalidToken("Anonymous tokens cannot sign in.", reason="anonymous")
     check_business_profile(claims)
@@ -295,8 +332,11 @@ def complete_login(
     request: HttpRequest | None,
     provider: str,
     link_user: Any = None,
+    trace: dict[str, Any] | None = None,
 ) -> LoginResult:
     """The database half of a sign-in: link the user, store the token, send ``client_logged_in``.
+
+    ``trace``, when given, receives ``token_id`` (the stored row) for the login event.
 
     With ``link_user`` (an identity-provider connection of a known user) the client id is
     linked to that user, never to another: a client id already linked elsewhere, or a user
@@ -327,7 +367,9 @@ def complete_login(
     prepared = _prepare(account, result.token, claims)
     with transaction.atomic():
         _update_account(account, claims, provider)
-        _write_prepared(account, prepared)
+        row = _write_prepared(account, prepared)
+    if trace is not None:
+        trace["token_id"] = row.pk
     logger.info(
         "Synerise client %s signed in as user %s (provider %s, user created %s)",
         account.client_id,

@@ -56,6 +56,7 @@ from ..models import ClientToken, TokenStatus
 from ..querysets import lease_free_q, retry_free_q
 from ..ratelimit import RateLimiter, refresh_rate_limiter
 from . import halt
+from .outcomes import prune_outcome_counts, record_refresh_batch, record_run
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
 
 if TYPE_CHECKING:
@@ -425,13 +426,19 @@ def _call(
         return _Outcome(row, attempted=False)
     if limiter is not None and not limiter.acquire(start_deadline):
         return _Outcome(row, attempted=False)
+    started = time.monotonic()
     try:
         result = client.refresh(token)
+        row.call_status = 200
         return _Outcome(row, prepared=prepare_token(row.account, result, client=client))
     except Exception as exc:  # every failure is classified by the caller
+        row.call_status = getattr(exc, "status", None)
         if not isinstance(exc, SyneriseError):
             logger.exception("Unexpected error refreshing Synerise token %s", row.pk)
         return _Outcome(row, error=exc)
+    finally:
+        # Read by services.outcomes.record_refresh_batch (the structured event).
+        row.call_seconds = time.monotonic() - started
 
 
 # --------------------------------------------------------------------------- refresh
@@ -475,7 +482,8 @@ def refresh_batch(
     keep the old token and are refreshed again once the lease runs out (so those, and only
     those, may be refreshed twice). Every other outcome is written with one more ``UPDATE``
     at the end. Queries: 2 per claim, one per flush window that saw answers, one for the
-    other outcomes (see :doc:`/scheduling` for measured figures).
+    other outcomes, one for the dashboard's hourly outcome counts (see :doc:`/scheduling`
+    for measured figures).
 
     **Classification** (the same for both paths; see the table in :doc:`/reliability`):
 
@@ -606,6 +614,7 @@ def _refresh_rows(
     others: list[_Outcome] = []
     calls: list[tuple[ClientToken, str]] = []
     for row in rows:
+        row.claimed_refresh_at = row.refresh_at  # the claim lag (writes move refresh_at on)
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
             others.append(
                 _Outcome(
@@ -637,9 +646,11 @@ def _refresh_rows(
         others.extend(
             _collect(pending, lease_until, report=report, lease_seconds=lease, started=started)
         )
-    return _write_outcomes(
+    report = _write_outcomes(
         others, lease_until, attempt=attempt, backoff=backoff, report=report, client=client
     )
+    record_refresh_batch(rows, report)  # events, metrics, hourly counts: the one place
+    return report
 
 
 def _collect(
@@ -1065,6 +1076,7 @@ def refresh_due_tokens(
     size = max(1, _batch_size(batch_size))
     report = BatchReport()
     claimed = 0
+    record_run()
     if not halt.refresh_allowed(client):
         return _summarise(0, 0, report, halted=True)
     while limit is None or claimed < limit:
@@ -1083,6 +1095,8 @@ def refresh_due_tokens(
 def purge_tokens(*, now: datetime | None = None, batch_size: int = 1000) -> int:
     """Delete revoked rows and rows expired for longer than ``PURGE_AFTER``; return the count.
 
+    Also deletes the dashboard's hourly outcome counts older than
+    :data:`~django_synerise.services.outcomes.RETENTION` (not counted in the result).
     Revoked rows go once they have not changed for ``PURGE_AFTER`` seconds. Deletes in
     batches of ``batch_size`` primary keys so no statement locks the whole table.
     """
@@ -1104,6 +1118,7 @@ def purge_tokens(*, now: datetime | None = None, batch_size: int = 1000) -> int:
             break
     if deleted:
         logger.info("Purged %s Synerise token rows", deleted)
+    prune_outcome_counts(now=now)
     return deleted
 
 

@@ -126,6 +126,14 @@ def test_refresh_now_button_and_logout(page: Any, demo_site: DemoSite) -> None:
         "document.querySelector('[data-testid=refresh-result]').textContent"
         ".startsWith('The token is still fresh')"
     )
+    # The message agrees with the page: a token never refreshed is fresh from the sign-in.
+    message, shown = page.evaluate(
+        "[document.querySelector('[data-testid=refresh-result]').textContent,"
+        " document.querySelector('[data-testid=last-refresh]').textContent.trim()]"
+    )
+    if message.startswith("The token is still fresh"):
+        assert ("never refreshed" in message) == (shown == "not refreshed yet"), (message, shown)
+        assert ("refreshed less than a minute ago" in message) == (shown != "not refreshed yet")
     assert datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00")) > datetime.now(
         timezone.utc
     )

@@ -13,6 +13,8 @@
   // Offset between the server clock and this browser's clock, so the countdown is right.
   var skew = panel.dataset.serverTime ? Date.parse(panel.dataset.serverTime) - Date.now() : 0;
   var lastVersion = null;
+  var refreshedField = panel.querySelector("[data-field=refreshed_at]");
+  var refreshedAt = (refreshedField && refreshedField.getAttribute("datetime")) || null;
 
   function pad(n) { return (n < 10 ? "0" : "") + n; }
 
@@ -62,6 +64,7 @@
     setField("status", data.status_display, data.status);
     setField("expires_at", data.expires_at, "\u2013");
     setField("refreshed_at", data.refreshed_at, "not refreshed yet");
+    refreshedAt = data.refreshed_at || null;
     setField("refresh_at", data.refresh_at, "\u2013");
     setField("issued_at", data.issued_at, "\u2013");
     setField("last_used_at", data.last_used_at, "\u2013");
@@ -93,9 +96,11 @@
       return r.json().catch(function () { return {}; }).then(function (body) { return { ok: r.ok, status: r.status, body: body }; });
     }).then(function (res) {
       if (res.ok && Date.parse(res.body.expires_at) === expiresAt) {
-        // Refreshed less than a minute ago: the API returns it without calling Synerise.
-        result.textContent = "The token is still fresh (refreshed less than a minute ago); " +
-          "it expires at " + formatTime(res.body.expires_at) + ".";
+        // Stored less than a minute ago (by the sign-in, or by a refresh): the API returns
+        // it without calling Synerise. Say which, as the page does.
+        result.textContent = "The token is still fresh (" +
+          (refreshedAt ? "refreshed less than a minute ago" : "signed in less than a minute ago, never refreshed") +
+          "); it expires at " + formatTime(res.body.expires_at) + ".";
       } else if (res.ok) {
         result.textContent = "Token refreshed; it now expires at " + formatTime(res.body.expires_at) + ".";
       } else {

@@ -1,0 +1,109 @@
+"""Create or update django-celery-beat periodic tasks from the package's beat schedule.
+
+For projects that schedule with django-celery-beat's ``DatabaseScheduler`` instead of
+``CELERY_BEAT_SCHEDULE``. Idempotent: each entry of
+:data:`~django_synerise.schedule.BEAT_SCHEDULE` is one ``PeriodicTask`` row, found by its
+name, created when missing and brought back to the package's task, interval and expiry
+when it drifted; running it again changes nothing. An operator's ``enabled`` flag is kept.
+Nothing runs at migrate or import time: call it from ``manage.py synerise_setup_beat``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
+from django.db import transaction
+
+__all__ = ["BeatTaskResult", "setup_beat_tasks"]
+
+CREATED = "created"
+UPDATED = "updated"
+UNCHANGED = "unchanged"
+
+
+@dataclass(frozen=True)
+class BeatTaskResult:
+    """What :func:`setup_beat_tasks` did with one entry: ``action`` is ``created``,
+    ``updated`` or ``unchanged``."""
+
+    name: str
+    task: str
+    every: int
+    action: str
+
+
+def _seconds(value: Any) -> int:
+    if isinstance(value, timedelta):
+        return max(1, int(value.total_seconds()))
+    if isinstance(value, (int, float)):
+        return max(1, int(value))
+    raise ImproperlyConfigured(
+        f"Only interval schedules (seconds or timedelta) can be set up, not {value!r}."
+    )
+
+
+def setup_beat_tasks(schedule: dict[str, dict[str, Any]] | None = None) -> list[BeatTaskResult]:
+    """Create or update one django-celery-beat ``PeriodicTask`` per entry of ``schedule``
+    (default :data:`~django_synerise.schedule.BEAT_SCHEDULE`), in one transaction.
+
+    Each row gets the entry's ``task``, an ``IntervalSchedule`` of ``schedule`` seconds
+    (reused when one exists), ``expire_seconds`` from ``options["expires"]`` and no crontab,
+    solar or clocked schedule. New rows are enabled; existing rows keep their ``enabled``.
+
+    :raises ImproperlyConfigured: ``django_celery_beat`` is not in ``INSTALLED_APPS``.
+    """
+    if not apps.is_installed("django_celery_beat"):
+        raise ImproperlyConfigured(
+            "django_celery_beat is not installed: pip install django-celery-beat, add "
+            "'django_celery_beat' to INSTALLED_APPS and migrate, or merge "
+            "django_synerise.schedule.BEAT_SCHEDULE into CELERY_BEAT_SCHEDULE instead."
+        )
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    from ..schedule import BEAT_SCHEDULE
+
+    results: list[BeatTaskResult] = []
+    with transaction.atomic():
+        for name, entry in (schedule or BEAT_SCHEDULE).items():
+            every = _seconds(entry["schedule"])
+            interval = (
+                IntervalSchedule.objects.filter(every=every, period=IntervalSchedule.SECONDS)
+                .order_by("pk")
+                .first()
+            ) or IntervalSchedule.objects.create(every=every, period=IntervalSchedule.SECONDS)
+            expires = (entry.get("options") or {}).get("expires")
+            wanted = {
+                "task": entry["task"],
+                "interval": interval,
+                "crontab": None,
+                "solar": None,
+                "clocked": None,
+                "expire_seconds": None if expires is None else int(expires),
+            }
+            row = PeriodicTask.objects.select_for_update().filter(name=name).first()
+            if row is None:
+                PeriodicTask.objects.create(name=name, enabled=True, **wanted)
+                action = CREATED
+            else:
+                changed = [
+                    key
+                    for key, value in wanted.items()
+                    if getattr(row, f"{key}_id" if key in _FOREIGN_KEYS else key)
+                    != (value.pk if key in _FOREIGN_KEYS and value is not None else value)
+                ]
+                if changed:
+                    for key in changed:
+                        setattr(row, key, wanted[key])
+                    row.save()
+                    action = UPDATED
+                else:
+                    action = UNCHANGED
+            results.append(BeatTaskResult(name, entry["task"], every, action))
+    return results
+
+
+_FOREIGN_KEYS = frozenset({"interval", "crontab", "solar", "clocked"})

@@ -1,0 +1,242 @@
+"""Record what the refresh pipeline did: the one instrumentation point of refresh and login.
+
+:func:`record_refresh_batch` is called once per batch by the refresh engine (background
+batches, the cron command, admin "Refresh now" and the lazy path alike); it logs one
+structured event per row (:mod:`django_synerise.events`), feeds the Prometheus metrics
+(:mod:`django_synerise.metrics`, when installed) and adds the batch to the hourly outcome
+counts the admin dashboard draws (:class:`~django_synerise.models.RefreshOutcomeCount`,
+one upsert per batch). :func:`record_login` does the same for a sign-in,
+:func:`record_run` for a scheduler run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
+from typing import TYPE_CHECKING, Any
+
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models import F, Max
+from django.utils import timezone
+
+from .. import events, metrics
+
+if TYPE_CHECKING:
+    from ..models import ClientToken
+    from .refresh import BatchReport
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "OUTCOMES",
+    "RETENTION",
+    "add_outcome_counts",
+    "last_run",
+    "outcome_history",
+    "prune_outcome_counts",
+    "record_login",
+    "record_refresh_batch",
+    "record_run",
+]
+
+#: Refresh outcomes counted per hour (and by ``synerise_refresh_outcomes_total``).
+OUTCOMES = ("refreshed", "transient", "needs_login", "halted")
+#: Hourly counts older than this are deleted by ``purge_tokens``.
+RETENTION = timedelta(hours=48)
+
+
+def _hour(now: datetime) -> datetime:
+    return now.astimezone(dt_timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -> None:
+    """Add ``counts`` (outcome -> number) to the current hour's rows (one statement on
+    PostgreSQL and SQLite: ``INSERT ... ON CONFLICT DO UPDATE SET count = count + ...``).
+
+    Best effort: a database error is logged, never raised (it must not fail a refresh).
+    """
+    from ..models import RefreshOutcomeCount
+
+    items = [(outcome, int(n)) for outcome, n in counts.items() if n]
+    if not items:
+        return
+    now = now or timezone.now()
+    hour = _hour(now)
+    alias = router.db_for_write(RefreshOutcomeCount)
+    connection = connections[alias]
+    try:
+        if connection.vendor in ("postgresql", "sqlite"):
+            meta = RefreshOutcomeCount._meta
+            quote = connection.ops.quote_name
+            table = quote(meta.db_table)
+            cols = [quote(meta.get_field(n).column) for n in ("hour", "outcome", "count")]
+            updated = quote(meta.get_field("updated_at").column)
+            rows, params = [], []
+            for outcome, n in items:
+                rows.append("(%s, %s, %s, %s)")
+                params.extend(
+                    [
+                        meta.get_field("hour").get_db_prep_save(hour, connection),
+                        outcome,
+                        n,
+                        meta.get_field("updated_at").get_db_prep_save(now, connection),
+                    ]
+                )
+            sql = (
+                # Only quoted names are interpolated; every value is a parameter.
+                f"INSERT INTO {table} ({', '.join(cols)}, {updated}) "  # nosec B608 # noqa: S608
+                f"VALUES {', '.join(rows)} ON CONFLICT ({cols[0]}, {cols[1]}) DO UPDATE SET "
+                f"{cols[2]} = {table}.{cols[2]} + EXCLUDED.{cols[2]}, "
+                f"{updated} = EXCLUDED.{updated}"
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+            return
+        for outcome, n in items:  # other databases: update, else create
+            manager = RefreshOutcomeCount.objects.using(alias)
+            same = manager.filter(hour=hour, outcome=outcome)
+            if same.update(count=F("count") + n, updated_at=now):
+                continue
+            try:
+                with transaction.atomic(using=alias):
+                    manager.create(hour=hour, outcome=outcome, count=n, updated_at=now)
+            except IntegrityError:
+                manager.filter(hour=hour, outcome=outcome).update(
+                    count=F("count") + n, updated_at=now
+                )
+    except Exception:  # counting must never fail a refresh
+        logger.warning("Could not count Synerise refresh outcomes", exc_info=True)
+
+
+def _kinds(rows: Iterable[ClientToken], report: BatchReport) -> dict[int, str]:
+    pks = {row.pk for row in rows}
+    kinds: dict[int, str] = {}
+    for kind, ids in (
+        ("refreshed", report.refreshed),
+        ("transient", report.failed_transient),
+        ("needs_login", report.needs_login),
+        ("halted", report.halted),
+        ("skipped", report.skipped),
+    ):
+        for pk in ids:
+            if pk in pks:
+                kinds.setdefault(pk, kind)
+    return kinds
+
+
+def record_refresh_batch(rows: list[ClientToken], report: BatchReport) -> None:
+    """Record the outcome of every row of one refreshed batch (called once per batch).
+
+    Per row: one ``refresh`` event (token id, client id, outcome, upstream status, call
+    duration, error code) and its claim lag (database time when the row was taken minus its
+    ``refresh_at``; only rows that were due). Per batch: the outcome counters and one
+    upsert of the hourly counts. Never raises.
+    """
+    try:
+        kinds = _kinds(rows, report)
+        counts = dict.fromkeys(OUTCOMES, 0)
+        lags: list[float] = []
+        for row in rows:
+            kind = kinds.get(row.pk, "skipped")
+            if kind in counts:
+                counts[kind] += 1
+            seconds = getattr(row, "call_seconds", None)
+            events.log_refresh(
+                outcome=kind,
+                token_id=row.pk,
+                client_id=row.account.client_id,
+                upstream_status=getattr(row, "call_status", None),
+                duration_ms=None if seconds is None else seconds * 1000,
+                error=row.last_error if kind in ("transient", "needs_login") else None,
+            )
+            taken = getattr(row, "db_now", None)
+            target = getattr(row, "claimed_refresh_at", None)
+            if taken is not None and target is not None and kind != "skipped":
+                lag = (taken - target).total_seconds()
+                if lag >= 0:
+                    lags.append(lag)
+        metrics.observe_refresh_outcomes(counts)
+        metrics.observe_claim_lag(lags)
+        add_outcome_counts(counts)
+    except Exception:
+        logger.warning("Could not record a Synerise refresh batch", exc_info=True)
+
+
+def record_run() -> None:
+    """Record one scheduler run (beat task or cron command): the dashboard's "last run"."""
+    add_outcome_counts({"run": 1})
+
+
+def record_login(
+    *,
+    provider: str,
+    outcome: str,
+    client_id: str | None = None,
+    token_id: int | None = None,
+    upstream_status: int | None = None,
+    duration: float | None = None,
+) -> None:
+    """Record one sign-in: a ``login`` event and ``synerise_login_outcomes_total``."""
+    try:
+        events.log_login(
+            outcome=outcome,
+            provider=provider,
+            client_id=client_id,
+            token_id=token_id,
+            upstream_status=upstream_status,
+            duration_ms=None if duration is None else duration * 1000,
+        )
+        metrics.observe_login(outcome)
+    except Exception:
+        logger.warning("Could not record a Synerise login", exc_info=True)
+
+
+def outcome_history(*, hours: int = 24, now: datetime | None = None) -> dict[str, Any]:
+    """Hourly refresh outcomes of the last ``hours`` hours (the current one included), in
+    one query.
+
+    :returns: ``{"hours": [datetime, ...] (UTC, oldest first), "series": {outcome: [count
+        per hour]}, "totals": {outcome: n}, "runs": [count per hour]}``.
+    """
+    from ..models import RefreshOutcomeCount
+
+    now = now or timezone.now()
+    current = _hour(now)
+    starts = [current - timedelta(hours=h) for h in range(hours - 1, -1, -1)]
+    index = {start: i for i, start in enumerate(starts)}
+    series = {outcome: [0] * hours for outcome in (*OUTCOMES, "run")}
+    rows = RefreshOutcomeCount.objects.filter(hour__gte=starts[0]).values_list(
+        "hour", "outcome", "count"
+    )
+    for hour, outcome, count in rows:
+        position = index.get(_hour(hour))
+        if position is not None and outcome in series:
+            series[outcome][position] += int(count)
+    runs = series.pop("run")
+    return {
+        "hours": starts,
+        "series": series,
+        "totals": {outcome: sum(values) for outcome, values in series.items()},
+        "runs": runs,
+    }
+
+
+def last_run() -> datetime | None:
+    """When a scheduler run (beat task or cron command) last started, or ``None`` (one
+    query)."""
+    from ..models import RefreshOutcomeCount
+
+    return RefreshOutcomeCount.objects.filter(outcome="run").aggregate(last=Max("updated_at"))[
+        "last"
+    ]
+
+
+def prune_outcome_counts(*, now: datetime | None = None) -> int:
+    """Delete hourly counts older than :data:`RETENTION`; return how many rows went."""
+    from ..models import RefreshOutcomeCount
+
+    cutoff = _hour(now or timezone.now()) - RETENTION
+    deleted, _ = RefreshOutcomeCount.objects.filter(hour__lt=cutoff).delete()
+    return deleted
