@@ -150,10 +150,13 @@ def test_site_login_succeeds_at_once_while_synerise_is_down(fake, worker):
 
     fake.reset_faults()  # Synerise is back
     wait_for(lambda: _token_status(user) == TokenStatus.ACTIVE, what="the token", log=worker)
+    # The pending flag is cleared just after the token is stored.
+    wait_for(lambda: IdentitySubject.objects.get(user=user).connect_requested_at is None,
+             what="the pending connection to end", log=worker)
     account = SyneriseAccount.objects.get(user=user)
     assert account.identity_provider == "OAUTH"
     subject = IdentitySubject.objects.get(user=user)
-    assert subject.connect_requested_at is None and subject.connected_at is not None
+    assert subject.connected_at is not None
     assert fake.get_client(account.client_id).subject == str(subject.subject)
 
 
