@@ -31,6 +31,7 @@ from .. import throttle as login_throttle
 from ..authentication import SyneriseTokenAuthentication
 from ..conf import synerise_settings
 from ..exceptions import LoginRequired
+from ..profile_uuid import parse_uuid, set_tracker_cookies
 from .errors import exception_handler
 from .parsers import StrictJSONParser
 from .serializers import LoginSerializer, ProviderLoginSerializer, TokenResponseSerializer
@@ -143,14 +144,19 @@ class _BaseLoginView(SyneriseAPIView):
     throttle_classes: ClassVar[list[Any]] = [LoginThrottle]
 
     def _finish_login(self, request: Request, result: Any) -> Response:
-        if starts_session(request):
+        session = starts_session(request)
+        if session:
             django_login(request._request, result.user, backend=LOGIN_BACKEND)
-        return _token_response(
+        response = _token_response(
             token=result.token,
             expires_at=result.expires_at,
             client_id=result.account.client_id,
             user=result.user,
         )
+        value = parse_uuid(result.account.uuid)
+        if session and value is not None and synerise_settings.TRACKER_UUID_COOKIE:
+            set_tracker_cookies(response, value)
+        return response
 
 
 @method_decorator(sensitive_post_parameters("password"), name="dispatch")

@@ -13,14 +13,31 @@ from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
 from ..bulkhead import interactive_call
-from ..exceptions import AccountInactive, BadRequest, FieldError, InvalidToken, SyneriseError
+from ..conf import synerise_settings
+from ..exceptions import (
+    CONDITIONAL_CODES,
+    AccountInactive,
+    BadRequest,
+    ConditionalAuthFailed,
+    CredentialsRejected,
+    FieldError,
+    InvalidToken,
+    SyneriseError,
+)
+from ..profile_uuid import (
+    ChosenUuid,
+    choose_uuid,
+    parse_uuid,
+    remember_profile_uuid,
+    tracker_uuid,
+)
 from .tokens import _prepare, _write_prepared, check_business_profile
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
     from ..adapter import DefaultSyneriseAdapter
-    from ..client import SyneriseClient
+    from ..client import AuthResult, SyneriseClient
     from ..models import SyneriseAccount
     from ..verification import TokenClaims
 
@@ -87,6 +104,7 @@ def _link(
     profile: dict[str, Any] | None,
     request: HttpRequest | None,
     provider: str,
+    sent_uuid: str | None = None,
 ) -> tuple[SyneriseAccount, bool]:
     """Create the account of a client id seen for the first time (user found or created).
 
@@ -109,7 +127,7 @@ def _link(
                 client_id=str(claims.client_id),
                 email=claims.email or (profile or {}).get("email") or "",
                 custom_id=claims.custom_id or "",
-                uuid=claims.uuid or "",
+                uuid=claims.uuid or sent_uuid or "",
                 identity_provider=provider,
                 business_profile_id=str(claims.business_profile_id or ""),
             )
@@ -121,11 +139,17 @@ def _link(
     return account, user_created
 
 
-def _update_account(account: SyneriseAccount, claims: TokenClaims, provider: str) -> None:
-    """Refresh the account's copy of the Synerise identity; ``last_login_at`` now."""
+def _update_account(
+    account: SyneriseAccount, claims: TokenClaims, provider: str, sent_uuid: str | None = None
+) -> None:
+    """Refresh the account's copy of the Synerise identity; ``last_login_at`` now.
+
+    The uuid stored is the one Synerise now knows: the token's ``uuid`` claim, else the uuid
+    this login sent, else the one stored before.
+    """
     account.email = claims.email or account.email
     account.custom_id = claims.custom_id or account.custom_id
-    account.uuid = claims.uuid or account.uuid
+    account.uuid = claims.uuid or sent_uuid or account.uuid
     account.identity_provider = provider
     if not account.business_profile_id and claims.business_profile_id:
         account.business_profile_id = str(claims.business_profile_id)
@@ -170,10 +194,27 @@ def login(
     encrypted, the account updated, activity recorded, and ``client_logged_in`` sent.
     Database work runs in short transactions; none is open during HTTP calls.
 
+    **The uuid sent** (see :func:`select_uuid`): every SYNERISE login sends one, in this
+    order: ``uuid``, the ``_snrs_uuid`` cookie of ``request`` when it holds a valid UUID, the
+    uuid stored on the account of that e-mail or custom id, else the uuid5 of the e-mail (of
+    the custom id for a custom-id login).
+    Provider logins send ``uuid`` or the cookie's when there is one. The account stores the
+    uuid Synerise now knows, and ``request`` remembers it for
+    :class:`~django_synerise.middleware.SyneriseTrackerMiddleware` and the API's session
+    logins, which reset the tracker's cookie to it.
+
+    **Conditional login**: with ``CONDITIONAL_LOGIN`` on, SYNERISE logins call the conditional
+    endpoint (provider logins keep the endpoint that registers new clients). A status that
+    asks for another step sends ``login_conditions_required`` and raises
+    :class:`~django_synerise.exceptions.ConditionalAuthFailed`.
+
     :raises CredentialsRejected: Synerise answered 401/403 (wrong password, unknown client,
-        bad provider token).
-    :raises BadRequest: Synerise answered 400 (missing or invalid fields), or an unknown
-        ``identity_provider``.
+        bad provider token), or the conditional status ``UNAUTHORIZED`` or an unknown one.
+    :raises ConditionalAuthFailed: conditional login answered ``ACTIVATION_REQUIRED``,
+        ``REGISTRATION_REQUIRED``, ``APPROVAL_REQUIRED``, ``TERMS_ACCEPTANCE_REQUIRED`` or
+        ``MFA_REQUIRED`` (nothing is stored).
+    :raises BadRequest: Synerise answered 400 (missing or invalid fields), an unknown
+        ``identity_provider``, or a ``uuid`` that is not a UUID (nothing sent).
     :raises TransientUpstreamError: Synerise is unavailable, rate limiting, or answered
         something unusable (subclasses ``SyneriseUnavailable``, ``RateLimited``,
         ``BadResponse``, ``CircuitOpen``).
@@ -184,6 +225,9 @@ def login(
         in this process; nothing was sent (a ``TransientUpstreamError``).
     """
     provider = _normalise_provider(identity_provider)
+    chosen = select_uuid(
+        provider=provider, requested=uuid, request=request, email=email, custom_id=custom_id
+    )
     # One slot of the interactive bulkhead for the whole sign-in (login call, verification,
     # profile): refused at once when full, so a slow Synerise cannot take every worker.
     with interactive_call():
@@ -194,12 +238,88 @@ def login(
             custom_id=custom_id,
             password=password,
             identity_provider_token=identity_provider_token,
-            uuid=uuid,
+            chosen=chosen,
             device_id=device_id,
             agreements=agreements,
             attributes=attributes,
             client=client,
         )
+
+
+def select_uuid(
+    *,
+    provider: str,
+    requested: str | None = None,
+    request: HttpRequest | None = None,
+    email: str | None = None,
+    custom_id: str | None = None,
+) -> ChosenUuid | None:
+    """Return the uuid a login of ``provider`` sends (see
+    :func:`django_synerise.profile_uuid.choose_uuid` for the order), or ``None``.
+
+    SYNERISE logins always get one when an e-mail or custom id is given: the stored uuid is
+    that of the account with this e-mail (case-insensitively) or custom id, the most recently
+    signed-in first. Provider logins use only ``requested`` and the tracker cookie.
+
+    :raises BadRequest: ``requested`` is given but is not a UUID.
+    """
+    if requested is not None and parse_uuid(requested) is None:
+        raise BadRequest(
+            "The uuid is not a UUID.",
+            field_errors=[FieldError("uuid", "Must be a UUID.", "invalid")],
+        )
+    if provider != "SYNERISE":
+        return choose_uuid(requested=requested, request=request)
+    stored = None
+    if requested is None and tracker_uuid(request) is None and (email or custom_id):
+        stored = _stored_uuid(email=email, custom_id=custom_id)
+    return choose_uuid(
+        requested=requested, request=request, stored=stored, email=email, custom_id=custom_id
+    )
+
+
+def _stored_uuid(*, email: str | None, custom_id: str | None) -> str | None:
+    from ..models import SyneriseAccount
+
+    accounts = SyneriseAccount.objects.exclude(uuid="")
+    if email:
+        accounts = accounts.filter(email__iexact=email.strip())
+    else:
+        accounts = accounts.filter(custom_id=custom_id)
+    found = accounts.order_by("-last_login_at", "-pk").values_list("uuid", flat=True)[:5]
+    return next((value for value in found if parse_uuid(value)), None)
+
+
+@sensitive_variables("password", "identity_provider_token", "result", "outcome", "fields")
+def _call_login(
+    client: SyneriseClient,
+    *,
+    request: HttpRequest | None,
+    provider: str,
+    fields: dict[str, Any],
+) -> AuthResult:
+    """Call the login endpoint for ``provider``: the conditional one for SYNERISE logins when
+    ``CONDITIONAL_LOGIN`` is on, the registering one otherwise."""
+    if provider != "SYNERISE" or not synerise_settings.CONDITIONAL_LOGIN:
+        return client.login(identity_provider=provider, **fields)
+    outcome = client.login_conditional(identity_provider=provider, **fields)
+    if outcome.succeeded:
+        assert outcome.result is not None  # noqa: S101 - succeeded guarantees it
+        return outcome.result
+    if outcome.status not in CONDITIONAL_CODES:
+        logger.info("Synerise conditional login refused (status %s)", outcome.status[:40])
+        raise CredentialsRejected("Conditional login was not authorized.")
+    logger.info("Synerise conditional login needs another step (%s)", outcome.status)
+    error = ConditionalAuthFailed(outcome.status, outcome.conditions)
+    signals.login_conditions_required.send(
+        sender=ConditionalAuthFailed,
+        request=request,
+        status=error.status,
+        code=error.code,
+        conditions=error.conditions,
+        identifier=fields.get("email") or fields.get("custom_id"),
+    )
+    raise error
 
 
 @sensitive_variables("password", "identity_provider_token", "result", "token", "prepared")
@@ -211,7 +331,7 @@ def _login(
     custom_id: str | None,
     password: str | None,
     identity_provider_token: str | None,
-    uuid: str | None,
+    chosen: ChosenUuid | None,
     device_id: str | None,
     agreements: dict[str, Any] | None,
     attributes: dict[str, Any] | None,
@@ -221,16 +341,21 @@ def _login(
 
     adapter = get_adapter(request)
     client = client or adapter.get_client()
-    result = client.login(
-        identity_provider=provider,
-        email=email,
-        custom_id=custom_id,
-        password=password,
-        identity_provider_token=identity_provider_token,
-        uuid=uuid,
-        device_id=device_id,
-        agreements=agreements,
-        attributes=attributes,
+    sent_uuid = chosen.value if chosen is not None else None
+    result = _call_login(
+        client,
+        request=request,
+        provider=provider,
+        fields={
+            "email": email,
+            "custom_id": custom_id,
+            "password": password,
+            "identity_provider_token": identity_provider_token,
+            "uuid": sent_uuid,
+            "device_id": device_id,
+            "agreements": agreements,
+            "attributes": attributes,
+        },
     )
     from ..verification import claims_for
 
@@ -243,7 +368,7 @@ def _login(
     created = False
     if account is None:
         profile = adapter.fetch_profile(client, result.token, claims)
-        account, created = _link(adapter, claims, profile, request, provider)
+        account, created = _link(adapter, claims, profile, request, provider, sent_uuid)
     else:
         check_business_profile(claims, account)
     user = account.user
@@ -253,14 +378,16 @@ def _login(
 
     prepared = _prepare(account, result.token, claims)
     with transaction.atomic():
-        _update_account(account, claims, provider)
+        _update_account(account, claims, provider, sent_uuid)
         _write_prepared(account, prepared)
+    remember_profile_uuid(request, account.uuid)
     logger.info(
-        "Synerise client %s signed in as user %s (provider %s, user created %s)",
+        "Synerise client %s signed in as user %s (provider %s, user created %s, uuid from %s)",
         account.client_id,
         user.pk,
         provider,
         created,
+        chosen.source if chosen is not None else "none",
     )
     signals.client_logged_in.send(
         sender=type(account), user=user, account=account, request=request, created=created
@@ -274,4 +401,4 @@ def _login(
     )
 
 
-__all__ = ["IDENTITY_PROVIDERS", "AccountConflict", "LoginResult", "login"]
+__all__ = ["IDENTITY_PROVIDERS", "AccountConflict", "LoginResult", "login", "select_uuid"]
