@@ -20,7 +20,7 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 
-from .errors import GENERIC_401
+from .errors import CONDITIONAL_DETAILS, GENERIC_401
 from .serializers import (
     PROVIDERS,
     ErrorSerializer,
@@ -109,6 +109,43 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
 }
 
 _LOGIN_ERRORS = (400, 401, 403, 405, 406, 409, 413, 415, 429, 502, 503)
+
+#: Example ``conditions`` of each conditional-login 403 (Synerise sends free-form objects).
+_CONDITION_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "activation_required": [{"type": "ACTIVATION"}],
+    "registration_required": [{"type": "REGISTRATION"}],
+    "approval_required": [{"type": "APPROVAL"}],
+    "terms_acceptance_required": [{"type": "TERMS_ACCEPTANCE", "terms": ["terms-of-service"]}],
+    "mfa_required": [{"type": "MFA", "methods": ["EMAIL"]}],
+}
+
+
+def _password_login_403() -> OpenApiResponse:
+    """The 403 of ``POST auth/login/``: CSRF, or a conditional-login status."""
+    examples = [
+        OpenApiExample(
+            "csrf_failed", value=_ERRORS[403][1], response_only=True, status_codes=["403"]
+        )
+    ]
+    for code, conditions in _CONDITION_EXAMPLES.items():
+        examples.append(
+            OpenApiExample(
+                code,
+                value={"detail": CONDITIONAL_DETAILS[code], "code": code, "conditions": conditions},
+                response_only=True,
+                status_codes=["403"],
+            )
+        )
+    return OpenApiResponse(
+        response=ErrorSerializer,
+        description="CSRF failure (``csrf_failed``), or, with ``CONDITIONAL_LOGIN`` on, a step "
+        "Synerise requires before it signs the client in: ``activation_required``, "
+        "``registration_required``, ``approval_required``, ``terms_acceptance_required`` or "
+        "``mfa_required``, with Synerise's ``conditions`` at the top level.",
+        examples=examples,
+    )
+
+
 _AUTHENTICATED_ERRORS = (400, 401, 403, 405, 406, 413, 415, 502, 503)
 
 
@@ -144,7 +181,11 @@ _DESCRIPTIONS: dict[str, str] = {
     "synerise_login": (
         "Exactly one of ``email`` and ``custom_id``, plus ``password``. Starts a Django session "
         "when ``LOGIN_STARTS_SESSION`` is on (CSRF is then required when the request carries a "
-        "session cookie). Any rejected credential gets the same 401 body."
+        "session cookie) and then resets the tracker's ``_snrs_uuid`` cookie to the client's "
+        "uuid. The uuid sent to Synerise is ``uuid``, else the ``_snrs_uuid`` cookie, else the "
+        "one stored from an earlier login, else the uuid5 of the e-mail. Any rejected "
+        "credential gets the same 401 body; with ``CONDITIONAL_LOGIN`` on, a step Synerise "
+        "requires first (activation, terms, MFA...) gets a 403 with its own ``code``."
     ),
     "synerise_provider_login": (
         "Synerise verifies ``identity_provider_token`` and creates the client on its first "
@@ -211,7 +252,7 @@ class LoginViewScheme(OpenApiViewExtension):
                 description=_DESCRIPTIONS["synerise_login"],
                 summary="Sign in with a Synerise e-mail (or custom id) and password",
                 request=LoginSerializer,
-                responses=_token_responses(_LOGIN_ERRORS),
+                responses={**_token_responses(_LOGIN_ERRORS), 403: _password_login_403()},
                 auth=[],
                 tags=["synerise"],
             ),

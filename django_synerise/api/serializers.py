@@ -363,9 +363,15 @@ class FieldErrorSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """Every error body: ``detail`` and a stable ``code`` (``errors`` on 400 only)."""
+    """Every error body: ``detail`` and a stable ``code`` (``errors`` on 400 only,
+    ``conditions`` on the 403 of a conditional login only)."""
 
     detail = serializers.CharField()
     code = serializers.CharField()
     errors = FieldErrorSerializer(many=True, required=False)
     retry_after = serializers.IntegerField(required=False, help_text="On 429 only.")
+    conditions = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="On the 403 of a conditional login only: Synerise's conditions, as sent.",
+    )
