@@ -14,4 +14,5 @@ urlpatterns = [
     path("auth/refresh/", views.refresh, name="refresh"),
     path("auth/token/", views.token, name="token"),
     path("auth/logout/", views.logout, name="logout"),
+    path("tracking/token/", views.web_sdk_token, name="web-sdk-token"),
 ]

@@ -27,6 +27,7 @@ from .serializers import (
     LoginSerializer,
     ProviderLoginSerializer,
     TokenResponseSerializer,
+    WebSdkTokenSerializer,
 )
 
 __all__ = ["SyneriseTokenAuthenticationScheme", "error_responses", "generate_schema"]
@@ -76,6 +77,10 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
             "detail": "This Synerise client cannot be linked to this user.",
             "code": "account_conflict",
         },
+    ),
+    404: (
+        "Nothing to give: no ``WEB_SDK_SIGNING_KEY``, or the user has no Synerise client.",
+        {"detail": "Not found.", "code": "not_found"},
     ),
     413: (
         "Body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``.",
@@ -201,6 +206,11 @@ _DESCRIPTIONS: dict[str, str] = {
         "A valid token of the caller, refreshed first when it is inside ``REFRESH_MARGIN``."
     ),
     "synerise_logout": ("Revokes the stored token and ends the Django session, if any."),
+    "synerise_web_sdk_token": (  # nosec B105
+        "A fresh Web SDK token (RS256, signed with ``WEB_SDK_SIGNING_KEY``) for the caller's "
+        "page to pass to the Synerise web tracker before the previous one ends. 404 when "
+        "there is none to give (no signing key, or no linked Synerise client)."
+    ),
 }
 
 
@@ -341,6 +351,30 @@ class LogoutViewScheme(OpenApiViewExtension):
                 responses={
                     204: OpenApiResponse(description="Signed out."),
                     **error_responses(_AUTHENTICATED_ERRORS),
+                },
+                tags=["synerise"],
+            ),
+        )
+
+
+class WebSdkTokenViewScheme(OpenApiViewExtension):
+    """Documents ``GET tracking/token/``."""
+
+    target_class = "django_synerise.api.views.WebSdkTokenView"
+
+    def view_replacement(self) -> type:
+        return _replace(
+            self.target_class,
+            "synerise_web_sdk_token",
+            extend_schema(
+                description=_DESCRIPTIONS["synerise_web_sdk_token"],
+                summary="A Web SDK token for the tracker of the caller's page",
+                responses={
+                    200: OpenApiResponse(
+                        WebSdkTokenSerializer,
+                        description="The token (``Cache-Control: no-store``).",
+                    ),
+                    **error_responses((401, 403, 404, 405, 406)),
                 },
                 tags=["synerise"],
             ),

@@ -34,6 +34,7 @@ __all__ = [
     "ProviderLoginSerializer",
     "StrictCharField",
     "TokenResponseSerializer",
+    "WebSdkTokenSerializer",
     "check_provider_token",
     "normalize_email",
 ]
@@ -349,6 +350,17 @@ class TokenResponseSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField(help_text="When the token expires (ISO 8601).")
     client_id = serializers.CharField(help_text="The Synerise client id.")
     user_id = serializers.CharField(help_text="The primary key of the Django user.")
+
+
+class WebSdkTokenSerializer(serializers.Serializer):
+    """The body of a 200 from ``GET tracking/token/`` (``Cache-Control: no-store``)."""
+
+    token = serializers.CharField(
+        help_text="An RS256 Web SDK token for ``SR.client.setAccessToken``; it cannot call "
+        "Synerise's API."
+    )
+    expires_at = serializers.DateTimeField(help_text="When the token expires (ISO 8601).")
+    expires_in = serializers.IntegerField(help_text="Its lifetime in seconds.")
 
 
 class FieldErrorSerializer(serializers.Serializer):

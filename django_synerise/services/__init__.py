@@ -39,6 +39,7 @@ from .tokens import (
     revoke_tokens,
     store_token,
 )
+from .tracking import TrackerConfig, tracker_config, web_sdk_token
 
 __all__ = [
     "EXPIRY_SAFETY",
@@ -50,6 +51,7 @@ __all__ = [
     "PreparedToken",
     "RefreshReport",
     "RotationReport",
+    "TrackerConfig",
     "account_for_client_id",
     "backoff_delay",
     "check_business_profile",
@@ -77,5 +79,7 @@ __all__ = [
     "rotate_encryption_keys",
     "store_token",
     "touch_activity",
+    "tracker_config",
     "user_for_client_id",
+    "web_sdk_token",
 ]

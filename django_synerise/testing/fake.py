@@ -27,6 +27,7 @@ from requests.structures import CaseInsensitiveDict
 from .faults import FaultRule, FaultSet
 from .records import FakeClient, ProviderIdentity, RecordedRequest, TokenRecord
 from .tokens import get_public_key_pem, next_created_ms, sign_claims
+from .tracker import TRACKER_SCRIPT_PATH, tracker_script
 from .wire import (
     Handler,
     Response,
@@ -97,6 +98,9 @@ _STATUSES = frozenset(s.value for s in HTTPStatus)
 
 class FakeSynerise:
     """A fake Synerise client-auth API served over real HTTP on ``127.0.0.1`` (free port).
+
+    It also serves a stand-in web tracker script (:mod:`django_synerise.testing.tracker`), so
+    ``TRACKER_DOMAIN`` can point at it.
 
     Use as a context manager (``with FakeSynerise() as fake: ...``) or call :meth:`start` and
     :meth:`stop`. All public methods are thread-safe.
@@ -809,6 +813,12 @@ class FakeSynerise:
                 return self._method_not_allowed(request, "GET")
             return Response(
                 200, self.public_key_pem.encode("ascii"), content_type="text/plain;charset=UTF-8"
+            )
+        if path == TRACKER_SCRIPT_PATH:
+            if request.method not in ("GET", "HEAD"):
+                return self._method_not_allowed(request, "GET")
+            return Response(
+                200, tracker_script(), content_type="application/javascript;charset=UTF-8"
             )
         if path == PERSONAL_INFORMATION_PATH:
             if request.method not in ("GET", "HEAD"):
