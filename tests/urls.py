@@ -6,6 +6,8 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from .tracking_views import tracked_page
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("synerise/", include("django_synerise.urls")),
@@ -15,4 +17,6 @@ urlpatterns = [
         auth_views.LoginView.as_view(template_name="admin/login.html"),
         name="login",
     ),
+    # The tracking code under a strict Content Security Policy (browser test).
+    path("tracked/", tracked_page, name="tracked"),
 ]
