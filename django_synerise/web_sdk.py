@@ -19,6 +19,7 @@ import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from django.views.decorators.debug import sensitive_variables
 
 __all__ = [
     "ALGORITHM",
@@ -52,6 +53,7 @@ class WebSdkToken:
     __str__ = __repr__
 
 
+@sensitive_variables("value", "data", "key")
 def signing_key_problem(value: Any) -> str | None:
     """Return why ``value`` cannot be ``WEB_SDK_SIGNING_KEY`` (``None`` when it can): it must
     be the PEM text of an unencrypted RSA *private* key of at least :data:`MIN_KEY_BITS` bits.
@@ -80,6 +82,7 @@ def signing_key_problem(value: Any) -> str | None:
 
 
 @functools.lru_cache(maxsize=4)
+@sensitive_variables("pem", "data", "key")
 def load_signing_key(pem: str | bytes) -> rsa.RSAPrivateKey:
     """Load (once per key) the RSA private key of ``WEB_SDK_SIGNING_KEY``.
 
@@ -95,6 +98,7 @@ def load_signing_key(pem: str | bytes) -> rsa.RSAPrivateKey:
     return key
 
 
+@sensitive_variables("pem")
 def public_key_pem(pem: str | bytes) -> str:
     """Return the PEM public key of the signing key ``pem``: what to upload in Synerise."""
     public = load_signing_key(pem).public_key()
@@ -103,6 +107,7 @@ def public_key_pem(pem: str | bytes) -> str:
     ).decode("ascii")
 
 
+@sensitive_variables("pem", "token")
 def mint(
     pem: str | bytes,
     *,

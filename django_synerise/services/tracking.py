@@ -6,6 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from django.views.decorators.debug import sensitive_variables
+
 from ..conf import synerise_settings
 from ..profile_uuid import email_uuid, parse_uuid
 from ..web_sdk import WebSdkToken, mint
@@ -38,6 +40,7 @@ def tracker_config() -> TrackerConfig | None:
     )
 
 
+@sensitive_variables("key")
 def web_sdk_token(user: Any) -> WebSdkToken | None:
     """Return a fresh Web SDK token for ``user``, or ``None`` when there is none to give:
     ``WEB_SDK_SIGNING_KEY`` unset, the user anonymous or inactive, or not linked to a Synerise
