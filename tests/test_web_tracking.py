@@ -211,3 +211,14 @@ def test_service_returns_none_for_inactive_users(tracking):
     assert services.web_sdk_token(user) is not None
     user.is_active = False
     assert services.web_sdk_token(user) is None
+
+
+def test_neither_signing_key_nor_web_sdk_token_is_logged(tracking, caplog):
+    caplog.set_level("DEBUG")
+    user, client = signed_in_user(tracking)
+    token = config_of(render(user))["token"]
+    renewed = client.get(TOKEN_URL).json()["token"]
+    key_body = "".join(rsa_private_pem().splitlines()[1:-1])
+    text = caplog.text + repr([r.__dict__ for r in caplog.records])
+    for secret in (token, renewed, key_body[:40], key_body[-40:]):
+        assert secret not in text
