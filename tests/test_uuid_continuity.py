@@ -279,3 +279,14 @@ def test_authenticate_without_session_login_sets_no_cookie(fake):
     response = SyneriseTrackerMiddleware(view)(request)
     assert fake.count("login") == 1
     assert TRACKER_COOKIE not in response.cookies
+
+
+def test_provider_session_login_resets_the_tracker_cookie_too(fake):
+    token = fake.provider_token("FACEBOOK", subject="fb-1", email="f@example.com")
+    client = APIClient()
+    client.cookies[TRACKER_COOKIE] = COOKIE_UUID
+    response = client.post("/synerise/auth/login/facebook/",
+                           {"identity_provider_token": token}, format="json")
+    assert response.status_code == 200, response.content
+    assert sent_uuids(fake) == [COOKIE_UUID]
+    assert response.cookies[TRACKER_COOKIE].value == fake.client_for("FACEBOOK", "fb-1").uuid
