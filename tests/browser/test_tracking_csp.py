@@ -16,10 +16,10 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.fixtures_api import api_live_server  # noqa: F401
 from tests.fixtures_services import PASSWORD, add_client, synerise_settings
 from tests.web_sdk_keys import rsa_private_pem, rsa_public_pem
 
+pytest_plugins = ["tests.fixtures_api"]  # api_live_server
 pytestmark = [pytest.mark.browser, pytest.mark.timing]
 
 TRACKER_KEY = "7d97fd94-647a-489c-8be6-4d40b4c0eca2"
@@ -51,7 +51,7 @@ def _database_next_to_playwright() -> Iterator[None]:
 
 
 @pytest.fixture
-def tracked_site(fake_synerise, settings, api_live_server) -> str:  # noqa: F811
+def tracked_site(fake_synerise, settings, api_live_server) -> str:
     synerise_settings(
         settings,
         TRACKER_KEY=TRACKER_KEY,
