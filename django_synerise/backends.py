@@ -20,6 +20,7 @@ from .conf import synerise_settings
 from .exceptions import (
     AccountInactive,
     BadRequest,
+    ConditionalAuthFailed,
     CredentialsRejected,
     InvalidToken,
     SyneriseError,
@@ -51,7 +52,9 @@ class SyneriseBackend(BaseBackend):
     * ``username`` + ``password`` (Django's login forms, the admin's included): a username
       that looks like an email is sent as ``email``, anything else as ``custom_id``.
 
-    ``uuid`` and ``device_id`` are passed on. Before anything is sent to Synerise:
+    ``uuid`` and ``device_id`` are passed on; without ``uuid``, ``services.login`` chooses the
+    uuid to send (the ``_snrs_uuid`` cookie of ``request``, the stored one, the uuid5 of the
+    e-mail). Before anything is sent to Synerise:
 
     * **Local credentials stay local.** A password is not sent when the identifier belongs to
       a local user that ``SYNERISE["UPSTREAM_PASSWORDS"]`` keeps local (by default: any staff
@@ -69,6 +72,11 @@ class SyneriseBackend(BaseBackend):
     and ending the chain spares the dummy password hash it would run, so a wrong password
     takes as long as a right one. Django's :func:`~django.contrib.auth.authenticate` turns
     ``PermissionDenied`` into ``None`` and ``user_login_failed``. Inactive users are refused.
+
+    With ``CONDITIONAL_LOGIN`` on, a login that needs another step (activation, terms, MFA,
+    ...) returns ``None`` too; ``services.login`` has sent
+    :data:`~django_synerise.signals.login_conditions_required` with the status, so a login
+    view can show the next step.
     """
 
     @method_decorator(
@@ -117,6 +125,10 @@ class SyneriseBackend(BaseBackend):
             result = services.login(request=request, uuid=uuid, device_id=device_id, **credentials)
         except AccountInactive:
             logger.info("Synerise backend: the linked user is inactive")
+            return None
+        except ConditionalAuthFailed as exc:
+            # services.login sent ``login_conditions_required`` with the status already.
+            logger.info("Synerise backend: sign-in needs another step (%s)", exc.status)
             return None
         except CredentialsRejected as exc:
             logger.info("Synerise backend: sign-in refused (%s)", type(exc).__name__)

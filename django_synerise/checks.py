@@ -354,6 +354,51 @@ MESSAGES: dict[str, Spec] = {
         "Use at most half the refresh beat period (30 for the default 60 s beat) so refresh "
         "resumes within two beats once Synerise accepts the API key again.",
     ),
+    "E100": _e(
+        "SYNERISE['CONDITIONAL_LOGIN'] = {value!r} is not a bool.",
+        "Use True to sign SYNERISE logins in through the conditional endpoint (403 codes for "
+        "activation, terms, MFA...), or False (the default).",
+    ),
+    "E101": _e(
+        "SYNERISE['TRACKER_KEY'] is invalid: {problem}.",
+        "Use None (no tracking code) or the tracker key of your site's tracking code "
+        "(Synerise: Settings > Tracking codes), e.g. from an environment variable.",
+    ),
+    "E102": _e(
+        "SYNERISE['TRACKER_DOMAIN'] = {value!r} is not a valid tracking domain: {problem}.",
+        "Use the scheme and host only: 'https://web.snrbox.com' (the default), "
+        "'https://web.geb.snrbox.com', or your own first-party tracking domain.",
+    ),
+    "E103": _e(
+        "SYNERISE['TRACKER_UUID_COOKIE'] = {value!r} is not a bool.",
+        "Use True (the default) to reset the tracker's _snrs_uuid cookie after each session "
+        "login, or False.",
+    ),
+    "E104": _e(
+        "SYNERISE['WEB_SDK_SIGNING_KEY'] is invalid: {problem}.",
+        "Use None, or the PEM text of an unencrypted RSA private key of at least "
+        "2048 bits ('-----BEGIN PRIVATE KEY-----...'), e.g. from a secret store; upload its "
+        "public part in Synerise (Data Management > Events > JS SDK event settings > "
+        "Certificate).",
+    ),
+    "E105": _e(
+        "SYNERISE['WEB_SDK_TOKEN_LIFETIME'] = {value!r} is invalid: {problem}.",
+        "Use a whole number of seconds between 60 and 3600 (default 600); the page renews "
+        "the token before it ends.",
+    ),
+    "W100": _w(
+        "SYNERISE['WEB_SDK_SIGNING_KEY'] is set but SYNERISE['TRACKER_KEY'] is not: no page "
+        "renders the tracking code, so no Web SDK token is ever used.",
+        "Set TRACKER_KEY to the tracker key of your site's tracking code, or remove "
+        "WEB_SDK_SIGNING_KEY.",
+    ),
+    "W101": _w(
+        "SYNERISE['TRACKER_UUID_COOKIE'] is on but "
+        "django_synerise.middleware.SyneriseTrackerMiddleware is not in MIDDLEWARE: session "
+        "logins through Django's own login views do not reset the tracker's uuid.",
+        "Add 'django_synerise.middleware.SyneriseTrackerMiddleware' to MIDDLEWARE after "
+        "SessionMiddleware and AuthenticationMiddleware, or set TRACKER_UUID_COOKIE to False.",
+    ),
     "W001": _w(
         "SYNERISE['VERIFY_SIGNATURE'] is False: client tokens are not verified locally.",
         "Set it to True unless your tokens cannot be verified; without it the expiry comes "
@@ -1151,6 +1196,60 @@ def _check_identity_provider() -> list[CheckMessage]:
     return messages
 
 
+_TRACKER_KEY_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+MIN_WEB_SDK_LIFETIME, MAX_WEB_SDK_LIFETIME = 60, 3600
+TRACKER_MIDDLEWARE = "django_synerise.middleware.SyneriseTrackerMiddleware"
+
+
+def _check_client_flow() -> list[CheckMessage]:
+    """E100-E105, W100: conditional login, tracking code and Web SDK token settings."""
+    from .web_sdk import signing_key_problem
+
+    messages: list[CheckMessage] = []
+    conditional = _get("CONDITIONAL_LOGIN")
+    if not isinstance(conditional, bool):
+        messages.append(_message("E100", obj=_obj("CONDITIONAL_LOGIN"), value=conditional))
+    tracker_key = _get("TRACKER_KEY")
+    if tracker_key is not None:
+        problem = None
+        if not isinstance(tracker_key, str):
+            problem = f"expected a string, got {type(tracker_key).__name__}"
+        elif not _TRACKER_KEY_RE.match(tracker_key):
+            problem = "use letters, digits, '-' and '_' only (at most 128)"
+        if problem:
+            messages.append(_message("E101", obj=_obj("TRACKER_KEY"), problem=problem))
+    domain = _get("TRACKER_DOMAIN")
+    problem = _base_url_problem(domain)
+    if problem is None:
+        parts = urlsplit(domain)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            problem = "use https:// (http:// only for a loopback test server)"
+    if problem:
+        messages.append(_message("E102", obj=_obj("TRACKER_DOMAIN"), value=domain, problem=problem))
+    cookie = _get("TRACKER_UUID_COOKIE")
+    if not isinstance(cookie, bool):
+        messages.append(_message("E103", obj=_obj("TRACKER_UUID_COOKIE"), value=cookie))
+    key = _get("WEB_SDK_SIGNING_KEY")
+    if key is not None:
+        problem = signing_key_problem(key)
+        if problem:
+            messages.append(_message("E104", obj=_obj("WEB_SDK_SIGNING_KEY"), problem=problem))
+        elif tracker_key is None:
+            messages.append(_message("W100", obj=_obj("WEB_SDK_SIGNING_KEY")))
+    lifetime = _get("WEB_SDK_TOKEN_LIFETIME")
+    if not _is_int(lifetime):
+        problem = f"expected an int, got {type(lifetime).__name__}"
+    elif not MIN_WEB_SDK_LIFETIME <= lifetime <= MAX_WEB_SDK_LIFETIME:
+        problem = f"it must be between {MIN_WEB_SDK_LIFETIME} and {MAX_WEB_SDK_LIFETIME}"
+    else:
+        problem = None
+    if problem:
+        messages.append(
+            _message("E105", obj=_obj("WEB_SDK_TOKEN_LIFETIME"), value=lifetime, problem=problem)
+        )
+    return messages
+
+
 _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_structure,
     _check_api_key,
@@ -1166,6 +1265,7 @@ _SETTINGS_CHECKS: tuple[Callable[[], list[CheckMessage]], ...] = (
     _check_trust,
     _check_refresh_engine,
     _check_identity_provider,
+    _check_client_flow,
 )
 
 
@@ -1293,7 +1393,8 @@ def _check_schedule() -> list[CheckMessage]:
 
 
 def check_integration(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """Check the wiring around the settings: adapter import, auth backend, refresh schedule.
+    """Check the wiring around the settings: adapter import, auth backend, refresh schedule,
+    the tracker middleware.
 
     Imports the configured adapter and backends; never imports Celery, never touches the
     database or the network.
@@ -1303,7 +1404,18 @@ def check_integration(app_configs: Any = None, **kwargs: Any) -> list[CheckMessa
         *_check_backend(),
         *_check_backend_order(),
         *_check_schedule(),
+        *_check_tracker_middleware(),
     ]
+
+
+def _check_tracker_middleware() -> list[CheckMessage]:
+    """W101: the tracker cookie reset is on and a tracker key is set, but the middleware that
+    resets the cookie after Django's own login views is missing."""
+    if _get("TRACKER_UUID_COOKIE") is not True or not _get("TRACKER_KEY"):
+        return []
+    if TRACKER_MIDDLEWARE in list(getattr(settings, "MIDDLEWARE", None) or []):
+        return []
+    return [_message("W101", obj="settings.MIDDLEWARE")]
 
 
 # --------------------------------------------------------------------------- deploy

@@ -54,6 +54,13 @@ DEFAULTS: dict[str, Any] = {
     "TOKEN_ENCRYPTION_KEYS": [],
     "LINK_BY_EMAIL": False,
     "UPSTREAM_PASSWORDS": "non_local",
+    # Client flow: conditional login, web tracking
+    "CONDITIONAL_LOGIN": False,
+    "TRACKER_KEY": None,
+    "TRACKER_DOMAIN": "https://web.snrbox.com",
+    "TRACKER_UUID_COOKIE": True,
+    "WEB_SDK_SIGNING_KEY": None,
+    "WEB_SDK_TOKEN_LIFETIME": 600,
     # Circuit breaker
     "BREAKER_THRESHOLD": 5,
     "BREAKER_RESET_TIMEOUT": 30,

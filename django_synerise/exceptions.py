@@ -181,14 +181,29 @@ class LoginRequired(SyneriseError):
         self.reason = reason
 
 
+#: Conditional-login statuses that ask the customer for a next step, with their stable codes.
+CONDITIONAL_CODES: dict[str, str] = {
+    "ACTIVATION_REQUIRED": "activation_required",
+    "REGISTRATION_REQUIRED": "registration_required",
+    "APPROVAL_REQUIRED": "approval_required",
+    "TERMS_ACCEPTANCE_REQUIRED": "terms_acceptance_required",
+    "MFA_REQUIRED": "mfa_required",
+}
+
+
 class ConditionalAuthFailed(SyneriseError):
-    """Conditional login did not succeed; ``status`` is Synerise's condition status
-    (``ACTIVATION_REQUIRED``, ``REGISTRATION_REQUIRED``, ...)."""
+    """Conditional login did not succeed: Synerise asks for another step first.
+
+    ``status`` is Synerise's condition status (a key of :data:`CONDITIONAL_CODES`), ``code``
+    its stable lower-case code (``activation_required``, ...) and ``conditions`` the free-form
+    objects Synerise sent with it. ``UNAUTHORIZED`` is never this error: it is
+    :class:`CredentialsRejected`.
+    """
 
     default_code = "conditional_auth_failed"
     default_message = "Synerise requires another step before login."
 
     def __init__(self, status: str, conditions: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(f"Conditional login: {status}")
+        super().__init__(f"Conditional login: {status}", code=CONDITIONAL_CODES.get(status))
         self.status = status
         self.conditions = list(conditions or [])

@@ -59,3 +59,40 @@ class SyneriseActivityMiddleware:
             logger.warning("Could not record Synerise activity", exc_info=True)
             return
         session[LAST_TOUCH_SESSION_KEY] = int(now)
+
+
+class SyneriseTrackerMiddleware:
+    """Reset the web tracker's uuid after a session login through ``SyneriseBackend``.
+
+    When a request signs a user in with a Django session (Django's ``LoginView``, the admin's
+    login, any view calling :func:`~django.contrib.auth.authenticate` then
+    :func:`~django.contrib.auth.login`), the response sets the ``_snrs_uuid`` and
+    ``_snrs_reset_uuid`` cookies to the profile uuid Synerise now knows, so the tracker goes
+    on with the signed-in profile (see :func:`django_synerise.profile_uuid.set_tracker_cookies`).
+    Nothing happens when ``TRACKER_UUID_COOKIE`` is off, when no Synerise login happened, or
+    when the login did not end in a session of that user. Put it after ``SessionMiddleware``.
+    The API's login views set the cookies themselves.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        self.reset_tracker(request, response)
+        return response
+
+    def reset_tracker(self, request: HttpRequest, response: HttpResponse) -> None:
+        """Set the tracker cookies on ``response`` when ``request`` made a session login."""
+        from .profile_uuid import pending_profile_uuid, set_tracker_cookies
+
+        value = pending_profile_uuid(request)
+        if value is None or not synerise_settings.TRACKER_UUID_COOKIE:
+            return
+        session = getattr(request, "session", None)
+        user = getattr(request, "user", None)
+        if session is None or user is None or not getattr(user, "is_authenticated", False):
+            return
+        if session.get(SESSION_KEY) != str(user.pk):
+            return
+        set_tracker_cookies(response, value)

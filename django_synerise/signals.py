@@ -13,6 +13,14 @@ from django.dispatch import Signal
 #: (HttpRequest or None), ``created`` (bool: the Django user was created by this login).
 client_logged_in = Signal()
 
+#: A SYNERISE login through the conditional endpoint (``CONDITIONAL_LOGIN``) needs another
+#: step before Synerise issues a token; nothing was stored.
+#: sender=ConditionalAuthFailed; kwargs: ``request`` (HttpRequest or None), ``status`` (str:
+#: ``ACTIVATION_REQUIRED``, ``REGISTRATION_REQUIRED``, ``APPROVAL_REQUIRED``,
+#: ``TERMS_ACCEPTANCE_REQUIRED``, ``MFA_REQUIRED``), ``code`` (its stable lower-case code),
+#: ``conditions`` (list of dicts from Synerise), ``identifier`` (the e-mail or custom id).
+login_conditions_required = Signal()
+
 #: A stored token was refreshed and saved.
 #: sender=ClientToken; kwargs: ``token`` (ClientToken), ``account`` (SyneriseAccount).
 token_refreshed = Signal()
@@ -43,6 +51,7 @@ refresh_resumed = Signal()
 
 __all__ = [
     "client_logged_in",
+    "login_conditions_required",
     "refresh_halted",
     "refresh_resumed",
     "token_expired",

@@ -16,4 +16,5 @@ urlpatterns = [
     path("auth/logout/", views.logout, name="logout"),
     path("oauth/jwks.json", identity.jwks_view, name="oauth-jwks"),
     path("oauth/userinfo/", identity.userinfo_view, name="oauth-userinfo"),
+    path("tracking/token/", views.web_sdk_token, name="web-sdk-token"),
 ]

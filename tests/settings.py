@@ -50,6 +50,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django_synerise.middleware.SyneriseActivityMiddleware",
+    "django_synerise.middleware.SyneriseTrackerMiddleware",
 ]
 
 AUTHENTICATION_BACKENDS = [

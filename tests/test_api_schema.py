@@ -26,6 +26,7 @@ ENDPOINTS = {
     ("/synerise/auth/refresh/", "post"): {"200", "401", "403", "503"},
     ("/synerise/auth/token/", "get"): {"200", "401", "403", "503"},
     ("/synerise/auth/logout/", "post"): {"204", "401", "403", "503"},
+    ("/synerise/tracking/token/", "get"): {"200", "401", "403", "404"},
 }
 
 
@@ -46,13 +47,13 @@ def test_every_endpoint_is_documented_with_its_errors(schema) -> None:
                 assert ref.endswith("/Error")
             if status == "200":
                 ref = response["content"]["application/json"]["schema"]["$ref"]
-                assert ref.endswith("/TokenResponse")
+                assert ref.endswith("/WebSdkToken" if "tracking" in path else "/TokenResponse")
 
 
 def test_operation_ids_are_stable(schema) -> None:
     ids = {op["operationId"] for item in schema["paths"].values() for op in item.values()}
     assert ids == {"synerise_login", "synerise_provider_login", "synerise_refresh",
-                   "synerise_token", "synerise_logout"}
+                   "synerise_token", "synerise_logout", "synerise_web_sdk_token"}
 
 
 def test_request_bodies_and_security(schema) -> None:

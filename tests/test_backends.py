@@ -35,10 +35,11 @@ def test_custom_id_and_password(fake_synerise):
 
 def test_uuid_and_device_id_are_passed_on(fake_synerise):
     add_client(fake_synerise)
-    authenticate(None, email="ann@example.com", password=PASSWORD, uuid="u-1",
+    uuid = "3f2b8c1e-0d4a-4e6f-9b7a-1c2d3e4f5a6b"
+    authenticate(None, email="ann@example.com", password=PASSWORD, uuid=uuid.upper(),
                  device_id="dev-1")
     body = [r for r in fake_synerise.requests if "login" in r.path][0].json
-    assert (body["uuid"], body["deviceId"]) == ("u-1", "dev-1")
+    assert (body["uuid"], body["deviceId"]) == (uuid, "dev-1")
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -29,6 +29,12 @@ from django_synerise import checks
 from django_synerise.backends import SyneriseBackend
 from django_synerise.conf import DEFAULTS
 from django_synerise.crypto import derive_key
+from tests.web_sdk_keys import (
+    ec_private_pem,
+    encrypted_rsa_pem,
+    rsa_private_pem,
+    rsa_public_pem,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY_A = "yM9vYSrVqH5-6cA3n0r3dWhQ3Xb5Oj2iY8FhX1zT0aA="
@@ -585,6 +591,53 @@ SETTINGS_CASES: list[tuple[str, list[dict[str, Any]], list[dict[str, Any]]]] = [
         [{"HALT_PROBE_MAX": 30}, {"HALT_PROBE_MAX": 0.5}],
         [{"HALT_PROBE_MAX": 0}, {"HALT_PROBE_MAX": -1}, {"HALT_PROBE_MAX": "30"}],
     ),
+    (
+        "E100",
+        [{"CONDITIONAL_LOGIN": True}, {"CONDITIONAL_LOGIN": False}],
+        [{"CONDITIONAL_LOGIN": 1}, {"CONDITIONAL_LOGIN": "yes"}, {"CONDITIONAL_LOGIN": None}],
+    ),
+    (
+        "E101",
+        [{"TRACKER_KEY": None}, {"TRACKER_KEY": "7d97fd94-647a-489c-8be6-4d40b4c0eca2"}],
+        [{"TRACKER_KEY": ""}, {"TRACKER_KEY": "key with spaces"}, {"TRACKER_KEY": 42},
+         {"TRACKER_KEY": "x" * 129}, {"TRACKER_KEY": "k';alert(1)//"}],
+    ),
+    (
+        "E102",
+        [{"TRACKER_DOMAIN": "https://web.geb.snrbox.com"},
+         {"TRACKER_DOMAIN": "http://127.0.0.1:8765"}],
+        [{"TRACKER_DOMAIN": "http://web.snrbox.com"}, {"TRACKER_DOMAIN": "web.snrbox.com"},
+         {"TRACKER_DOMAIN": "https://web.snrbox.com/js"}, {"TRACKER_DOMAIN": None}],
+    ),
+    (
+        "E103",
+        [{"TRACKER_UUID_COOKIE": False}],
+        [{"TRACKER_UUID_COOKIE": "off"}, {"TRACKER_UUID_COOKIE": 0}],
+    ),
+    (
+        "E104",
+        [{"WEB_SDK_SIGNING_KEY": None},
+         {"WEB_SDK_SIGNING_KEY": rsa_private_pem(), "TRACKER_KEY": "tk"},
+         {"WEB_SDK_SIGNING_KEY": rsa_private_pem(3072).encode(), "TRACKER_KEY": "tk"}],
+        [{"WEB_SDK_SIGNING_KEY": rsa_public_pem(), "TRACKER_KEY": "tk"},
+         {"WEB_SDK_SIGNING_KEY": rsa_private_pem(1024), "TRACKER_KEY": "tk"},
+         {"WEB_SDK_SIGNING_KEY": ec_private_pem(), "TRACKER_KEY": "tk"},
+         {"WEB_SDK_SIGNING_KEY": encrypted_rsa_pem(), "TRACKER_KEY": "tk"},
+         {"WEB_SDK_SIGNING_KEY": "-----BEGIN PRIVATE KEY-----\nnope\n-----END PRIVATE KEY-----",
+          "TRACKER_KEY": "tk"},
+         {"WEB_SDK_SIGNING_KEY": 12, "TRACKER_KEY": "tk"}],
+    ),
+    (
+        "E105",
+        [{"WEB_SDK_TOKEN_LIFETIME": 60}, {"WEB_SDK_TOKEN_LIFETIME": 3600}],
+        [{"WEB_SDK_TOKEN_LIFETIME": 59}, {"WEB_SDK_TOKEN_LIFETIME": 3601},
+         {"WEB_SDK_TOKEN_LIFETIME": "600"}, {"WEB_SDK_TOKEN_LIFETIME": 600.0}],
+    ),
+    (
+        "W100",
+        [{"WEB_SDK_SIGNING_KEY": rsa_private_pem(), "TRACKER_KEY": "tk"}],
+        [{"WEB_SDK_SIGNING_KEY": rsa_private_pem()}],
+    ),
 ]
 
 
@@ -1062,6 +1115,31 @@ def test_every_check_id_is_tested() -> None:
     assert set(checks.MESSAGES) <= _tested_ids()
     for code, passing, failing in SETTINGS_CASES:
         assert passing and failing, code
+
+
+@pytest.mark.parametrize(
+    ("overrides", "middleware", "expected"),
+    [
+        ({"TRACKER_KEY": "tk"}, [], {"W101"}),
+        ({"TRACKER_KEY": "tk"}, ["django_synerise.middleware.SyneriseTrackerMiddleware"], set()),
+        ({"TRACKER_KEY": "tk", "TRACKER_UUID_COOKIE": False}, [], set()),
+        ({}, [], set()),
+    ],
+)
+def test_tracker_middleware_w101(overrides: dict[str, Any], middleware: list[str],
+                                 expected: set[str]) -> None:
+    with override_settings(SYNERISE=synerise(**overrides), MIDDLEWARE=middleware):
+        found = {m.id.removeprefix("django_synerise.") for m in checks.check_integration()}
+    assert found & {"W101"} == expected
+
+
+def test_signing_key_messages_never_contain_the_key() -> None:
+    for value in (rsa_private_pem(1024), encrypted_rsa_pem(), rsa_public_pem()):
+        with override_settings(SYNERISE=synerise(WEB_SDK_SIGNING_KEY=value, TRACKER_KEY="tk")):
+            (message,) = checks.check_settings()
+        assert message.id == "django_synerise.E104"
+        body = value.splitlines()[1]
+        assert body not in message.msg and body not in message.hint
 
 
 def test_docs_table_lists_every_check_id() -> None:

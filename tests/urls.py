@@ -11,6 +11,8 @@ from django.urls import include, path
 from django_synerise.admin import SyneriseUserAdminMixin
 from django_synerise.metrics import metrics_view
 
+from .tracking_views import tracked_page
+
 
 class UserAdmin(SyneriseUserAdminMixin, BaseUserAdmin):
     """The test project's user admin: Django's, with the Synerise account inline."""
@@ -31,4 +33,6 @@ urlpatterns = [
         auth_views.LoginView.as_view(template_name="admin/login.html"),
         name="login",
     ),
+    # The tracking code under a strict Content Security Policy (browser test).
+    path("tracked/", tracked_page, name="tracked"),
 ]

@@ -1,7 +1,9 @@
 """The error contract of the django-synerise endpoints: every error is JSON ``{detail, code}``.
 
 Field errors add ``errors`` (a list of ``{field, code, message}``). Any rejected credential
-gets one generic 401 body, whatever the reason (no account enumeration). A failing or
+gets one generic 401 body, whatever the reason (no account enumeration). A conditional login
+(``CONDITIONAL_LOGIN``) that needs another step gets 403 with the status's stable ``code``
+(``activation_required``, ...) and Synerise's ``conditions``. A failing or
 unreachable Synerise gets 503 with ``Retry-After``; an answer from Synerise that cannot be
 used (not JSON, no token, a redirect, an unexpected status) gets 502 with ``Retry-After``. Bad
 input and upstream failures never produce a 500.
@@ -18,6 +20,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop as N_
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
@@ -39,9 +42,11 @@ from ..exceptions import (
 )
 
 __all__ = [
+    "CONDITIONAL_DETAILS",
     "DEFAULT_RETRY_AFTER",
     "GENERIC_401",
     "WWW_AUTHENTICATE",
+    "conditional_body",
     "exception_handler",
     "flatten_field_errors",
     "retry_after_seconds",
@@ -63,10 +68,29 @@ REJECTED_CREDENTIALS: tuple[type[BaseException], ...] = (
     CredentialsRejected,
     AccountInactive,
     InvalidToken,
-    ConditionalAuthFailed,
     BadRequest,
     drf_exceptions.AuthenticationFailed,
 )
+
+
+#: ``detail`` of the 403 each conditional-login status gets (``code`` is the status's code).
+CONDITIONAL_DETAILS: dict[str, str] = {
+    "activation_required": N_("Activate your account first: follow the link Synerise e-mailed."),
+    "registration_required": N_("No account exists for these credentials yet: register first."),
+    "approval_required": N_("Your account is waiting for approval."),
+    "terms_acceptance_required": N_("Accept the terms of service to continue."),
+    "mfa_required": N_("A second authentication factor is required."),
+}
+
+
+def conditional_body(exc: ConditionalAuthFailed) -> dict[str, Any]:
+    """Return the 403 body of a conditional-login status: ``detail``, the stable ``code`` and
+    Synerise's ``conditions`` (a list of objects) at the top level."""
+    return {
+        "detail": _(CONDITIONAL_DETAILS.get(exc.code, "Another step is required to sign in.")),
+        "code": exc.code,
+        "conditions": list(exc.conditions),
+    }
 
 
 def generic_401_body() -> dict[str, str]:
@@ -223,7 +247,10 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
             status=status.HTTP_401_UNAUTHORIZED,
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
-    if isinstance(exc, REJECTED_CREDENTIALS):
+    if isinstance(exc, ConditionalAuthFailed) and exc.code in CONDITIONAL_DETAILS:
+        logger.info("%s: conditional login needs another step (%s)", view_name, exc.status)
+        return Response(conditional_body(exc), status=status.HTTP_403_FORBIDDEN)
+    if isinstance(exc, (*REJECTED_CREDENTIALS, ConditionalAuthFailed)):
         if isinstance(exc, BadRequest):
             logger.warning("%s: Synerise refused the request with status %s", view_name, exc.status)
         else:

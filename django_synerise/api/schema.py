@@ -20,13 +20,14 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 
-from .errors import GENERIC_401
+from .errors import CONDITIONAL_DETAILS, GENERIC_401
 from .serializers import (
     PROVIDERS,
     ErrorSerializer,
     LoginSerializer,
     ProviderLoginSerializer,
     TokenResponseSerializer,
+    WebSdkTokenSerializer,
 )
 
 __all__ = ["SyneriseTokenAuthenticationScheme", "error_responses", "generate_schema"]
@@ -77,6 +78,10 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
             "code": "account_conflict",
         },
     ),
+    404: (
+        "Nothing to give: no ``WEB_SDK_SIGNING_KEY``, or the user has no Synerise client.",
+        {"detail": "Not found.", "code": "not_found"},
+    ),
     413: (
         "Body larger than ``DATA_UPLOAD_MAX_MEMORY_SIZE``.",
         {"detail": "Request body is too large.", "code": "request_too_large"},
@@ -109,6 +114,43 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
 }
 
 _LOGIN_ERRORS = (400, 401, 403, 405, 406, 409, 413, 415, 429, 502, 503)
+
+#: Example ``conditions`` of each conditional-login 403 (Synerise sends free-form objects).
+_CONDITION_EXAMPLES: dict[str, list[dict[str, Any]]] = {
+    "activation_required": [{"type": "ACTIVATION"}],
+    "registration_required": [{"type": "REGISTRATION"}],
+    "approval_required": [{"type": "APPROVAL"}],
+    "terms_acceptance_required": [{"type": "TERMS_ACCEPTANCE", "terms": ["terms-of-service"]}],
+    "mfa_required": [{"type": "MFA", "methods": ["EMAIL"]}],
+}
+
+
+def _password_login_403() -> OpenApiResponse:
+    """The 403 of ``POST auth/login/``: CSRF, or a conditional-login status."""
+    examples = [
+        OpenApiExample(
+            "csrf_failed", value=_ERRORS[403][1], response_only=True, status_codes=["403"]
+        )
+    ]
+    for code, conditions in _CONDITION_EXAMPLES.items():
+        examples.append(
+            OpenApiExample(
+                code,
+                value={"detail": CONDITIONAL_DETAILS[code], "code": code, "conditions": conditions},
+                response_only=True,
+                status_codes=["403"],
+            )
+        )
+    return OpenApiResponse(
+        response=ErrorSerializer,
+        description="CSRF failure (``csrf_failed``), or, with ``CONDITIONAL_LOGIN`` on, a step "
+        "Synerise requires before it signs the client in: ``activation_required``, "
+        "``registration_required``, ``approval_required``, ``terms_acceptance_required`` or "
+        "``mfa_required``, with Synerise's ``conditions`` at the top level.",
+        examples=examples,
+    )
+
+
 _AUTHENTICATED_ERRORS = (400, 401, 403, 405, 406, 413, 415, 502, 503)
 
 
@@ -144,7 +186,11 @@ _DESCRIPTIONS: dict[str, str] = {
     "synerise_login": (
         "Exactly one of ``email`` and ``custom_id``, plus ``password``. Starts a Django session "
         "when ``LOGIN_STARTS_SESSION`` is on (CSRF is then required when the request carries a "
-        "session cookie). Any rejected credential gets the same 401 body."
+        "session cookie) and then resets the tracker's ``_snrs_uuid`` cookie to the client's "
+        "uuid. The uuid sent to Synerise is ``uuid``, else the ``_snrs_uuid`` cookie, else the "
+        "one stored from an earlier login, else the uuid5 of the e-mail. Any rejected "
+        "credential gets the same 401 body; with ``CONDITIONAL_LOGIN`` on, a step Synerise "
+        "requires first (activation, terms, MFA...) gets a 403 with its own ``code``."
     ),
     "synerise_provider_login": (
         "Synerise verifies ``identity_provider_token`` and creates the client on its first "
@@ -160,6 +206,11 @@ _DESCRIPTIONS: dict[str, str] = {
         "A valid token of the caller, refreshed first when it is inside ``REFRESH_MARGIN``."
     ),
     "synerise_logout": ("Revokes the stored token and ends the Django session, if any."),
+    "synerise_web_sdk_token": (  # nosec B105
+        "A fresh Web SDK token (RS256, signed with ``WEB_SDK_SIGNING_KEY``) for the caller's "
+        "page to pass to the Synerise web tracker before the previous one ends. 404 when "
+        "there is none to give (no signing key, or no linked Synerise client)."
+    ),
 }
 
 
@@ -211,7 +262,7 @@ class LoginViewScheme(OpenApiViewExtension):
                 description=_DESCRIPTIONS["synerise_login"],
                 summary="Sign in with a Synerise e-mail (or custom id) and password",
                 request=LoginSerializer,
-                responses=_token_responses(_LOGIN_ERRORS),
+                responses={**_token_responses(_LOGIN_ERRORS), 403: _password_login_403()},
                 auth=[],
                 tags=["synerise"],
             ),
@@ -300,6 +351,30 @@ class LogoutViewScheme(OpenApiViewExtension):
                 responses={
                     204: OpenApiResponse(description="Signed out."),
                     **error_responses(_AUTHENTICATED_ERRORS),
+                },
+                tags=["synerise"],
+            ),
+        )
+
+
+class WebSdkTokenViewScheme(OpenApiViewExtension):
+    """Documents ``GET tracking/token/``."""
+
+    target_class = "django_synerise.api.views.WebSdkTokenView"
+
+    def view_replacement(self) -> type:
+        return _replace(
+            self.target_class,
+            "synerise_web_sdk_token",
+            extend_schema(
+                description=_DESCRIPTIONS["synerise_web_sdk_token"],
+                summary="A Web SDK token for the tracker of the caller's page",
+                responses={
+                    200: OpenApiResponse(
+                        WebSdkTokenSerializer,
+                        description="The token (``Cache-Control: no-store``).",
+                    ),
+                    **error_responses((401, 403, 404, 405, 406)),
                 },
                 tags=["synerise"],
             ),

@@ -34,6 +34,7 @@ __all__ = [
     "ProviderLoginSerializer",
     "StrictCharField",
     "TokenResponseSerializer",
+    "WebSdkTokenSerializer",
     "check_provider_token",
     "normalize_email",
 ]
@@ -351,6 +352,17 @@ class TokenResponseSerializer(serializers.Serializer):
     user_id = serializers.CharField(help_text="The primary key of the Django user.")
 
 
+class WebSdkTokenSerializer(serializers.Serializer):
+    """The body of a 200 from ``GET tracking/token/`` (``Cache-Control: no-store``)."""
+
+    token = serializers.CharField(
+        help_text="An RS256 Web SDK token for ``SR.client.setAccessToken``; it cannot call "
+        "Synerise's API."
+    )
+    expires_at = serializers.DateTimeField(help_text="When the token expires (ISO 8601).")
+    expires_in = serializers.IntegerField(help_text="Its lifetime in seconds.")
+
+
 class FieldErrorSerializer(serializers.Serializer):
     """One entry of ``errors`` in a 400 body."""
 
@@ -363,9 +375,15 @@ class FieldErrorSerializer(serializers.Serializer):
 
 
 class ErrorSerializer(serializers.Serializer):
-    """Every error body: ``detail`` and a stable ``code`` (``errors`` on 400 only)."""
+    """Every error body: ``detail`` and a stable ``code`` (``errors`` on 400 only,
+    ``conditions`` on the 403 of a conditional login only)."""
 
     detail = serializers.CharField()
     code = serializers.CharField()
     errors = FieldErrorSerializer(many=True, required=False)
     retry_after = serializers.IntegerField(required=False, help_text="On 429 only.")
+    conditions = serializers.ListField(
+        child=serializers.DictField(),
+        required=False,
+        help_text="On the 403 of a conditional login only: Synerise's conditions, as sent.",
+    )

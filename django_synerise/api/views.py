@@ -19,7 +19,7 @@ from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from rest_framework import status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import PermissionDenied
+from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import BasePermission, IsAuthenticated
 from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
@@ -31,9 +31,15 @@ from .. import throttle as login_throttle
 from ..authentication import SyneriseTokenAuthentication
 from ..conf import synerise_settings
 from ..exceptions import LoginRequired
+from ..profile_uuid import parse_uuid, set_tracker_cookies
 from .errors import exception_handler
 from .parsers import StrictJSONParser
-from .serializers import LoginSerializer, ProviderLoginSerializer, TokenResponseSerializer
+from .serializers import (
+    LoginSerializer,
+    ProviderLoginSerializer,
+    TokenResponseSerializer,
+    WebSdkTokenSerializer,
+)
 from .throttling import LoginThrottle, account_key
 
 __all__ = [
@@ -46,11 +52,13 @@ __all__ = [
     "RefreshView",
     "SyneriseAPIView",
     "TokenView",
+    "WebSdkTokenView",
     "login",
     "logout",
     "provider_login",
     "refresh",
     "token",
+    "web_sdk_token",
 ]
 
 logger = logging.getLogger(__name__)
@@ -143,14 +151,19 @@ class _BaseLoginView(SyneriseAPIView):
     throttle_classes: ClassVar[list[Any]] = [LoginThrottle]
 
     def _finish_login(self, request: Request, result: Any) -> Response:
-        if starts_session(request):
+        session = starts_session(request)
+        if session:
             django_login(request._request, result.user, backend=LOGIN_BACKEND)
-        return _token_response(
+        response = _token_response(
             token=result.token,
             expires_at=result.expires_at,
             client_id=result.account.client_id,
             user=result.user,
         )
+        value = parse_uuid(result.account.uuid)
+        if session and value is not None and synerise_settings.TRACKER_UUID_COOKIE:
+            set_tracker_cookies(response, value)
+        return response
 
 
 @method_decorator(sensitive_post_parameters("password"), name="dispatch")
@@ -267,11 +280,33 @@ class LogoutView(_AuthenticatedView):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+class WebSdkTokenView(_AuthenticatedView):
+    """``GET tracking/token/``: a fresh Web SDK token for the caller's page, which hands it to
+    the tracker (``SR.client.setAccessToken``) before the previous one ends. 200 with
+    ``token``, ``expires_at`` and ``expires_in`` (seconds; ``Cache-Control: no-store``); 404
+    ``not_found`` when there is none to give (``WEB_SDK_SIGNING_KEY`` unset, or the user is
+    not linked to a Synerise client)."""
+
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        minted = services.web_sdk_token(request.user)
+        if minted is None:
+            raise NotFound()
+        body = WebSdkTokenSerializer(
+            {
+                "token": minted.token,
+                "expires_at": minted.expires_at,
+                "expires_in": minted.lifetime,
+            }
+        ).data
+        return Response(body, status=status.HTTP_200_OK, headers=NO_STORE_HEADERS)
+
+
 login = LoginView.as_view()
 provider_login = ProviderLoginView.as_view()
 refresh = RefreshView.as_view()
 token = TokenView.as_view()
 logout = LogoutView.as_view()
+web_sdk_token = WebSdkTokenView.as_view()
 
 
 if importlib.util.find_spec("drf_spectacular") is not None:  # optional: OpenAPI description

@@ -47,6 +47,7 @@ from .tokens import (
     revoke_tokens,
     store_token,
 )
+from .tracking import TrackerConfig, tracker_config, web_sdk_token
 
 __all__ = [
     "EXPIRY_SAFETY",
@@ -59,6 +60,7 @@ __all__ = [
     "PreparedToken",
     "RefreshReport",
     "RotationReport",
+    "TrackerConfig",
     "account_for_client_id",
     "backoff_delay",
     "check_business_profile",
@@ -92,8 +94,10 @@ __all__ = [
     "store_token",
     "subject_for",
     "touch_activity",
+    "tracker_config",
     "user_for_client_id",
     "user_for_identity_token",
     "users_to_connect",
     "verify_identity_token",
+    "web_sdk_token",
 ]

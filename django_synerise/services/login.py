@@ -14,7 +14,24 @@ from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
 from ..bulkhead import interactive_call
-from ..exceptions import AccountInactive, BadRequest, FieldError, InvalidToken, SyneriseError
+from ..conf import synerise_settings
+from ..exceptions import (
+    CONDITIONAL_CODES,
+    AccountInactive,
+    BadRequest,
+    ConditionalAuthFailed,
+    CredentialsRejected,
+    FieldError,
+    InvalidToken,
+    SyneriseError,
+)
+from ..profile_uuid import (
+    ChosenUuid,
+    choose_uuid,
+    parse_uuid,
+    remember_profile_uuid,
+    tracker_uuid,
+)
 from .outcomes import record_login
 from .tokens import _prepare, _write_prepared, check_business_profile
 
@@ -89,6 +106,7 @@ def _link(
     profile: dict[str, Any] | None,
     request: HttpRequest | None,
     provider: str,
+    sent_uuid: str | None = None,
 ) -> tuple[SyneriseAccount, bool]:
     """Create the account of a client id seen for the first time (user found or created).
 
@@ -111,7 +129,7 @@ def _link(
                 client_id=str(claims.client_id),
                 email=claims.email or (profile or {}).get("email") or "",
                 custom_id=claims.custom_id or "",
-                uuid=claims.uuid or "",
+                uuid=claims.uuid or sent_uuid or "",
                 identity_provider=provider,
                 business_profile_id=str(claims.business_profile_id or ""),
             )
@@ -123,11 +141,17 @@ def _link(
     return account, user_created
 
 
-def _update_account(account: SyneriseAccount, claims: TokenClaims, provider: str) -> None:
-    """Refresh the account's copy of the Synerise identity; ``last_login_at`` now."""
+def _update_account(
+    account: SyneriseAccount, claims: TokenClaims, provider: str, sent_uuid: str | None = None
+) -> None:
+    """Refresh the account's copy of the Synerise identity; ``last_login_at`` now.
+
+    The uuid stored is the one Synerise now knows: the token's ``uuid`` claim, else the uuid
+    this login sent, else the one stored before.
+    """
     account.email = claims.email or account.email
     account.custom_id = claims.custom_id or account.custom_id
-    account.uuid = claims.uuid or account.uuid
+    account.uuid = claims.uuid or sent_uuid or account.uuid
     account.identity_provider = provider
     if not account.business_profile_id and claims.business_profile_id:
         account.business_profile_id = str(claims.business_profile_id)
@@ -172,10 +196,27 @@ def login(
     encrypted, the account updated, activity recorded, and ``client_logged_in`` sent.
     Database work runs in short transactions; none is open during HTTP calls.
 
+    **The uuid sent** (see :func:`select_uuid`): every SYNERISE login sends one, in this
+    order: ``uuid``, the ``_snrs_uuid`` cookie of ``request`` when it holds a valid UUID, the
+    uuid stored on the account of that e-mail or custom id, else the uuid5 of the e-mail (of
+    the custom id for a custom-id login).
+    Provider logins send ``uuid`` or the cookie's when there is one. The account stores the
+    uuid Synerise now knows, and ``request`` remembers it for
+    :class:`~django_synerise.middleware.SyneriseTrackerMiddleware` and the API's session
+    logins, which reset the tracker's cookie to it.
+
+    **Conditional login**: with ``CONDITIONAL_LOGIN`` on, SYNERISE logins call the conditional
+    endpoint (provider logins keep the endpoint that registers new clients). A status that
+    asks for another step sends ``login_conditions_required`` and raises
+    :class:`~django_synerise.exceptions.ConditionalAuthFailed`.
+
     :raises CredentialsRejected: Synerise answered 401/403 (wrong password, unknown client,
-        bad provider token).
-    :raises BadRequest: Synerise answered 400 (missing or invalid fields), or an unknown
-        ``identity_provider``.
+        bad provider token), or the conditional status ``UNAUTHORIZED`` or an unknown one.
+    :raises ConditionalAuthFailed: conditional login answered ``ACTIVATION_REQUIRED``,
+        ``REGISTRATION_REQUIRED``, ``APPROVAL_REQUIRED``, ``TERMS_ACCEPTANCE_REQUIRED`` or
+        ``MFA_REQUIRED`` (nothing is stored).
+    :raises BadRequest: Synerise answered 400 (missing or invalid fields), an unknown
+        ``identity_provider``, or a ``uuid`` that is not a UUID (nothing sent).
     :raises TransientUpstreamError: Synerise is unavailable, rate limiting, or answered
         something unusable (subclasses ``SyneriseUnavailable``, ``RateLimited``,
         ``BadResponse``, ``CircuitOpen``).
@@ -186,6 +227,9 @@ def login(
         in this process; nothing was sent (a ``TransientUpstreamError``).
     """
     provider = _normalise_provider(identity_provider)
+    chosen = select_uuid(
+        provider=provider, requested=uuid, request=request, email=email, custom_id=custom_id
+    )
     trace: dict[str, Any] = {}
     started = time.monotonic()
     try:
@@ -201,7 +245,7 @@ def login(
                 custom_id=custom_id,
                 password=password,
                 identity_provider_token=identity_provider_token,
-                uuid=uuid,
+                chosen=chosen,
                 device_id=device_id,
                 agreements=agreements,
                 attributes=attributes,
@@ -227,6 +271,82 @@ def login(
     return result
 
 
+def select_uuid(
+    *,
+    provider: str,
+    requested: str | None = None,
+    request: HttpRequest | None = None,
+    email: str | None = None,
+    custom_id: str | None = None,
+) -> ChosenUuid | None:
+    """Return the uuid a login of ``provider`` sends (see
+    :func:`django_synerise.profile_uuid.choose_uuid` for the order), or ``None``.
+
+    SYNERISE logins always get one when an e-mail or custom id is given: the stored uuid is
+    that of the account with this e-mail (case-insensitively) or custom id, the most recently
+    signed-in first. Provider logins use only ``requested`` and the tracker cookie.
+
+    :raises BadRequest: ``requested`` is given but is not a UUID.
+    """
+    if requested is not None and parse_uuid(requested) is None:
+        raise BadRequest(
+            "The uuid is not a UUID.",
+            field_errors=[FieldError("uuid", "Must be a UUID.", "invalid")],
+        )
+    if provider != "SYNERISE":
+        return choose_uuid(requested=requested, request=request)
+    stored = None
+    if requested is None and tracker_uuid(request) is None and (email or custom_id):
+        stored = _stored_uuid(email=email, custom_id=custom_id)
+    return choose_uuid(
+        requested=requested, request=request, stored=stored, email=email, custom_id=custom_id
+    )
+
+
+def _stored_uuid(*, email: str | None, custom_id: str | None) -> str | None:
+    from ..models import SyneriseAccount
+
+    accounts = SyneriseAccount.objects.exclude(uuid="")
+    if email:
+        accounts = accounts.filter(email__iexact=email.strip())
+    else:
+        accounts = accounts.filter(custom_id=custom_id)
+    found = accounts.order_by("-last_login_at", "-pk").values_list("uuid", flat=True)[:5]
+    return next((value for value in found if parse_uuid(value)), None)
+
+
+@sensitive_variables("password", "identity_provider_token", "result", "outcome", "fields")
+def _call_login(
+    client: SyneriseClient,
+    *,
+    request: HttpRequest | None,
+    provider: str,
+    fields: dict[str, Any],
+) -> AuthResult:
+    """Call the login endpoint for ``provider``: the conditional one for SYNERISE logins when
+    ``CONDITIONAL_LOGIN`` is on, the registering one otherwise."""
+    if provider != "SYNERISE" or not synerise_settings.CONDITIONAL_LOGIN:
+        return client.login(identity_provider=provider, **fields)
+    outcome = client.login_conditional(identity_provider=provider, **fields)
+    if outcome.succeeded:
+        assert outcome.result is not None  # noqa: S101 - succeeded guarantees it
+        return outcome.result
+    if outcome.status not in CONDITIONAL_CODES:
+        logger.info("Synerise conditional login refused (status %s)", outcome.status[:40])
+        raise CredentialsRejected("Conditional login was not authorized.")
+    logger.info("Synerise conditional login needs another step (%s)", outcome.status)
+    error = ConditionalAuthFailed(outcome.status, outcome.conditions)
+    signals.login_conditions_required.send(
+        sender=ConditionalAuthFailed,
+        request=request,
+        status=error.status,
+        code=error.code,
+        conditions=error.conditions,
+        identifier=fields.get("email") or fields.get("custom_id"),
+    )
+    raise error
+
+
 @sensitive_variables("password", "identity_provider_token", "result", "token", "prepared")
 def _login(
     *,
@@ -237,7 +357,7 @@ def _login(
     custom_id: str | None,
     password: str | None,
     identity_provider_token: str | None,
-    uuid: str | None,
+    chosen: ChosenUuid | None,
     device_id: str | None,
     agreements: dict[str, Any] | None,
     attributes: dict[str, Any] | None,
@@ -247,21 +367,31 @@ def _login(
 
     adapter = get_adapter(request)
     client = client or adapter.get_client()
+    sent_uuid = chosen.value if chosen is not None else None
     result, claims = call_login(
         client,
         provider=provider,
+        request=request,
         trace=trace,
         email=email,
         custom_id=custom_id,
         password=password,
         identity_provider_token=identity_provider_token,
-        uuid=uuid,
+        uuid=sent_uuid,
         device_id=device_id,
         agreements=agreements,
         attributes=attributes,
     )
     return complete_login(
-        adapter, client, result, claims, request=request, provider=provider, trace=trace
+        adapter,
+        client,
+        result,
+        claims,
+        request=request,
+        provider=provider,
+        sent_uuid=sent_uuid,
+        uuid_source=chosen.source if chosen is not None else "none",
+        trace=trace,
     )
 
 
@@ -270,10 +400,12 @@ def call_login(
     client: SyneriseClient,
     *,
     provider: str,
+    request: HttpRequest | None = None,
     trace: dict[str, Any] | None = None,
     **credentials: Any,
 ) -> tuple[AuthResult, TokenClaims]:
-    """The upstream half of a sign-in: call Synerise and verify the token it returned.
+    """The upstream half of a sign-in: call Synerise (the conditional endpoint for SYNERISE
+    logins when ``CONDITIONAL_LOGIN`` is on) and verify the token it returned.
 
     No database access, so it may run in a pool thread. ``credentials`` are the keyword
     arguments of :meth:`~django_synerise.client.SyneriseClient.login`. ``trace``, when given,
@@ -285,7 +417,7 @@ def call_login(
     from ..verification import claims_for
 
     trace = {} if trace is None else trace
-    result = client.login(identity_provider=provider, **credentials)
+    result = _call_login(client, request=request, provider=provider, fields=credentials)
     trace["status"] = 200
     claims = claims_for(result, client=client)
     trace["client_id"] = str(claims.client_id)
@@ -332,11 +464,16 @@ def complete_login(
     request: HttpRequest | None,
     provider: str,
     link_user: Any = None,
+    sent_uuid: str | None = None,
+    uuid_source: str = "none",
     trace: dict[str, Any] | None = None,
 ) -> LoginResult:
     """The database half of a sign-in: link the user, store the token, send ``client_logged_in``.
 
-    ``trace``, when given, receives ``token_id`` (the stored row) for the login event.
+    ``sent_uuid`` is the uuid the login sent (``uuid_source`` says where it came from, for the
+    log): the account keeps the uuid Synerise now knows, and the tracker cookie is reset to it
+    after a session login. ``trace``, when given, receives ``token_id`` (the stored row) for
+    the login event.
 
     With ``link_user`` (an identity-provider connection of a known user) the client id is
     linked to that user, never to another: a client id already linked elsewhere, or a user
@@ -354,7 +491,7 @@ def complete_login(
             account = _link_to(link_user, claims, provider)
         else:
             profile = adapter.fetch_profile(client, result.token, claims)
-            account, created = _link(adapter, claims, profile, request, provider)
+            account, created = _link(adapter, claims, profile, request, provider, sent_uuid)
     else:
         if link_user is not None and account.user_id != link_user.pk:
             raise AccountConflict()
@@ -366,16 +503,18 @@ def complete_login(
 
     prepared = _prepare(account, result.token, claims)
     with transaction.atomic():
-        _update_account(account, claims, provider)
+        _update_account(account, claims, provider, sent_uuid)
         row = _write_prepared(account, prepared)
     if trace is not None:
         trace["token_id"] = row.pk
+    remember_profile_uuid(request, account.uuid)
     logger.info(
-        "Synerise client %s signed in as user %s (provider %s, user created %s)",
+        "Synerise client %s signed in as user %s (provider %s, user created %s, uuid from %s)",
         account.client_id,
         user.pk,
         provider,
         created,
+        uuid_source,
     )
     signals.client_logged_in.send(
         sender=type(account), user=user, account=account, request=request, created=created
@@ -396,4 +535,5 @@ __all__ = [
     "call_login",
     "complete_login",
     "login",
+    "select_uuid",
 ]

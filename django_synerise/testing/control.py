@@ -45,8 +45,16 @@ def handle_control(fake: FakeSynerise, request: RecordedRequest) -> tuple[int, A
             last_name=data.get("last_name") or "",
             uuid=data.get("uuid"),
             activated=bool(data.get("activated", True)),
+            condition=data.get("condition"),
+            conditions=data.get("conditions"),
         )
         return 201, client.as_dict()
+    if route == ("POST", "/__fake__/conditions"):
+        data = _body(request)
+        client = fake.set_condition(
+            data["client_id"], data.get("status"), conditions=data.get("conditions")
+        )
+        return 200, client.as_dict()
     if route == ("GET", "/__fake__/clients"):
         return 200, {"clients": [c.as_dict() for c in fake.clients]}
     if route == ("POST", "/__fake__/provider-tokens"):

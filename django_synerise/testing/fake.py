@@ -27,6 +27,7 @@ from requests.structures import CaseInsensitiveDict
 from .faults import FaultRule, FaultSet
 from .records import FakeClient, ProviderIdentity, RecordedRequest, TokenRecord
 from .tokens import get_public_key_pem, next_created_ms, sign_claims
+from .tracker import TRACKER_SCRIPT_PATH, tracker_script
 from .wire import (
     Handler,
     Response,
@@ -41,6 +42,7 @@ from .wire import (
 )
 
 __all__ = [
+    "CONDITION_STATUSES",
     "PROVIDERS",
     "FakeClient",
     "FakeSynerise",
@@ -50,6 +52,25 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Conditional-login statuses a client can be held in (:meth:`FakeSynerise.set_condition`).
+CONDITION_STATUSES = (
+    "ACTIVATION_REQUIRED",
+    "REGISTRATION_REQUIRED",
+    "APPROVAL_REQUIRED",
+    "TERMS_ACCEPTANCE_REQUIRED",
+    "MFA_REQUIRED",
+    "UNAUTHORIZED",
+)
+#: The ``conditions`` sent with a status when the test gave none.
+DEFAULT_CONDITIONS: dict[str, list[dict[str, Any]]] = {
+    "ACTIVATION_REQUIRED": [{"type": "ACTIVATION"}],
+    "REGISTRATION_REQUIRED": [{"type": "REGISTRATION"}],
+    "APPROVAL_REQUIRED": [{"type": "APPROVAL"}],
+    "TERMS_ACCEPTANCE_REQUIRED": [{"type": "TERMS_ACCEPTANCE", "terms": ["terms-of-service"]}],
+    "MFA_REQUIRED": [{"type": "MFA", "methods": ["EMAIL"]}],
+    "UNAUTHORIZED": [],
+}
 
 #: Identity providers the login endpoints accept.
 PROVIDERS = ("SYNERISE", "GOOGLE", "APPLE", "FACEBOOK", "OAUTH")
@@ -78,6 +99,9 @@ _STATUSES = frozenset(s.value for s in HTTPStatus)
 class FakeSynerise:
     """A fake Synerise client-auth API served over real HTTP on ``127.0.0.1`` (free port).
 
+    It also serves a stand-in web tracker script (:mod:`django_synerise.testing.tracker`), so
+    ``TRACKER_DOMAIN`` can point at it.
+
     Use as a context manager (``with FakeSynerise() as fake: ...``) or call :meth:`start` and
     :meth:`stop`. All public methods are thread-safe.
 
@@ -86,7 +110,9 @@ class FakeSynerise:
     ``business_profile_id`` becomes the ``bpi`` claim; ``port=0`` picks a free port;
     ``latency`` is added to every response; ``presign`` hands out tokens signed ahead of time
     by a background thread (pools of ``presign_depth`` per client); ``record_requests=False``
-    keeps only the per-path counters (long benchmarks).
+    keeps only the per-path counters (long benchmarks); ``require_uuid=True`` answers 400 to
+    a SYNERISE login without a ``uuid``, as the Synerise API reference says it is required
+    (settable later).
 
     ``oauth_mode`` makes ``identityProvider: OAUTH`` logins validate the site's own tokens
     as Synerise does (see :meth:`configure_oauth`); ``None`` keeps the registry of
@@ -111,8 +137,10 @@ class FakeSynerise:
         oauth_issuer: str | None = None,
         oauth_audience: str | None = None,
         oauth_jwks_ttl: float = 0.0,
+        require_uuid: bool = False,
     ) -> None:
         self.api_key = api_key
+        self.require_uuid = require_uuid
         self.token_lifetime = int(token_lifetime)
         self.business_profile_id = None if business_profile_id is None else str(business_profile_id)
         self.host = host
@@ -336,13 +364,18 @@ class FakeSynerise:
         activated: bool = True,
         agreements: dict[str, Any] | None = None,
         attributes: dict[str, Any] | None = None,
+        condition: str | None = None,
+        conditions: list[dict[str, Any]] | None = None,
     ) -> FakeClient:
         """Register a SYNERISE (email/customId + password) client and return it.
 
-        Raises ValueError when neither email nor custom_id is given, or when either is taken.
+        ``condition`` holds the client in a conditional-login status (see
+        :meth:`set_condition`). Raises ValueError when neither email nor custom_id is given,
+        when either is taken, or for an unknown ``condition``.
         """
         if not email and not custom_id:
             raise ValueError("add_client() needs an email or a custom_id")
+        condition, conditions = self._check_condition(condition, conditions)
         with self._lock:
             if email and email.lower() in self._by_email:
                 raise ValueError(f"email {email!r} is already registered")
@@ -360,6 +393,8 @@ class FakeSynerise:
                 agreements=dict(agreements or {}),
                 attributes=dict(attributes or {}),
                 created_ms=int(time.time() * 1000),
+                condition=condition,
+                conditions=conditions,
             )
             self._clients[client.client_id] = client
             if email:
@@ -449,6 +484,42 @@ class FakeSynerise:
         """Mark a client not activated: login -> 403, conditional -> ACTIVATION_REQUIRED."""
         with self._lock:
             self._clients[str(client_id)].activated = False
+
+    def set_condition(
+        self,
+        client_id: str | int,
+        status: str | None,
+        conditions: list[dict[str, Any]] | None = None,
+    ) -> FakeClient:
+        """Hold a client in a conditional-login status, or release it (``status=None``).
+
+        While held, the conditional endpoint answers 200 ``{"status": status, "conditions":
+        conditions}`` (``conditions`` defaults to a typical list for the status) and the
+        plain login endpoint answers 401 for ``UNAUTHORIZED`` and 403 for the others. Valid
+        statuses: :data:`CONDITION_STATUSES`. Raises KeyError for an unknown client and
+        ValueError for an unknown status.
+        """
+        status, conditions = self._check_condition(status, conditions)
+        with self._lock:
+            client = self._clients[str(client_id)]
+            client.condition = status
+            client.conditions = conditions
+        return client
+
+    @staticmethod
+    def _check_condition(
+        status: str | None, conditions: list[dict[str, Any]] | None
+    ) -> tuple[str | None, list[dict[str, Any]]]:
+        if status is None:
+            return None, []
+        status = str(status).upper()
+        if status not in CONDITION_STATUSES:
+            raise ValueError(f"Unknown condition {status!r}; expected {list(CONDITION_STATUSES)}")
+        if conditions is None:
+            conditions = DEFAULT_CONDITIONS[status]
+        if not isinstance(conditions, list) or not all(isinstance(c, dict) for c in conditions):
+            raise ValueError("conditions must be a list of objects")
+        return status, [dict(item) for item in conditions]
 
     @staticmethod
     def _check_provider(provider: str, *, social: bool) -> str:
@@ -845,6 +916,12 @@ class FakeSynerise:
             return Response(
                 200, self.public_key_pem.encode("ascii"), content_type="text/plain;charset=UTF-8"
             )
+        if path == TRACKER_SCRIPT_PATH:
+            if request.method not in ("GET", "HEAD"):
+                return self._method_not_allowed(request, "GET")
+            return Response(
+                200, tracker_script(), content_type="application/javascript;charset=UTF-8"
+            )
         if path == PERSONAL_INFORMATION_PATH:
             if request.method not in ("GET", "HEAD"):
                 return self._method_not_allowed(request, "GET")
@@ -910,6 +987,18 @@ class FakeSynerise:
         if isinstance(client_or_response, Response):
             return client_or_response
         client = client_or_response
+        uuid = data.get("uuid")
+        if isinstance(uuid, str) and uuid:
+            with self._lock:
+                client.login_uuids.append(uuid)
+        if client.condition is not None:
+            if action == "conditional":
+                return json_response(
+                    200, {"status": client.condition, "conditions": list(client.conditions)}
+                )
+            if client.condition == "UNAUTHORIZED":
+                return error_response(401, "Bad credentials", path)
+            return error_response(403, f"Login requires {client.condition}.", path)
         if not client.activated:
             if action == "conditional":
                 return json_response(
@@ -933,6 +1022,9 @@ class FakeSynerise:
             errors.append(field_error("email", "email or customId is required", email))
         if not isinstance(password, str) or not password:
             errors.append(field_error("password", "must not be blank", None))
+        uuid = data.get("uuid")
+        if self.require_uuid and (not isinstance(uuid, str) or not uuid):
+            errors.append(field_error("uuid", "must not be blank", uuid))
         if errors:
             return error_response(400, "Validation failed", path, errors=errors)
         client = None

@@ -29,6 +29,14 @@ class FakeClient:
     attributes: dict[str, Any] = field(default_factory=dict)
     created_ms: int = 0
     generation: int = 0
+    #: Conditional-login status this client is held in (``None``: none, sign-in succeeds):
+    #: ``ACTIVATION_REQUIRED``, ``REGISTRATION_REQUIRED``, ``APPROVAL_REQUIRED``,
+    #: ``TERMS_ACCEPTANCE_REQUIRED``, ``MFA_REQUIRED`` or ``UNAUTHORIZED``.
+    condition: str | None = None
+    #: The ``conditions`` sent with :attr:`condition`.
+    conditions: list[dict[str, Any]] = field(default_factory=list)
+    #: Every uuid a login of this client sent, oldest first (the profiles merged into it).
+    login_uuids: list[str] = field(default_factory=list)
 
     def __repr__(self) -> str:
         return (
@@ -62,6 +70,9 @@ class FakeClient:
             "last_name": self.last_name,
             "identity_provider": self.identity_provider,
             "activated": self.activated,
+            "condition": self.condition,
+            "conditions": [dict(item) for item in self.conditions],
+            "login_uuids": list(self.login_uuids),
         }
 
 

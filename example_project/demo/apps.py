@@ -10,3 +10,13 @@ class DemoConfig(AppConfig):
 
     name = "demo"
     verbose_name = "django-synerise demo"
+
+    def ready(self) -> None:
+        """Show the next step of a conditional login on the login page."""
+        from django_synerise import signals
+
+        from .views import remember_condition
+
+        signals.login_conditions_required.connect(
+            remember_condition, dispatch_uid="demo-login-conditions"
+        )

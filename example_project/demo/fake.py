@@ -75,10 +75,23 @@ def provider_token(provider: str) -> str:
 
 
 def create_client(
-    *, email: str, password: str, first_name: str = "", last_name: str = ""
+    *,
+    email: str,
+    password: str,
+    first_name: str = "",
+    last_name: str = "",
+    condition: str | None = None,
 ) -> dict[str, Any]:
-    """Create a Synerise client with an email and password in the fake; return its JSON."""
-    return control(
-        "clients",
-        {"email": email, "password": password, "first_name": first_name, "last_name": last_name},
-    )
+    """Create a Synerise client with an email and password in the fake; return its JSON.
+
+    ``condition`` holds it in a conditional-login status (``TERMS_ACCEPTANCE_REQUIRED``...).
+    """
+    payload: dict[str, Any] = {
+        "email": email,
+        "password": password,
+        "first_name": first_name,
+        "last_name": last_name,
+    }
+    if condition:
+        payload["condition"] = condition
+    return control("clients", payload)

@@ -31,6 +31,7 @@ from django_synerise.exceptions import (
     SyneriseError,
     TransientUpstreamError,
 )
+from django_synerise.profile_uuid import tracker_uuid
 
 from . import fake
 from .forms import EmailLoginForm, SiteLoginForm
@@ -45,6 +46,28 @@ PROVIDERS: list[dict[str, str]] = [
     {"slug": "apple", "name": "Apple", "setting": "APPLE_CLIENT_ID"},
     {"slug": "facebook", "name": "Facebook", "setting": "FACEBOOK_APP_ID"},
 ]
+
+
+#: What the login page says for each step conditional login reports (``CONDITIONAL_LOGIN``).
+NEXT_STEPS: dict[str, str] = {
+    "activation_required": "Activate your account first: follow the link in the e-mail "
+    "Synerise sent you, then sign in again.",
+    "registration_required": "There is no account for this e-mail yet. Register first.",
+    "approval_required": "Your account is waiting for approval. Try again later.",
+    "terms_acceptance_required": "Accept the current terms of service to continue. (In this "
+    "demo the account stays in that state: it only shows how a site can react.)",
+    "mfa_required": "Confirm the sign-in with your second factor.",
+}
+
+#: Attribute of the request where :func:`remember_condition` puts the step to show.
+_CONDITION = "_demo_login_condition"
+
+
+def remember_condition(sender: Any, request: HttpRequest | None, code: str, **kwargs: Any) -> None:
+    """Receiver of ``login_conditions_required`` (connected in ``DemoConfig.ready``): note on
+    the request being served which step Synerise asks for, so the login page can show it."""
+    if request is not None:
+        setattr(request, _CONDITION, code)
 
 
 def _providers() -> list[dict[str, Any]]:
@@ -92,13 +115,18 @@ def login_view(request: HttpRequest) -> HttpResponse:
         if user is not None:
             auth_login(request, user)
             return redirect(_next_url(request))
+        step = getattr(request, _CONDITION, None)
         form.add_error(
             None,
-            "Synerise did not accept this email and password. Check them and try again.",
+            NEXT_STEPS.get(
+                step or "",
+                "Synerise did not accept this email and password. Check them and try again.",
+            ),
         )
     context = {
         "form": form,
         "site_form": SiteLoginForm(),
+        "condition": getattr(request, _CONDITION, None),
         "providers": _providers(),
         "next": request.GET.get("next", ""),
         "apple_redirect_uri": settings.APPLE_REDIRECT_URI
@@ -210,7 +238,8 @@ def token_status(user: Any) -> dict[str, Any]:
 @login_required
 @require_GET
 def account(request: HttpRequest) -> HttpResponse:
-    """Show the user's Synerise client id and the live state of their token."""
+    """Show the user's Synerise client id, the uuid continuity and the live state of their
+    token."""
     synerise_account = getattr(request.user, "synerise_account", None)
     identity = getattr(request.user, "synerise_identity", None)
     context = {
@@ -219,6 +248,7 @@ def account(request: HttpRequest) -> HttpResponse:
         and identity is not None
         and identity.connect_requested_at is not None,
         "connect_error": getattr(identity, "last_connect_error", ""),
+        "tracker_uuid": tracker_uuid(request),
         "token": services.get_token_for(request.user) if synerise_account else None,
         "status": token_status(request.user) if synerise_account else {"has_token": False},
     }

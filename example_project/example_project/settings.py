@@ -77,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Keeps last_used_at fresh for signed-in users, so background refresh keeps their tokens.
     "django_synerise.middleware.SyneriseActivityMiddleware",
+    # After a sign-in, resets the web tracker's _snrs_uuid cookie to the profile's uuid.
+    "django_synerise.middleware.SyneriseTrackerMiddleware",
 ]
 
 ROOT_URLCONF = "example_project.urls"
@@ -169,7 +171,19 @@ SYNERISE: dict[str, Any] = {
     "REFRESH_MARGIN": env_int("SYNERISE_REFRESH_MARGIN", 900),
     "REFRESH_JITTER": env_int("SYNERISE_REFRESH_JITTER", 300),
     "ADAPTER": "demo.adapter.DemoSyneriseAdapter",
+    # Sign password logins in through the conditional endpoint, so the login page can say
+    # what Synerise needs first (the demo's terms@example.com must accept the terms).
+    "CONDITIONAL_LOGIN": env_bool("SYNERISE_CONDITIONAL_LOGIN", True),
+    # The web tracking code: off unless a tracker key is given.
+    "TRACKER_KEY": os.environ.get("SYNERISE_TRACKER_KEY") or None,
+    "TRACKER_DOMAIN": os.environ.get("SYNERISE_TRACKER_DOMAIN") or "https://web.snrbox.com",
 }
+#: PEM private key signing Web SDK tokens, from the environment or a file (never committed).
+_web_sdk_key_file = os.environ.get("SYNERISE_WEB_SDK_SIGNING_KEY_FILE")
+if os.environ.get("SYNERISE_WEB_SDK_SIGNING_KEY"):
+    SYNERISE["WEB_SDK_SIGNING_KEY"] = os.environ["SYNERISE_WEB_SDK_SIGNING_KEY"]
+elif _web_sdk_key_file:
+    SYNERISE["WEB_SDK_SIGNING_KEY"] = Path(_web_sdk_key_file).read_text()
 if USE_FAKE_SYNERISE and SYNERISE["REFRESH_MARGIN"] < 300:
     # W002 warns that a short margin leaves little time to refresh a one-hour token; the
     # fake's demo tokens live only minutes, so a short margin is intended here.

@@ -74,6 +74,33 @@ def test_wrong_password_shows_an_error(page: Any, demo_site: DemoSite) -> None:
     assert urlsplit(page.url).path == "/login/", "a failed sign-in must not start a session"
 
 
+def test_conditional_login_shows_the_terms_step(page: Any, demo_site: DemoSite) -> None:
+    """The demo's terms@example.com is held by the fake until the terms are accepted: with
+    CONDITIONAL_LOGIN on, the page names that step instead of a wrong password."""
+    sign_in(page, "terms@example.com", demo_site.client_password)
+
+    error = page.locator("[data-testid=login-error]")
+    error.wait_for()
+    assert "Accept the current terms of service" in error.text_content()
+    assert "did not accept" not in error.text_content()
+    page.goto("/account/")
+    assert urlsplit(page.url).path == "/login/", "a conditional step must not start a session"
+
+
+def test_account_page_shows_uuid_continuity(page: Any, demo_site: DemoSite) -> None:
+    """After sign-in the tracker's _snrs_uuid cookie holds the profile's uuid."""
+    sign_in(page, "bob@example.com", demo_site.client_password)
+
+    page.wait_for_url("**/account/")
+    profile_uuid = page.text_content("[data-testid=profile-uuid]").strip()
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                        profile_uuid)
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    assert cookies["_snrs_uuid"] == profile_uuid
+    assert page.text_content("[data-testid=tracker-uuid]").strip().startswith(profile_uuid)
+    assert page.locator("[data-testid=uuid-continuity]").is_visible()
+
+
 def test_demo_google_login(page: Any, demo_site: DemoSite) -> None:
     page.goto("/login/")
     page.click("[data-testid=demo-google]")

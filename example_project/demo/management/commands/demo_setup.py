@@ -24,6 +24,13 @@ SITE_USER = {
 DEMO_CLIENTS = [
     {"email": "alice@example.com", "first_name": "Alice", "last_name": "Nowak"},
     {"email": "bob@example.com", "first_name": "Bob", "last_name": "Kowalski"},
+    # Held by FakeSynerise in TERMS_ACCEPTANCE_REQUIRED: shows conditional login.
+    {
+        "email": "terms@example.com",
+        "first_name": "Tess",
+        "last_name": "Terms",
+        "condition": "TERMS_ACCEPTANCE_REQUIRED",
+    },
 ]
 
 
