@@ -31,7 +31,6 @@ import argparse
 import io
 import json
 import multiprocessing
-import os
 import resource
 import subprocess
 import sys
@@ -40,7 +39,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -51,46 +49,10 @@ AUDIENCE = "bench-workspace"
 
 
 def configure_django(db_name: str | None = None, synerise: dict[str, Any] | None = None) -> None:
-    """Configure minimal settings from ``DATABASE_URL`` (``db_name`` overrides the name)."""
-    import django
-    from django.conf import settings
+    """This benchmark's settings (see ``bench_django.configure_django``)."""
+    from bench_django import configure_django as configure
 
-    url = os.environ.get("DATABASE_URL", "")
-    parts = urlsplit(url)
-    if parts.scheme not in {"postgres", "postgresql"}:
-        sys.exit("Set DATABASE_URL=postgres://user@host:port/name (PostgreSQL is required).")
-    name = unquote(parts.path.lstrip("/")) or "postgres"
-    settings.configure(
-        DEBUG=False,
-        USE_TZ=True,
-        SECRET_KEY="benchmark-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
-        INSTALLED_APPS=[
-            "django.contrib.auth",
-            "django.contrib.contenttypes",
-            "rest_framework",
-            "django_synerise",
-        ],
-        DATABASES={
-            "default": {
-                "ENGINE": "django.db.backends.postgresql",
-                "NAME": db_name or name,
-                "USER": unquote(parts.username or "postgres"),
-                "PASSWORD": unquote(parts.password or ""),
-                "HOST": parts.hostname or "127.0.0.1",
-                "PORT": str(parts.port or 5432),
-                "TEST": {"NAME": name + BENCH_SUFFIX},
-            }
-        },
-        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
-        SYNERISE={
-            "API_KEY": "fake-api-key",
-            "TOKEN_ENCRYPTION_KEYS": ["yM9vYSrVqH5-6cA3n0r3dWhQ3Xb5Oj2iY8FhX1zT0aA="],
-            **(synerise or {}),
-        },
-        LOGGING_CONFIG=None,
-    )
-    django.setup()
+    configure(db_name, synerise, test_suffix=BENCH_SUFFIX)
 
 
 def _cpu() -> float:

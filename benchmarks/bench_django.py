@@ -1,0 +1,58 @@
+"""Django settings shared by the benchmarks: PostgreSQL from ``DATABASE_URL``, the package
+and what it needs, nothing else."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+
+def configure_django(
+    db_name: str | None = None,
+    synerise: dict[str, Any] | None = None,
+    *,
+    test_suffix: str,
+) -> None:
+    """Configure minimal settings from ``DATABASE_URL`` (``db_name`` overrides the name; the
+    benchmark's own database is the name plus ``test_suffix``) and set Django up."""
+    import django
+    from django.conf import settings
+
+    url = os.environ.get("DATABASE_URL", "")
+    parts = urlsplit(url)
+    if parts.scheme not in {"postgres", "postgresql"}:
+        sys.exit("Set DATABASE_URL=postgres://user@host:port/name (PostgreSQL is required).")
+    name = unquote(parts.path.lstrip("/")) or "postgres"
+    settings.configure(
+        DEBUG=False,
+        USE_TZ=True,
+        SECRET_KEY="benchmark-only-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",
+        INSTALLED_APPS=[
+            "django.contrib.auth",
+            "django.contrib.contenttypes",
+            "rest_framework",
+            "django_synerise",
+        ],
+        DATABASES={
+            "default": {
+                "ENGINE": "django.db.backends.postgresql",
+                "NAME": db_name or name,
+                "USER": unquote(parts.username or "postgres"),
+                "PASSWORD": unquote(parts.password or ""),
+                "HOST": parts.hostname or "127.0.0.1",
+                "PORT": str(parts.port or 5432),
+                "TEST": {"NAME": name + test_suffix},
+            }
+        },
+        DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        SYNERISE={
+            "API_KEY": "fake-api-key",
+            "TOKEN_ENCRYPTION_KEYS": ["yM9vYSrVqH5-6cA3n0r3dWhQ3Xb5Oj2iY8FhX1zT0aA="],
+            **(synerise or {}),
+        },
+        LOGGING_CONFIG=None,
+    )
+    django.setup()
