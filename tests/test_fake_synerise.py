@@ -765,6 +765,9 @@ def test_standalone_server(command, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        # Ctrl-C must reach the server even when this run was started with SIGINT ignored
+        # (a background job of a shell without job control), which children inherit.
+        preexec_fn=_default_sigint,  # noqa: PLW1509 - no threads of ours are touched
     )
     try:
         url = _read_url(process)
@@ -790,6 +793,10 @@ def test_standalone_server(command, tmp_path):
             raise
     assert process.returncode == 0, output
     assert "Stopping" in output
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_testing_kit_never_imports_django():

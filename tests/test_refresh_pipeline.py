@@ -500,7 +500,11 @@ def test_django_setup_and_pipeline_imports_never_import_celery() -> None:
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
-        env={"DJANGO_SETTINGS_MODULE": "tests.settings", "PATH": ""},
+        env={
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PATH": "",
+            "SYNERISE_TEST_WITHOUT_BEAT": "1",  # django-celery-beat itself imports Celery
+        },
         capture_output=True, text=True, timeout=60, check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]

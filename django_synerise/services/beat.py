@@ -10,6 +10,7 @@ Nothing runs at migrate or import time: call it from ``manage.py synerise_setup_
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -83,6 +84,9 @@ def setup_beat_tasks(schedule: dict[str, dict[str, Any]] | None = None) -> list[
                 "solar": None,
                 "clocked": None,
                 "expire_seconds": None if expires is None else int(expires),
+                # As django-celery-beat stores them: JSON text.
+                "args": json.dumps(list(entry.get("args") or [])),
+                "kwargs": json.dumps(dict(entry.get("kwargs") or {}), sort_keys=True),
             }
             row = PeriodicTask.objects.select_for_update().filter(name=name).first()
             if row is None:
