@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from django_synerise.models import IdentitySubject, SyneriseAccount, TokenStatus
 from django_synerise.testing import FakeSynerise
 from tests.celery_worker import celery_worker
 from tests.child_env import child_env
+from tests.waiting import log_tail, wait_for
 
 from .fixtures_identity import PASSWORD, make_site_user, pem, trust
 
@@ -108,14 +109,6 @@ def fake(worker: Path, worker_fake: FakeSynerise, settings: Any, signing_pem: st
     worker_fake.reset_faults()
 
 
-def wait_for(predicate: Callable[[], bool], *, what: str, log: Path, timeout: float = 90.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"Timed out waiting for {what}\n{log.read_text(errors='replace')[-4000:]}")
-        time.sleep(0.1)
-
-
 def logins(fake: FakeSynerise) -> int:
     """Client logins the fake received (the anonymous key probe not counted)."""
     return sum(1 for r in fake.requests if r.path == LOGIN)
@@ -143,16 +136,18 @@ def test_site_login_succeeds_at_once_while_synerise_is_down(fake, worker):
     assert IdentitySubject.objects.get(user=user).connect_requested_at is not None
 
     # The worker tries (Synerise answers 503) and keeps the connection pending.
-    wait_for(lambda: logins(fake) >= 1, what="a connection attempt", log=worker)
+    wait_for(lambda: logins(fake) >= 1, what="a connection attempt", timeout=90,
+             detail=log_tail(worker))
     wait_for(lambda: IdentitySubject.objects.get(user=user).connect_failures >= 1,
-             what="the failure to be recorded", log=worker)
+             what="the failure to be recorded", timeout=90, detail=log_tail(worker))
     assert _token_status(user) is None
 
     fake.reset_faults()  # Synerise is back
-    wait_for(lambda: _token_status(user) == TokenStatus.ACTIVE, what="the token", log=worker)
+    wait_for(lambda: _token_status(user) == TokenStatus.ACTIVE, what="the token", timeout=90,
+             detail=log_tail(worker))
     # The pending flag is cleared just after the token is stored.
     wait_for(lambda: IdentitySubject.objects.get(user=user).connect_requested_at is None,
-             what="the pending connection to end", log=worker)
+             what="the pending connection to end", timeout=90, detail=log_tail(worker))
     account = SyneriseAccount.objects.get(user=user)
     assert account.identity_provider == "OAUTH"
     subject = IdentitySubject.objects.get(user=user)
@@ -182,7 +177,8 @@ def test_a_connected_user_whose_token_needs_login_is_connected_again(fake, worke
     report = services.refresh_now([row.pk])
     assert report.needs_login == 1
     # No sign-in: the worker connects the user again through OAUTH.
-    wait_for(lambda: _token_status(user) == TokenStatus.ACTIVE, what="reconnection", log=worker)
+    wait_for(lambda: _token_status(user) == TokenStatus.ACTIVE, what="reconnection", timeout=90,
+             detail=log_tail(worker))
     row.refresh_from_db()
     assert row.get_token() != old
     assert row.account.client_id == client_id  # the same Synerise profile

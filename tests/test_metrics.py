@@ -7,8 +7,7 @@ import json
 import os
 import socket
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ from tests.child_env import child_env
 from tests.fixtures_refresh import refresh_calls, seed_token
 from tests.fixtures_services import login_email, synerise_settings  # noqa: F401
 from tests.fleet import expected_counts, seed_fleet_sql
+from tests.waiting import log_tail, wait_for
 
 
 def sample(name: str, **labels: str) -> float:
@@ -193,16 +193,6 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float, what: str,
-             log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            tail = log.read_text(errors="replace")[-3000:] if log else ""
-            pytest.fail(f"Timed out waiting for {what}\n{tail}")
-        time.sleep(0.2)
-
-
 @pytest.fixture
 def metrics_worker(django_db_setup: Any, broker_url: str, require_postgres: None,
                    tmp_path: Path) -> Iterator[tuple[FakeSynerise, str, Path]]:
@@ -223,7 +213,8 @@ def metrics_worker(django_db_setup: Any, broker_url: str, require_postgres: None
             with celery_worker(app, queue=queue, name=f"metrics-{os.getpid()}", env=env,
                                log=log, concurrency=2):
                 url = f"http://127.0.0.1:{port}/metrics"
-                wait_for(lambda: _reachable(url), timeout=60, what="the metrics server", log=log)
+                wait_for(lambda: _reachable(url), timeout=60, what="the metrics server",
+                         detail=log_tail(log))
                 yield fake, url, log
         finally:
             app.conf.task_default_queue = "celery"
@@ -256,7 +247,7 @@ def test_worker_metrics_scraped_over_http_match_the_database(
         return all(s == TokenStatus.NEEDS_LOGIN or v == 2 for s, v in states)
 
     tasks.refresh_expiring_tokens.delay()
-    wait_for(settled, timeout=90, what="the due tokens refreshed", log=log)
+    wait_for(settled, timeout=90, what="the due tokens refreshed", detail=log_tail(log))
 
     refreshed = ClientToken.objects.filter(pk__in=[r.pk for r in rows], version=2).count()
     needs_login = ClientToken.objects.filter(status=TokenStatus.NEEDS_LOGIN).count()
@@ -270,7 +261,7 @@ def test_worker_metrics_scraped_over_http_match_the_database(
                 == needs_login)
 
     # The outcomes are written by the pool child right after its database write.
-    wait_for(counters_match, timeout=30, what="the scraped counters", log=log)
+    wait_for(counters_match, timeout=30, what="the scraped counters", detail=log_tail(log))
     database = {status: ClientToken.objects.filter(status=status).count()
                 for status in TokenStatus.values}
 
@@ -280,7 +271,8 @@ def test_worker_metrics_scraped_over_http_match_the_database(
         return all(found[("synerise_tokens", (("status", status),))] == count
                    for status, count in database.items())
 
-    wait_for(fleet_matches, timeout=30, what="the fleet gauges to match the database", log=log)
+    wait_for(fleet_matches, timeout=30, what="the fleet gauges to match the database",
+             detail=log_tail(log))
     found = scrape(requests.get(url, timeout=10).text)
     assert database[TokenStatus.ACTIVE] == 7 and database[TokenStatus.REVOKED] == 1
     assert found[("synerise_tokens_due", ())] == count_due_tokens() == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -26,3 +27,8 @@ def wait_for(
             extra = f"\n{detail()}" if detail is not None else ""
             pytest.fail(f"timed out after {timeout} s waiting for {what}{extra}")
         time.sleep(interval)
+
+
+def log_tail(path: Path, chars: int = 4000) -> Callable[[], str]:
+    """A ``detail`` for :func:`wait_for`: the end of the log file at ``path`` (a worker's)."""
+    return lambda: path.read_text(errors="replace")[-chars:]
