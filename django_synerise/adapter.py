@@ -93,7 +93,7 @@ class DefaultSyneriseAdapter:
         at Synerise (or at Google, Apple, Facebook) take over the local account, so only
         enable it when every identity provider verifies email ownership.
         """
-        return bool(synerise_settings.LINK_BY_EMAIL)
+        return synerise_settings.LINK_BY_EMAIL
 
     def find_user(
         self, claims: TokenClaims, profile: dict[str, Any] | None

@@ -63,7 +63,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         if scheme.lower() != self.keyword.lower().encode():
             return None
         raw = raw.strip()
-        if not raw or b" " in raw or len(raw) > int(synerise_settings.MAX_TOKEN_BYTES):
+        if not raw or b" " in raw or len(raw) > synerise_settings.MAX_TOKEN_BYTES:
             raise self._failed("malformed")
         try:
             token = raw.decode("ascii")

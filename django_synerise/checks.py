@@ -21,7 +21,8 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.module_loading import import_string
 
-from .conf import DEFAULTS
+from .conf import DEFAULTS, synerise_settings
+from .conversions import timeout_pair
 
 #: Custom tag: ``manage.py check --tag django_synerise`` runs only these checks.
 TAG = "django_synerise"
@@ -550,13 +551,8 @@ def _raw() -> Any:
     return getattr(settings, "SYNERISE", None)
 
 
-def _user() -> Mapping[str, Any]:
-    raw = _raw()
-    return raw if isinstance(raw, Mapping) else {}
-
-
-def _get(key: str) -> Any:
-    return _user().get(key, DEFAULTS[key])
+_user = synerise_settings.user_settings
+_get = synerise_settings.raw
 
 
 def _is_number(value: Any) -> bool:
@@ -586,10 +582,10 @@ def _obj(key: str) -> str:
 
 def _timeout_pair(value: Any) -> tuple[float, float] | None:
     """Return ``(connect, read)`` for a valid TIMEOUT, ``None`` otherwise."""
-    if _positive(value):
-        return float(value), float(value)
-    if isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_positive, value)):
-        return float(value[0]), float(value[1])
+    if _positive(value) or (
+        isinstance(value, (tuple, list)) and len(value) == 2 and all(map(_positive, value))
+    ):
+        return timeout_pair(value)
     return None
 
 

@@ -41,6 +41,7 @@ from urllib3.util.retry import Retry
 from . import __version__, metrics
 from .breaker import CircuitBreaker, get_breaker
 from .conf import synerise_settings
+from .conversions import timeout_pair
 from .exceptions import (
     BadRequest,
     BadResponse,
@@ -151,7 +152,7 @@ def _new_session() -> requests.Session:
         raise_on_status=False,
         respect_retry_after_header=False,
     )
-    pool_size = max(1, int(synerise_settings.REFRESH_CONCURRENCY or 1))
+    pool_size = max(1, synerise_settings.REFRESH_CONCURRENCY or 1)
     adapter = HTTPAdapter(
         pool_connections=4, pool_maxsize=pool_size, max_retries=retry, pool_block=False
     )
@@ -216,7 +217,7 @@ def parse_retry_after(
             when = when.replace(tzinfo=timezone.utc)
         seconds = max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
     if cap is None:
-        cap = float(synerise_settings.RETRY_AFTER_MAX)
+        cap = synerise_settings.RETRY_AFTER_MAX
     return min(seconds, float(cap))
 
 
@@ -281,7 +282,7 @@ def is_token_shaped(token: Any, *, max_bytes: int | None = None) -> bool:
     ``MAX_TOKEN_BYTES``: safe to store and to send in an ``Authorization`` header."""
     if not isinstance(token, str) or not token:
         return False
-    limit = int(max_bytes if max_bytes is not None else synerise_settings.MAX_TOKEN_BYTES)
+    limit = max_bytes if max_bytes is not None else synerise_settings.MAX_TOKEN_BYTES
     return len(token) <= limit and _TOKEN_RE.fullmatch(token) is not None
 
 
@@ -381,27 +382,23 @@ class SyneriseClient:
     @property
     def timeouts(self) -> tuple[float, float]:
         """``(connect, read)`` seconds."""
-        value = self._timeout if self._timeout is not None else synerise_settings.TIMEOUT
-        if isinstance(value, (int, float)):
-            return float(value), float(value)
-        connect, read = value
-        return float(connect), float(read)
+        if self._timeout is None:
+            return synerise_settings.TIMEOUT
+        return timeout_pair(self._timeout)
 
     @property
     def total_timeout(self) -> float:
         """Wall-clock seconds a whole call (connect, headers and body) may take."""
-        value = self._total_timeout
-        if value is None:
-            value = synerise_settings.TOTAL_TIMEOUT
-        return float(value)
+        if self._total_timeout is None:
+            return synerise_settings.TOTAL_TIMEOUT
+        return float(self._total_timeout)
 
     @property
     def max_response_bytes(self) -> int:
         """Largest (decoded) response body accepted."""
-        value = self._max_response_bytes
-        if value is None:
-            value = synerise_settings.MAX_RESPONSE_BYTES
-        return int(value)
+        if self._max_response_bytes is None:
+            return synerise_settings.MAX_RESPONSE_BYTES
+        return int(self._max_response_bytes)
 
     def _auth_path(self, suffix: str) -> str:
         return f"/sauth/{self.auth_api}/auth/{suffix}"
@@ -590,7 +587,7 @@ class SyneriseClient:
     ) -> _Response:
         url = self.base_url + path
         headers = {
-            "Api-Version": str(
+            "Api-Version": (
                 synerise_settings.API_VERSION if self._api_version is None else self._api_version
             ),
             "Accept": accept,

@@ -71,10 +71,7 @@ _CACHE_MAX = 8
 
 def configured_keys() -> list[str]:
     """Return ``TOKEN_ENCRYPTION_KEYS`` as a list of strings (a lone string counts as one key)."""
-    keys = synerise_settings.TOKEN_ENCRYPTION_KEYS or []
-    if isinstance(keys, (str, bytes)):
-        keys = [keys]
-    return [k.decode("ascii") if isinstance(k, bytes) else str(k) for k in keys]
+    return synerise_settings.TOKEN_ENCRYPTION_KEYS
 
 
 def keys_are_derived() -> bool:

@@ -45,7 +45,7 @@ class SyneriseActivityMiddleware:
             return
         now = time.time()
         last = session.get(LAST_TOUCH_SESSION_KEY)
-        interval = float(synerise_settings.ACTIVITY_INTERVAL)
+        interval = synerise_settings.ACTIVITY_INTERVAL
         if isinstance(last, (int, float)) and 0 <= now - last < interval:
             return
         user = getattr(request, "user", None)

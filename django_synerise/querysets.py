@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from django.db import models
 from django.db.models import Q
@@ -11,16 +11,10 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from .conf import synerise_settings
+from .conversions import to_timedelta
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
-
-
-def _seconds(value: Any) -> timedelta:
-    """Return a ``timedelta`` from seconds (int/float) or a ``timedelta``."""
-    if isinstance(value, timedelta):
-        return value
-    return timedelta(seconds=float(value))
 
 
 def lease_free_q(now: datetime | Now | None = None) -> Q:
@@ -105,7 +99,7 @@ class ClientTokenQuerySet(models.QuerySet):
         from .models import TokenStatus
 
         now = now or timezone.now()
-        window = _seconds(synerise_settings.REFRESH_MARGIN if within is None else within)
+        window = to_timedelta(synerise_settings.REFRESH_MARGIN if within is None else within)
         return self.filter(
             status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING],
             expires_at__gt=now,
@@ -120,7 +114,7 @@ class ClientTokenQuerySet(models.QuerySet):
         A token never used since it was stored counts from its ``created_at``.
         """
         now = now or timezone.now()
-        cutoff = now - _seconds(synerise_settings.KEEPALIVE_IDLE if idle is None else idle)
+        cutoff = now - to_timedelta(synerise_settings.KEEPALIVE_IDLE if idle is None else idle)
         return self.filter(
             Q(last_used_at__gte=cutoff) | Q(last_used_at__isnull=True, created_at__gte=cutoff)
         )

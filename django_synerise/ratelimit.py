@@ -155,7 +155,7 @@ def refresh_rate_limiter() -> RateLimiter | None:
     rate = synerise_settings.REFRESH_RATE_LIMIT
     if rate is None:
         return None
-    return RateLimiter(float(rate), str(synerise_settings.REFRESH_RATE_LIMIT_CACHE))
+    return RateLimiter(rate, synerise_settings.REFRESH_RATE_LIMIT_CACHE)
 
 
 def _warn_cache_failure(alias: str, exc: BaseException) -> None:

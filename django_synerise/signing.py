@@ -143,12 +143,7 @@ def signing_keys() -> list[SigningKey]:
 
     :raises SigningKeyError: when a key cannot be used (the checks report it at start-up).
     """
-    configured = synerise_settings.OAUTH_SIGNING_KEYS or []
-    if isinstance(configured, (str, bytes)):
-        configured = [configured]
-    return [
-        _load_cached(pem if isinstance(pem, str) else pem.decode("utf-8")) for pem in configured
-    ]
+    return [_load_cached(pem) for pem in synerise_settings.OAUTH_SIGNING_KEYS]
 
 
 def jwks() -> dict[str, list[dict[str, str]]]:

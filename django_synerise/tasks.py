@@ -73,8 +73,8 @@ def batch_time_limits() -> tuple[float, float]:
     ``TOTAL_TIMEOUT``, so ``soft = LEASE_SECONDS + TOTAL_TIMEOUT + 30`` always exceeds a
     normal batch and the HTTP total deadline; ``hard = soft + 30``.
     """
-    lease = float(synerise_settings.LEASE_SECONDS)
-    total = float(synerise_settings.TOTAL_TIMEOUT)
+    lease = synerise_settings.LEASE_SECONDS
+    total = synerise_settings.TOTAL_TIMEOUT
     soft = lease + total + 30.0
     return soft, soft + 30.0
 
@@ -123,7 +123,7 @@ def refresh_expiring_tokens(
 
     limit = MAX_BATCHES_PER_RUN if max_batches is None else int(max_batches)
     expires = BATCH_EXPIRES if batch_expires is None else float(batch_expires)
-    size = max(1, int(synerise_settings.REFRESH_BATCH_SIZE))
+    size = max(1, synerise_settings.REFRESH_BATCH_SIZE)
     batches = tokens = 0
     while batches < limit:
         want = min(CLAIM_BATCHES, limit - batches)

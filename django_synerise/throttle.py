@@ -246,7 +246,7 @@ def check_attempt(
     :param scopes: the scopes to count (all by default).
     """
     rates = login_throttle_rates()
-    alias = str(synerise_settings.LOGIN_THROTTLE_CACHE)
+    alias = synerise_settings.LOGIN_THROTTLE_CACHE
     client = _client(request)
     account = normalise_identifier(identifier)
     wanted = set(scopes)
@@ -282,7 +282,7 @@ def record_success(request: Any, identifier: str | None) -> None:
     account = normalise_identifier(identifier)
     if account is None or login_throttle_rates()["account"] is None:
         return
-    alias = str(synerise_settings.LOGIN_THROTTLE_CACHE)
+    alias = synerise_settings.LOGIN_THROTTLE_CACHE
     try:
         caches[alias].set(_known_key(account, _client(request)), 1, timeout=KNOWN_CLIENT_TTL)
     except Exception as exc:  # noqa: BLE001

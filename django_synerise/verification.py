@@ -112,7 +112,7 @@ def check_token_shape(token: Any) -> None:
     """
     if not isinstance(token, str) or not token:
         raise InvalidToken("The token is not a string.", reason="malformed")
-    if len(token) > int(synerise_settings.MAX_TOKEN_BYTES):
+    if len(token) > synerise_settings.MAX_TOKEN_BYTES:
         raise InvalidToken("The token is too large.", reason="too_large")
     if _SHAPE_RE.fullmatch(token) is None:
         raise InvalidToken("The token is not a JWS.", reason="malformed")
@@ -151,10 +151,7 @@ def pinned_algorithms() -> list[str]:
 
     :raises SyneriseConfigurationError: when nothing usable remains.
     """
-    configured = synerise_settings.JWT_ALGORITHMS
-    if isinstance(configured, str):
-        configured = [configured]
-    algorithms = [alg for alg in configured or () if alg in RSA_ALGORITHMS]
+    algorithms = [alg for alg in synerise_settings.JWT_ALGORITHMS if alg in RSA_ALGORITHMS]
     if not algorithms:
         raise SyneriseConfigurationError(
             "SYNERISE['JWT_ALGORITHMS'] contains no RSA algorithm (use ['RS512'])."
@@ -194,7 +191,7 @@ def verify_token(
     if public_key is None:
         configured = synerise_settings.PUBLIC_KEY
         if configured:
-            public_key = _pem_text(configured)
+            public_key = configured
         else:
             public_key = get_public_key(client=client)
             refetchable = True
@@ -221,7 +218,7 @@ def _decode(token: str, pem: str, algorithms: list[str]) -> dict[str, Any]:
             key,
             algorithms=algorithms,
             options={"require": required, "verify_signature": True},
-            leeway=float(synerise_settings.JWT_LEEWAY),
+            leeway=synerise_settings.JWT_LEEWAY,
             issuer=issuer or None,
         )
     except jwt.ExpiredSignatureError as exc:
@@ -356,10 +353,6 @@ _fetch_locks: dict[str, threading.Lock] = {}
 _lock = threading.Lock()
 
 
-def _pem_text(value: str | bytes) -> str:
-    return value.decode("ascii") if isinstance(value, bytes) else str(value)
-
-
 @functools.lru_cache(maxsize=16)
 def _load_key(pem: str) -> RSAPublicKey:
     try:
@@ -384,7 +377,7 @@ def get_public_key(*, client: SyneriseClient | None = None, force: bool = False)
     """
     configured = synerise_settings.PUBLIC_KEY
     if configured:
-        return _pem_text(configured)
+        return configured
     from .client import get_client
 
     client = client or get_client()

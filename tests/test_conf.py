@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from datetime import timedelta
 from types import MappingProxyType
 from typing import Any
 
@@ -173,3 +174,57 @@ def test_import_setting_error_names_the_key(path: str) -> None:
 def test_import_setting_of_unknown_name_raises_attribute_error() -> None:
     with pytest.raises(AttributeError):
         synerise_settings.import_setting("NOT_A_SETTING")
+
+
+# --------------------------------------------------------------------------- typed attributes
+
+
+def test_every_key_is_a_typed_property() -> None:
+    properties = {
+        name for name, value in vars(SyneriseSettings).items() if isinstance(value, property)
+    }
+    assert set(DEFAULTS) <= properties
+    assert not hasattr(SyneriseSettings, "__getattr__")
+
+
+def test_numbers_are_converted_once() -> None:
+    conf = {
+        "API_KEY": "k",
+        "LEASE_SECONDS": 90,
+        "REFRESH_BATCH_SIZE": 50.0,
+        "MAX_TOKEN_LIFETIME": timedelta(hours=2),
+        "SUPERSEDED_TOKEN_GRACE": None,
+        "REFRESH_RATE_LIMIT": 25,
+    }
+    with override_settings(SYNERISE=conf):
+        assert synerise_settings.LEASE_SECONDS == 90.0
+        assert isinstance(synerise_settings.LEASE_SECONDS, float)
+        assert synerise_settings.REFRESH_BATCH_SIZE == 50
+        assert isinstance(synerise_settings.REFRESH_BATCH_SIZE, int)
+        assert synerise_settings.MAX_TOKEN_LIFETIME == 7200.0
+        assert synerise_settings.SUPERSEDED_TOKEN_GRACE is None
+        assert synerise_settings.REFRESH_RATE_LIMIT == 25.0
+
+
+def test_lone_keys_and_bytes_become_lists_of_text() -> None:
+    conf = {
+        "API_KEY": "k",
+        "TOKEN_ENCRYPTION_KEYS": b"key",
+        "JWT_ALGORITHMS": "RS512",
+        "OAUTH_SIGNING_KEYS": ("pem", b"bytes"),
+    }
+    with override_settings(SYNERISE=conf):
+        assert synerise_settings.TOKEN_ENCRYPTION_KEYS == ["key"]
+        assert synerise_settings.JWT_ALGORITHMS == ["RS512"]
+        assert synerise_settings.OAUTH_SIGNING_KEYS == ["pem", "bytes"]
+
+
+def test_bad_values_are_not_validated_by_the_attributes() -> None:
+    """Range and choice problems are the checks' business: the attributes pass them on."""
+    conf = {"API_KEY": 3, "AUTH_API": "v9", "REFRESH_MARGIN": 10**6, "BUSINESS_PROFILE_ID": 12}
+    with override_settings(SYNERISE=conf):
+        assert synerise_settings.API_KEY is None
+        assert synerise_settings.AUTH_API == "v9"
+        assert synerise_settings.REFRESH_MARGIN == 10**6
+        assert synerise_settings.BUSINESS_PROFILE_ID == "12"
+        assert synerise_settings.raw("API_KEY") == 3

@@ -195,7 +195,7 @@ def check_provider_token(token: str, kind: str) -> None:
     invalid = serializers.ValidationError(
         _("Not a valid identity provider token."), code="invalid_token"
     )
-    if len(token.encode("utf-8", "surrogatepass")) > int(synerise_settings.MAX_TOKEN_BYTES):
+    if len(token.encode("utf-8", "surrogatepass")) > synerise_settings.MAX_TOKEN_BYTES:
         raise serializers.ValidationError(
             _("The identity provider token is too long."), code="max_length"
         )

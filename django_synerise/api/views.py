@@ -78,7 +78,7 @@ class _CSRFCheck(CsrfViewMiddleware):
 def starts_session(request: Request) -> bool:
     """Whether a successful login on ``request`` starts a Django session:
     ``LOGIN_STARTS_SESSION`` is on and ``SessionMiddleware`` gave the request a session."""
-    return bool(synerise_settings.LOGIN_STARTS_SESSION) and hasattr(request._request, "session")
+    return synerise_settings.LOGIN_STARTS_SESSION and hasattr(request._request, "session")
 
 
 class LoginCSRFCheck(BasePermission):

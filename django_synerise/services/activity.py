@@ -56,7 +56,7 @@ def touch_token_activity(
 
 
 def _cutoff(now: datetime) -> datetime:
-    return now - timedelta(seconds=float(synerise_settings.ACTIVITY_INTERVAL))
+    return now - timedelta(seconds=synerise_settings.ACTIVITY_INTERVAL)
 
 
 def _touch(queryset: Any, now: datetime | None) -> None:

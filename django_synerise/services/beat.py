@@ -19,6 +19,8 @@ from django.apps import apps
 from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
+from ..conversions import to_seconds
+
 __all__ = ["BeatTaskResult", "setup_beat_tasks"]
 
 CREATED = "created"
@@ -38,10 +40,9 @@ class BeatTaskResult:
 
 
 def _seconds(value: Any) -> int:
-    if isinstance(value, timedelta):
-        return max(1, int(value.total_seconds()))
-    if isinstance(value, (int, float)):
-        return max(1, int(value))
+    """Whole seconds (at least 1) of an interval schedule: a number or a ``timedelta``."""
+    if isinstance(value, (timedelta, int, float)):
+        return max(1, int(to_seconds(value)))
     raise ImproperlyConfigured(
         f"Only interval schedules (seconds or timedelta) can be set up, not {value!r}."
     )

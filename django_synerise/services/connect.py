@@ -147,7 +147,7 @@ def _retry_delay(user_id: int, exc: BaseException) -> float:
     delay = backoff_delay(int(failures or 0), base=BACKOFF_BASE)
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        cap = float(synerise_settings.RETRY_AFTER_MAX)
+        cap = synerise_settings.RETRY_AFTER_MAX
         delay = max(delay, min(float(retry_after), cap))
     return delay
 
@@ -506,7 +506,7 @@ def connect_users(
         return report
     client = client or get_adapter().get_client()
     limiter = refresh_rate_limiter()
-    workers = max(1, int(synerise_settings.REFRESH_CONCURRENCY))
+    workers = max(1, synerise_settings.REFRESH_CONCURRENCY)
     after = 0
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synerise-connect") as pool:
         while limit is None or report.selected < limit:

@@ -120,7 +120,7 @@ def current_halt() -> RefreshHalt | None:
 
 
 def _probe_delay(probes: int) -> float:
-    cap = float(synerise_settings.HALT_PROBE_MAX)
+    cap = synerise_settings.HALT_PROBE_MAX
     return max(0.1, min(cap, PROBE_BACKOFF * (2 ** min(32, max(0, probes - 1)))))
 
 
@@ -196,7 +196,7 @@ def refresh_allowed(client: SyneriseClient | None = None) -> bool:
     halt = current_halt()
     if halt is None:
         return True
-    lease = timedelta(seconds=float(synerise_settings.TOTAL_TIMEOUT) + 5.0)
+    lease = timedelta(seconds=synerise_settings.TOTAL_TIMEOUT + 5.0)
     with transaction.atomic():
         now = timezone.now()
         taken = model.objects.filter(pk=halt.pk, probe_at__lte=now).update(probe_at=now + lease)

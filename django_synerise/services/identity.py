@@ -91,7 +91,7 @@ def subjects_for(user_ids: Iterable[int]) -> dict[int, str]:
 
 
 def _lifetime() -> int:
-    return int(synerise_settings.OAUTH_TOKEN_LIFETIME)
+    return synerise_settings.OAUTH_TOKEN_LIFETIME
 
 
 @sensitive_variables("token")
@@ -150,11 +150,7 @@ def verify_identity_token(token: str) -> dict[str, Any]:
         ``expired``, ``audience``, ``issuer`` or ``claims`` (nothing else is said about it).
     """
     _require_enabled()
-    if (
-        not isinstance(token, str)
-        or not token
-        or len(token) > int(synerise_settings.MAX_TOKEN_BYTES)
-    ):
+    if not isinstance(token, str) or not token or len(token) > synerise_settings.MAX_TOKEN_BYTES:
         raise InvalidToken("Malformed identity token.", reason="malformed")
     try:
         header = jwt.get_unverified_header(token)

@@ -219,24 +219,18 @@ class RefreshReport:
 # --------------------------------------------------------------------------- helpers
 
 
-def _seconds(value: Any) -> float:
-    if isinstance(value, timedelta):
-        return value.total_seconds()
-    return float(value)
-
-
 def _lease_seconds() -> float:
-    return max(1.0, _seconds(synerise_settings.LEASE_SECONDS))
+    return max(1.0, synerise_settings.LEASE_SECONDS)
 
 
 def _batch_size(limit: int | None) -> int:
-    size = int(synerise_settings.REFRESH_BATCH_SIZE) if limit is None else int(limit)
+    size = synerise_settings.REFRESH_BATCH_SIZE if limit is None else int(limit)
     return max(0, size)
 
 
 def _active_owner(now: datetime) -> Q:
     """Owner active and seen within ``KEEPALIVE_IDLE`` (never-used tokens count from creation)."""
-    cutoff = now - timedelta(seconds=_seconds(synerise_settings.KEEPALIVE_IDLE))
+    cutoff = now - timedelta(seconds=synerise_settings.KEEPALIVE_IDLE)
     recent = Q(last_used_at__gte=cutoff) | Q(last_used_at__isnull=True, created_at__gte=cutoff)
     return Q(account__user__is_active=True) & recent
 
@@ -372,7 +366,7 @@ def backoff_delay(
     waits at least as long as the most attempt ``n`` can wait, until ``cap``. ``cap``
     defaults to ``RETRY_AFTER_MAX``; the result is never below ``min(base, 0.2)``.
     """
-    cap = _seconds(synerise_settings.RETRY_AFTER_MAX) if cap is None else float(cap)
+    cap = synerise_settings.RETRY_AFTER_MAX if cap is None else float(cap)
     ceiling = min(cap, base * (2 ** min(64, max(0, int(attempt)))))
     floor = min(base, MIN_RETRY_DELAY)
     return max(floor, ceiling / 2 + random.uniform(0, ceiling / 2))
@@ -390,7 +384,7 @@ def _get_executor() -> ThreadPoolExecutor:
     ``fork`` or when the setting changes). Threads live on, so each keeps its pooled HTTP
     session between batches."""
     global _executor, _executor_key
-    size = max(1, int(synerise_settings.REFRESH_CONCURRENCY))
+    size = max(1, synerise_settings.REFRESH_CONCURRENCY)
     key = (os.getpid(), size)
     with _executor_lock:
         if _executor is None or _executor_key != key:
@@ -592,7 +586,7 @@ def _db_now(row: ClientToken, now: datetime) -> datetime:
 
 
 def _flush_interval() -> float:
-    return max(0.0, _seconds(synerise_settings.REFRESH_FLUSH_INTERVAL))
+    return max(0.0, synerise_settings.REFRESH_FLUSH_INTERVAL)
 
 
 def _refresh_rows(
@@ -607,7 +601,7 @@ def _refresh_rows(
 ) -> BatchReport:
     now = timezone.now()
     lease = _lease_seconds()
-    total = _seconds(synerise_settings.TOTAL_TIMEOUT)
+    total = synerise_settings.TOTAL_TIMEOUT
     started = time.monotonic()
     start_deadline = started + max(lease - total - min(5.0, lease * 0.1), lease * 0.5)
 
@@ -742,7 +736,7 @@ def _classify(
     retry_after = (
         getattr(exc, "retry_after", None) if isinstance(exc, TransientUpstreamError) else None
     )
-    cap = _seconds(synerise_settings.RETRY_AFTER_MAX)
+    cap = synerise_settings.RETRY_AFTER_MAX
     wanted = delay
     if retry_after is not None:
         wanted = max(delay, min(float(retry_after), cap))
@@ -1101,7 +1095,7 @@ def purge_tokens(*, now: datetime | None = None, batch_size: int = 1000) -> int:
     batches of ``batch_size`` primary keys so no statement locks the whole table.
     """
     now = now or timezone.now()
-    cutoff = now - timedelta(seconds=_seconds(synerise_settings.PURGE_AFTER))
+    cutoff = now - timedelta(seconds=synerise_settings.PURGE_AFTER)
     stale = Q(status=TokenStatus.REVOKED, updated_at__lt=cutoff) | Q(expires_at__lt=cutoff)
     deleted = 0
     while True:

@@ -99,20 +99,19 @@ def _models() -> tuple[type[ClientToken], type[SyneriseAccount], Any]:
 
 def _lease_expression() -> ExpressionWrapper:
     """``now() + LEASE_SECONDS`` evaluated by the database (one clock for every worker)."""
-    seconds = float(synerise_settings.LEASE_SECONDS)
+    seconds = synerise_settings.LEASE_SECONDS
     return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
 
 
 def max_token_lifetime() -> timedelta:
     """The configured ``MAX_TOKEN_LIFETIME`` (seconds or a ``timedelta``) as a ``timedelta``."""
-    value = synerise_settings.MAX_TOKEN_LIFETIME
-    return value if isinstance(value, timedelta) else timedelta(seconds=float(value))
+    return timedelta(seconds=synerise_settings.MAX_TOKEN_LIFETIME)
 
 
 def _expected_business_profile(account: SyneriseAccount | None) -> str | None:
     configured = synerise_settings.BUSINESS_PROFILE_ID
-    if configured not in (None, ""):
-        return str(configured)
+    if configured is not None:
+        return configured
     stored = getattr(account, "business_profile_id", "") if account is not None else ""
     return str(stored) if stored else None
 
@@ -144,8 +143,8 @@ def compute_refresh_at(expires_at: datetime) -> datetime:
     ``expires_at - REFRESH_MARGIN - uniform(0, REFRESH_JITTER)`` seconds, so tokens issued
     together do not all come due in the same beat.
     """
-    margin = float(synerise_settings.REFRESH_MARGIN)
-    jitter = float(synerise_settings.REFRESH_JITTER)
+    margin = synerise_settings.REFRESH_MARGIN
+    jitter = synerise_settings.REFRESH_JITTER
     spread = random.uniform(0, jitter) if jitter > 0 else 0.0
     return expires_at - timedelta(seconds=margin + spread)
 
@@ -219,8 +218,8 @@ def superseded_grace() -> timedelta:
     its successor from ``auth/token/`` before it expires."""
     value = synerise_settings.SUPERSEDED_TOKEN_GRACE
     if value is None:
-        value = float(synerise_settings.REFRESH_MARGIN) + float(synerise_settings.REFRESH_JITTER)
-    return timedelta(seconds=max(0.0, float(value)))
+        value = synerise_settings.REFRESH_MARGIN + synerise_settings.REFRESH_JITTER
+    return timedelta(seconds=max(0.0, value))
 
 
 def supersede_values(row: ClientToken, now: datetime) -> dict[str, Any]:
@@ -576,7 +575,7 @@ def _wait_for_refresh(row: ClientToken, current: str) -> tuple[ClientToken, str]
     """Poll until another caller's refresh lands; bounded by ``SINGLE_FLIGHT_WAIT``."""
     ClientToken, _, TokenStatus = _models()
     started = time.monotonic()
-    deadline = started + float(synerise_settings.SINGLE_FLIGHT_WAIT)
+    deadline = started + synerise_settings.SINGLE_FLIGHT_WAIT
     # The winner's lease may not be committed yet when we first look: keep looking briefly.
     grace = min(deadline, started + _LEASE_GRACE)
     pause = _POLL_FIRST
@@ -609,7 +608,7 @@ def _obtain(user: Any, *, client: SyneriseClient | None, force: bool) -> tuple[C
         if last is not None and now - last < RECENT_REFRESH and _still_valid(row, now):
             return row, current
     else:
-        margin = timedelta(seconds=float(synerise_settings.REFRESH_MARGIN))
+        margin = timedelta(seconds=synerise_settings.REFRESH_MARGIN)
         if row.expires_at - now > margin:
             return row, current
     return _refresh_single_flight(row, current, client=client)

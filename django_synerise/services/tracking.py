@@ -32,9 +32,9 @@ class TrackerConfig:
 def tracker_config() -> TrackerConfig | None:
     """Return the tracker settings, or ``None`` when ``TRACKER_KEY`` is unset (no tracking)."""
     key = synerise_settings.TRACKER_KEY
-    if not isinstance(key, str) or not key.strip():
+    if key is None or not key.strip():
         return None
-    domain = str(synerise_settings.TRACKER_DOMAIN).rstrip("/")
+    domain = synerise_settings.TRACKER_DOMAIN.rstrip("/")
     return TrackerConfig(
         tracker_key=key.strip(), tracking_domain=domain, script_url=domain + TRACKER_SCRIPT
     )
@@ -74,5 +74,5 @@ def web_sdk_token(user: Any) -> WebSdkToken | None:
         profile_uuid=profile_uuid,
         email=account.email or None,
         custom_id=account.custom_id or None,
-        lifetime=int(synerise_settings.WEB_SDK_TOKEN_LIFETIME),
+        lifetime=synerise_settings.WEB_SDK_TOKEN_LIFETIME,
     )

@@ -32,9 +32,7 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["dry_run"]:
-            value = synerise_settings.PURGE_AFTER
-            after = value if isinstance(value, timedelta) else timedelta(seconds=float(value))
-            cutoff = timezone.now() - after
+            cutoff = timezone.now() - timedelta(seconds=synerise_settings.PURGE_AFTER)
             count = ClientToken.objects.filter(
                 Q(status=TokenStatus.REVOKED, updated_at__lt=cutoff) | Q(expires_at__lt=cutoff)
             ).count()
