@@ -228,5 +228,5 @@ def get_adapter(request: HttpRequest | None = None) -> DefaultSyneriseAdapter:
 
     :raises ImproperlyConfigured: when the dotted path cannot be imported.
     """
-    adapter_class = synerise_settings.import_setting("ADAPTER")
+    adapter_class: type[DefaultSyneriseAdapter] = synerise_settings.import_setting("ADAPTER")
     return adapter_class(request)

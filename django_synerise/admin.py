@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -35,6 +35,15 @@ from .exceptions import SyneriseError, TokenDecryptionError
 from .models import ClientToken, SyneriseAccount, TokenStatus
 
 logger = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    # Django's admin classes are generic only in django-stubs (not subscriptable at run time).
+    _ClientTokenModelAdmin = admin.ModelAdmin[ClientToken]
+    _AccountModelAdmin = admin.ModelAdmin[SyneriseAccount]
+    _AccountInline = admin.StackedInline[SyneriseAccount, Any]
+else:
+    _ClientTokenModelAdmin = _AccountModelAdmin = admin.ModelAdmin
+    _AccountInline = admin.StackedInline
 
 
 def _user_search_fields(prefix: str) -> tuple[str, ...]:
@@ -108,7 +117,9 @@ class ExpiringSoonFilter(admin.SimpleListFilter):
             ("expired", _("already expired")),
         ]
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[ClientToken]
+    ) -> QuerySet[ClientToken] | None:
         now = timezone.now()
         value = self.value()
         if value == "15m":
@@ -129,7 +140,9 @@ class ProviderFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
         return list(PROVIDER_LABELS.items())
 
-    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet | None:
+    def queryset(
+        self, request: HttpRequest, queryset: QuerySet[ClientToken]
+    ) -> QuerySet[ClientToken] | None:
         if self.value():
             return queryset.filter(account__identity_provider=self.value())
         return None
@@ -199,7 +212,7 @@ class _OperateMixin:
         return TemplateResponse(request, "admin/django_synerise/revoke_confirmation.html", context)
 
     def _revoke_or_confirm(
-        self, request: HttpRequest, queryset: QuerySet, token_ids: list[int]
+        self, request: HttpRequest, queryset: QuerySet[Any], token_ids: list[int]
     ) -> TemplateResponse | None:
         if request.POST.get("post") == "yes":
             self._revoke(request, token_ids)
@@ -270,7 +283,7 @@ class _OperateMixin:
 
 
 @admin.register(ClientToken)
-class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
+class ClientTokenAdmin(_OperateMixin, _ClientTokenModelAdmin):
     """Read-only list of stored tokens; the token itself is never displayed.
 
     The change page carries **Refresh now** and **Revoke** (with a confirmation page); the
@@ -459,7 +472,7 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
             "account__email",
         )
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ClientToken]:
         return super().get_queryset(request).select_related("account", "account__user")
 
     # -- columns
@@ -524,18 +537,20 @@ class ClientTokenAdmin(_OperateMixin, admin.ModelAdmin):
     # -- actions
 
     @admin.action(description=_("Refresh now"), permissions=["operate"])
-    def refresh_now_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def refresh_now_action(self, request: HttpRequest, queryset: QuerySet[ClientToken]) -> None:
         self._refresh(request, list(queryset.values_list("pk", flat=True)))
 
     @admin.action(description=_("Revoke…"), permissions=["operate"])
-    def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+    def revoke_action(
+        self, request: HttpRequest, queryset: QuerySet[ClientToken]
+    ) -> TemplateResponse | None:
         return self._revoke_or_confirm(
             request, queryset, list(queryset.values_list("pk", flat=True))
         )
 
 
 @admin.register(SyneriseAccount)
-class SyneriseAccountAdmin(_OperateMixin, admin.ModelAdmin):
+class SyneriseAccountAdmin(_OperateMixin, _AccountModelAdmin):
     """Read-only list of links between Django users and Synerise clients."""
 
     list_display = (
@@ -571,7 +586,7 @@ class SyneriseAccountAdmin(_OperateMixin, admin.ModelAdmin):
     def get_search_fields(self, request: HttpRequest) -> tuple[str, ...]:
         return (*_user_search_fields("user__"), "=client_id", "email", "custom_id")
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SyneriseAccount]:
         return super().get_queryset(request).select_related("user", "token")
 
     @admin.display(description=_("provider"), ordering="identity_provider")
@@ -587,12 +602,14 @@ class SyneriseAccountAdmin(_OperateMixin, admin.ModelAdmin):
         return token_expiry_text(_token_of(obj))
 
     @admin.action(description=_("Refresh tokens now"), permissions=["operate"])
-    def refresh_now_action(self, request: HttpRequest, queryset: QuerySet) -> None:
+    def refresh_now_action(self, request: HttpRequest, queryset: QuerySet[SyneriseAccount]) -> None:
         ids = list(ClientToken.objects.filter(account__in=queryset).values_list("pk", flat=True))
         self._refresh(request, ids)
 
     @admin.action(description=_("Revoke tokens…"), permissions=["operate"])
-    def revoke_action(self, request: HttpRequest, queryset: QuerySet) -> TemplateResponse | None:
+    def revoke_action(
+        self, request: HttpRequest, queryset: QuerySet[SyneriseAccount]
+    ) -> TemplateResponse | None:
         ids = list(ClientToken.objects.filter(account__in=queryset).values_list("pk", flat=True))
         return self._revoke_or_confirm(request, queryset, ids)
 
@@ -611,7 +628,7 @@ def _token_status(account: SyneriseAccount) -> str:
     return str(TokenStatus(token.status).label)
 
 
-class SyneriseAccountInline(admin.StackedInline):
+class SyneriseAccountInline(_AccountInline):
     """Read-only Synerise account (and token state) for the user change page.
 
     Not added to any user admin by this package: list it in your user admin's ``inlines``,
@@ -635,7 +652,7 @@ class SyneriseAccountInline(admin.StackedInline):
     )
     readonly_fields = fields
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SyneriseAccount]:
         return super().get_queryset(request).select_related("token")
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -661,7 +678,7 @@ class SyneriseAccountInline(admin.StackedInline):
 
 
 @admin.action(description=_("Connect to Synerise"), permissions=["change"])
-def connect_to_synerise(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:
+def connect_to_synerise(modeladmin: Any, request: HttpRequest, queryset: QuerySet[Any]) -> None:
     """Admin action on users: connect the selected active users to Synerise through OAUTH.
 
     Runs :func:`~django_synerise.services.connect_users` for them (concurrently, within
@@ -748,7 +765,7 @@ class SyneriseUserAdminMixin:
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         """The admin's actions plus :func:`connect_to_synerise` (for users who may change
         users), unless the admin turned actions off."""
-        actions = super().get_actions(request)  # type: ignore[misc]
+        actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
         if (
             self.actions is not None  # type: ignore[attr-defined]
             and "connect_to_synerise" not in actions

@@ -82,7 +82,8 @@ class SyneriseBackend(BaseBackend):
     @method_decorator(
         sensitive_variables("password", "identity_provider_token", "credentials", "result")
     )
-    def authenticate(
+    # django-stubs type the user as the checked settings' User; any AUTH_USER_MODEL works.
+    def authenticate(  # type: ignore[override]
         self,
         request: HttpRequest | None,
         email: str | None = None,
@@ -242,7 +243,8 @@ class SyneriseBackend(BaseBackend):
         """Refuse users whose ``is_active`` is false (as Django's ``ModelBackend`` does)."""
         return getattr(user, "is_active", True)
 
-    def get_user(self, user_id: Any) -> AbstractBaseUser | None:
+    # django-stubs type the user as the checked settings' User; any AUTH_USER_MODEL works.
+    def get_user(self, user_id: Any) -> AbstractBaseUser | None:  # type: ignore[override]
         """Return the active user with primary key ``user_id``, or ``None``."""
         user_model = get_user_model()
         try:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import metadata
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from django.apps import apps
@@ -82,7 +82,7 @@ _ALGORITHM_FAMILIES: dict[str, str] = {
 class Spec:
     """One check id: its level, message template and fix (the hint)."""
 
-    level: type[CheckMessage]
+    level: type[Error] | type[Warning]
     message: str
     hint: str
     deploy: bool = False
@@ -555,7 +555,7 @@ _user = synerise_settings.user_settings
 _get = synerise_settings.raw
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
@@ -563,15 +563,15 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, float) and math.isfinite(value)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _positive(value: Any) -> bool:
+def _positive(value: object) -> TypeGuard[int | float]:
     return _is_number(value) and value > 0
 
 
-def _non_negative(value: Any) -> bool:
+def _non_negative(value: object) -> TypeGuard[int | float]:
     return _is_number(value) and value >= 0
 
 
@@ -840,7 +840,7 @@ def _check_algorithms() -> list[CheckMessage]:
                 problem=f"unknown algorithm {', '.join(map(repr, unknown))}",
             )
         ]
-    families = {_ALGORITHM_FAMILIES.get(name, name) for name in value}
+    families = {_ALGORITHM_FAMILIES.get(str(name), str(name)) for name in value}
     if len(families) > 1:
         return [
             _message(

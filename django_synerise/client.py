@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -277,7 +277,7 @@ def _optional_str(
     return value
 
 
-def is_token_shaped(token: Any, *, max_bytes: int | None = None) -> bool:
+def is_token_shaped(token: object, *, max_bytes: int | None = None) -> TypeGuard[str]:
     """True when ``token`` is a non-empty printable token (JWS, JWE or opaque) within
     ``MAX_TOKEN_BYTES``: safe to store and to send in an ``Authorization`` header."""
     if not isinstance(token, str) or not token:

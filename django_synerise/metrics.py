@@ -27,11 +27,13 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
+    from prometheus_client.metrics_core import Metric
+    from prometheus_client.registry import CollectorRegistry
 
     from .breaker import CircuitBreaker
 
@@ -254,7 +256,8 @@ def build_registry(*, close_connections: bool = False) -> Any:
     _get()  # make sure the process metrics exist (a process that recorded nothing yet)
     registry = prometheus_client.CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        multiprocess.MultiProcessCollector(registry)
+        # prometheus_client leaves MultiProcessCollector.__init__ unannotated.
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(_DefaultRegistry(prometheus_client.REGISTRY))
     registry.register(FleetCollector(close_connections=close_connections))
@@ -264,13 +267,13 @@ def build_registry(*, close_connections: bool = False) -> Any:
 class _DefaultRegistry:
     """Adapter: the default registry's metrics inside another registry."""
 
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
 
-    def describe(self) -> list[Any]:
+    def describe(self) -> list[Metric]:
         return []
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterable[Metric]:
         return self.registry.collect()
 
 

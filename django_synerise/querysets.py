@@ -16,6 +16,9 @@ from .conversions import to_timedelta
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
 
+    # Named (as strings) in the querysets' base classes: models.py imports this module.
+    from .models import ClientToken, SyneriseAccount  # noqa: F401
+
 
 def lease_free_q(now: datetime | Now | None = None) -> Q:
     """The condition "no worker holds a lease": no lease, or one that ran out by ``now``
@@ -29,12 +32,13 @@ def retry_free_q(now: datetime | Now | None = None) -> Q:
     return Q(retry_at__isnull=True) | Q(retry_at__lte=Now() if now is None else now)
 
 
-class AccountQuerySet(models.QuerySet):
+class AccountQuerySet(models.QuerySet["SyneriseAccount"]):
     """Queries on :class:`~django_synerise.models.SyneriseAccount`."""
 
     def for_user(self, user: AbstractBaseUser) -> AccountQuerySet:
         """Accounts of ``user`` (zero or one)."""
-        return self.filter(user=user)
+        # Any AUTH_USER_MODEL: django-stubs types the foreign key as the checked settings' User.
+        return self.filter(user=user)  # type: ignore[misc]
 
     def of_active_users(self) -> AccountQuerySet:
         """Accounts whose Django user is active."""
@@ -45,7 +49,7 @@ class AccountQuerySet(models.QuerySet):
         return self.select_related("user", "token")
 
 
-class ClientTokenQuerySet(models.QuerySet):
+class ClientTokenQuerySet(models.QuerySet["ClientToken"]):
     """Queries on :class:`~django_synerise.models.ClientToken`.
 
     Every method taking ``now`` uses :func:`django.utils.timezone.now` when it is ``None``.
@@ -121,4 +125,5 @@ class ClientTokenQuerySet(models.QuerySet):
 
     def for_user(self, user: AbstractBaseUser) -> ClientTokenQuerySet:
         """The token of ``user`` (zero or one)."""
-        return self.filter(account__user=user)
+        # Any AUTH_USER_MODEL: django-stubs types the foreign key as the checked settings' User.
+        return self.filter(account__user=user)  # type: ignore[misc]

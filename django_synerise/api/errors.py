@@ -173,7 +173,9 @@ def _api_exception_response(exc: drf_exceptions.APIException) -> Response:
             headers=headers,
         )
     if isinstance(exc, drf_exceptions.Throttled):
-        wait = max(1, math.ceil(exc.wait)) if exc.wait is not None else DEFAULT_RETRY_AFTER
+        # drf-stubs do not declare Throttled.wait (seconds or None).
+        hint: float | None = getattr(exc, "wait", None)
+        wait = max(1, math.ceil(hint)) if hint is not None else DEFAULT_RETRY_AFTER
         return Response(
             {
                 "detail": _("Too many requests. Try again later."),
@@ -198,10 +200,11 @@ def _api_exception_response(exc: drf_exceptions.APIException) -> Response:
         )
     codes = exc.get_codes()
     code = codes if isinstance(codes, str) else exc.default_code
-    detail = exc.detail if isinstance(exc.detail, str) else exc.default_detail
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(max(1, math.ceil(exc.wait)))
-    return Response(_body(detail, code), status=exc.status_code, headers=headers)
+    message = exc.detail if isinstance(exc.detail, str) else exc.default_detail
+    retry_wait: float | None = getattr(exc, "wait", None)
+    if retry_wait:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_wait)))
+    return Response(_body(message, code), status=exc.status_code, headers=headers)
 
 
 def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | None:
@@ -268,6 +271,7 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
             if isinstance(exc, TransientUpstreamError)
             else DEFAULT_RETRY_AFTER
         )
+        status_code: int
         if isinstance(exc, BadResponse):
             status_code, detail, code = (
                 status.HTTP_502_BAD_GATEWAY,

@@ -121,7 +121,7 @@ def current_halt() -> RefreshHalt | None:
 
 def _probe_delay(probes: int) -> float:
     cap = synerise_settings.HALT_PROBE_MAX
-    return max(0.1, min(cap, PROBE_BACKOFF * (2 ** min(32, max(0, probes - 1)))))
+    return max(0.1, min(cap, PROBE_BACKOFF * 2.0 ** min(32, max(0, probes - 1))))
 
 
 def _halt(reason: str, detail: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from django.db import transaction
 
@@ -121,6 +122,10 @@ def rotate_encryption_keys(
     )
 
 
+def _send_expired(row: ClientToken) -> None:
+    token_expired.send(sender=ClientToken, token=row, account=row.account, reason=DECRYPTION_FAILED)
+
+
 def _fail_closed(rows: list[ClientToken]) -> None:
     """Move live undecryptable rows to ``needs_login`` and send ``token_expired`` on commit."""
     live = [r for r in rows if r.status in (TokenStatus.ACTIVE, TokenStatus.REFRESHING)]
@@ -134,8 +139,4 @@ def _fail_closed(rows: list[ClientToken]) -> None:
         row.status = TokenStatus.NEEDS_LOGIN
         row.last_error = DECRYPTION_FAILED
         row.lease_until = None
-        transaction.on_commit(
-            lambda row=row: token_expired.send(
-                sender=ClientToken, token=row, account=row.account, reason=DECRYPTION_FAILED
-            )
-        )
+        transaction.on_commit(partial(_send_expired, row))

@@ -36,6 +36,7 @@ from .outcomes import record_login
 from .tokens import _prepare, _write_prepared, check_business_profile
 
 if TYPE_CHECKING:
+    from django.contrib.auth.base_user import AbstractBaseUser
     from django.http import HttpRequest
 
     from ..adapter import DefaultSyneriseAdapter
@@ -59,7 +60,7 @@ class LoginResult:
     ``str()``/``repr()`` never show the token.
     """
 
-    user: Any
+    user: AbstractBaseUser
     account: SyneriseAccount
     token: str
     expires_at: datetime
@@ -122,9 +123,11 @@ def _link(
             user_created = user is None
             if user is None:
                 user = adapter.create_user(claims, profile, request)
-            elif SyneriseAccount.objects.filter(user=user).exists():
+            elif SyneriseAccount.objects.for_user(user).exists():
                 raise AccountConflict()
-            account = SyneriseAccount.objects.create(
+            # Any AUTH_USER_MODEL: django-stubs types the foreign key as the checked settings'
+            # User.
+            account = SyneriseAccount.objects.create(  # type: ignore[misc]
                 user=user,
                 client_id=str(claims.client_id),
                 email=claims.email or (profile or {}).get("email") or "",
@@ -134,10 +137,10 @@ def _link(
                 business_profile_id=str(claims.business_profile_id or ""),
             )
     except IntegrityError:
-        account = _find_account(str(claims.client_id))
-        if account is None:
+        found = _find_account(str(claims.client_id))
+        if found is None:
             raise
-        return account, False
+        return found, False
     return account, user_created
 
 

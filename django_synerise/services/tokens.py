@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from django.db.models import QuerySet
+    from django.db.models.expressions import CombinedExpression
 
     from ..client import AuthResult, SyneriseClient
     from ..models import ClientToken, SyneriseAccount
@@ -97,7 +98,7 @@ def _models() -> tuple[type[ClientToken], type[SyneriseAccount], Any]:
     return ClientToken, SyneriseAccount, TokenStatus
 
 
-def _lease_expression() -> ExpressionWrapper:
+def _lease_expression() -> ExpressionWrapper[CombinedExpression]:
     """``now() + LEASE_SECONDS`` evaluated by the database (one clock for every worker)."""
     seconds = synerise_settings.LEASE_SECONDS
     return ExpressionWrapper(Now() + timedelta(seconds=seconds), output_field=DateTimeField())
@@ -452,7 +453,7 @@ def revoke_tokens(
 
     ClientToken, _, _ = _models()
     if hasattr(queryset_or_ids, "model") and hasattr(queryset_or_ids, "values_list"):
-        ids = list(queryset_or_ids.values_list("pk", flat=True))  # type: ignore[union-attr]
+        ids = list(queryset_or_ids.values_list("pk", flat=True))
     else:
         ids = [int(getattr(item, "pk", item)) for item in queryset_or_ids]
     if not ids:

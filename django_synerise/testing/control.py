@@ -82,8 +82,8 @@ def handle_control(fake: FakeSynerise, request: RecordedRequest) -> tuple[int, A
         client_ids = data["client_ids"]
         if not isinstance(client_ids, list):
             raise TypeError("client_ids must be a list")
-        count = data.get("count")
-        signed = fake.presign_tokens(client_ids, None if count is None else int(count))
+        wanted = data.get("count")
+        signed = fake.presign_tokens(client_ids, None if wanted is None else int(wanted))
         return 200, {"signed": signed}
     if route == ("POST", "/__fake__/revoke"):
         fake.revoke_client(_body(request)["client_id"])

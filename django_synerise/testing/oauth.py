@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jwt
 import requests
+
+if TYPE_CHECKING:
+    from jwt.types import Options
 
 __all__ = ["OAuthRefused", "fetch_json", "identity_from_jwt", "identity_from_userinfo"]
 
@@ -82,7 +85,7 @@ def identity_from_jwt(
     key = _key_for(kid, fetch_jwks(refresh=False)) or _key_for(kid, fetch_jwks(refresh=True))
     if key is None or header.get("alg") not in _ALGORITHMS:
         raise OAuthRefused(401, "Invalid identity provider token.")
-    options: dict[str, Any] = {"require": ["exp", "sub"], "verify_aud": audience is not None}
+    options: Options = {"require": ["exp", "sub"], "verify_aud": audience is not None}
     try:
         return jwt.decode(
             token,

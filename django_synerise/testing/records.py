@@ -101,7 +101,7 @@ class RecordedRequest:
 
     method: str
     path: str
-    headers: CaseInsensitiveDict
+    headers: CaseInsensitiveDict[str]
     json: Any
     body: bytes
     at: float

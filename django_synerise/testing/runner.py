@@ -6,9 +6,18 @@ import argparse
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol
 
 from .fake import DEFAULT_API_KEY, FakeSynerise
+
+
+class Output(Protocol):
+    """Where the server reports: ``sys.stdout`` or a management command's ``stdout``."""
+
+    def write(self, text: str, /) -> object: ...
+
+    def flush(self) -> None: ...
+
 
 __all__ = ["add_arguments", "parse_client_spec", "run_from_options", "serve"]
 
@@ -70,7 +79,7 @@ def serve(
     latency: float = 0.0,
     presign: bool = False,
     public_key_file: str | None = None,
-    stdout: TextIO | None = None,
+    stdout: Output | None = None,
     stop_event: threading.Event | None = None,
 ) -> None:
     """Start a FakeSynerise, print where it listens, and block until Ctrl-C or ``stop_event``."""
@@ -108,7 +117,7 @@ def serve(
         out.write("Stopping.\n")
 
 
-def run_from_options(options: dict[str, Any], stdout: TextIO | None = None) -> None:
+def run_from_options(options: dict[str, Any], stdout: Output | None = None) -> None:
     """Run :func:`serve` with parsed options (as :func:`add_arguments` defines them)."""
     serve(
         host=options["host"],
