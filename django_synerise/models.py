@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
@@ -227,6 +228,14 @@ class ClientToken(models.Model):
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = ClientTokenQuerySet.as_manager()
+
+    if TYPE_CHECKING:
+        # Not columns: set on the rows of a refresh batch by services.refresh (the database
+        # clock of the claim, the claim lag, the Synerise call) and read by services.outcomes.
+        db_offset: timedelta
+        claimed_refresh_at: datetime
+        call_status: int | None
+        call_seconds: float
 
     class Meta:
         verbose_name = _("Synerise client token")

@@ -143,7 +143,8 @@ def refresh_expiring_tokens(
     return {"batches": batches, "tokens": tokens, "halted": False}
 
 
-@shared_task(
+# backoff_base is an option of this task (read back in its body), unknown to celery-types.
+@shared_task(  # type: ignore[call-overload, untyped-decorator]
     bind=True,
     name="django_synerise.tasks.refresh_tokens",
     acks_late=True,

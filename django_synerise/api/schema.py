@@ -237,8 +237,13 @@ class _SyneriseAutoSchema(AutoSchema):
         return getattr(self.view, "openapi_operation_id", None) or super().get_operation_id()
 
 
-def _replace(target: type, operation_id: str, decorator: Any) -> type:
+def _replace(target: str | type, operation_id: str, decorator: Any) -> type:
     # A drf-spectacular AutoSchema whatever DEFAULT_SCHEMA_CLASS says, then the description.
+    # ``target`` is an extension's ``target_class``: drf-spectacular has imported the dotted
+    # path by the time it asks for the replacement.
+    if not isinstance(target, type):
+        raise TypeError(f"{target!r} is not a view class")
+
     @decorator
     class Documented(target):  # type: ignore[valid-type, misc]
         schema = _SyneriseAutoSchema()
@@ -395,6 +400,6 @@ def generate_schema(
         title=title,
         version=version or __version__,
     )
-    schema = generator.get_schema(request=None, public=True)
+    schema: dict[str, Any] = generator.get_schema(request=None, public=True)
     schema["info"] = {**schema.get("info", {}), "title": title, "version": version or __version__}
     return schema

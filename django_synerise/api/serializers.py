@@ -213,7 +213,7 @@ def check_provider_token(token: str, kind: str) -> None:
         raise invalid
 
 
-class LoginSerializer(serializers.Serializer):
+class LoginSerializer(serializers.Serializer[Any]):
     """``POST auth/login/``: ``email`` xor ``custom_id``, ``password``, optional ``uuid``,
     ``device_id``. Unknown fields are ignored.
 
@@ -258,7 +258,7 @@ class LoginSerializer(serializers.Serializer):
         return attrs
 
 
-class ProviderLoginSerializer(serializers.Serializer):
+class ProviderLoginSerializer(serializers.Serializer[Any]):
     """``POST auth/login/<provider>/``: one serializer for every identity provider.
 
     The provider comes from the URL (serializer context ``provider``) and is checked against
@@ -343,7 +343,7 @@ class ProviderLoginSerializer(serializers.Serializer):
         return attrs
 
 
-class TokenResponseSerializer(serializers.Serializer):
+class TokenResponseSerializer(serializers.Serializer[Any]):
     """The body of a 200 from login, refresh and token (``Cache-Control: no-store``)."""
 
     token = serializers.CharField(help_text="The Synerise client JWT.")
@@ -352,7 +352,7 @@ class TokenResponseSerializer(serializers.Serializer):
     user_id = serializers.CharField(help_text="The primary key of the Django user.")
 
 
-class WebSdkTokenSerializer(serializers.Serializer):
+class WebSdkTokenSerializer(serializers.Serializer[Any]):
     """The body of a 200 from ``GET tracking/token/`` (``Cache-Control: no-store``)."""
 
     token = serializers.CharField(
@@ -363,7 +363,7 @@ class WebSdkTokenSerializer(serializers.Serializer):
     expires_in = serializers.IntegerField(help_text="Its lifetime in seconds.")
 
 
-class FieldErrorSerializer(serializers.Serializer):
+class FieldErrorSerializer(serializers.Serializer[Any]):
     """One entry of ``errors`` in a 400 body."""
 
     field = serializers.CharField(
@@ -374,13 +374,14 @@ class FieldErrorSerializer(serializers.Serializer):
     message = serializers.CharField()
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     """Every error body: ``detail`` and a stable ``code`` (``errors`` on 400 only,
     ``conditions`` on the 403 of a conditional login only)."""
 
     detail = serializers.CharField()
     code = serializers.CharField()
-    errors = FieldErrorSerializer(many=True, required=False)
+    # A field named like Serializer.errors: this serializer only documents the body (schema).
+    errors = FieldErrorSerializer(many=True, required=False)  # type: ignore[assignment]
     retry_after = serializers.IntegerField(required=False, help_text="On 429 only.")
     conditions = serializers.ListField(
         child=serializers.DictField(),

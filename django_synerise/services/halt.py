@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -84,7 +84,7 @@ ACCEPTED = "accepted"
 REJECTED = "rejected"
 
 
-def is_rejection(exc: BaseException | None) -> bool:
+def is_rejection(exc: BaseException | None) -> TypeGuard[CredentialsRejected | BadRequest]:
     """Whether ``exc`` is Synerise rejecting a call (401/403 or another 4xx but 429)."""
     return isinstance(exc, (CredentialsRejected, BadRequest))
 

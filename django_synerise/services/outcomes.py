@@ -18,12 +18,14 @@ from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connections, router, transaction
-from django.db.models import F, Max
+from django.db.models import F, Field, Max
 from django.utils import timezone
 
 from .. import events, metrics
 
 if TYPE_CHECKING:
+    from django.db.models.options import Options
+
     from ..models import ClientToken
     from .refresh import BatchReport
 
@@ -45,6 +47,13 @@ __all__ = [
 OUTCOMES = ("refreshed", "transient", "needs_login", "halted")
 #: Hourly counts older than this are deleted by ``purge_tokens``.
 RETENTION = timedelta(hours=48)
+
+
+def _column(meta: Options[Any], name: str) -> str:
+    """The database column of the concrete field ``name``."""
+    field = meta.get_field(name)
+    assert isinstance(field, Field)
+    return field.column
 
 
 def _hour(now: datetime) -> datetime:
@@ -71,8 +80,8 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
             meta = RefreshOutcomeCount._meta
             quote = connection.ops.quote_name
             table = quote(meta.db_table)
-            cols = [quote(meta.get_field(n).column) for n in ("hour", "outcome", "count")]
-            updated = quote(meta.get_field("updated_at").column)
+            cols = [quote(_column(meta, n)) for n in ("hour", "outcome", "count")]
+            updated = quote(_column(meta, "updated_at"))
             rows, params = [], []
             for outcome, n in items:
                 rows.append("(%s, %s, %s, %s)")
@@ -228,9 +237,10 @@ def last_run() -> datetime | None:
     query)."""
     from ..models import RefreshOutcomeCount
 
-    return RefreshOutcomeCount.objects.filter(outcome="run").aggregate(last=Max("updated_at"))[
-        "last"
-    ]
+    last: datetime | None = RefreshOutcomeCount.objects.filter(outcome="run").aggregate(
+        last=Max("updated_at")
+    )["last"]
+    return last
 
 
 def prune_outcome_counts(*, now: datetime | None = None) -> int:

@@ -39,7 +39,7 @@ from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router, transaction
-from django.db.models import Q
+from django.db.models import Field, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -60,6 +60,8 @@ from .outcomes import prune_outcome_counts, record_refresh_batch, record_run
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
     from ..client import SyneriseClient
 
 logger = logging.getLogger(__name__)
@@ -235,7 +237,7 @@ def _active_owner(now: datetime) -> Q:
     return Q(account__user__is_active=True) & recent
 
 
-def due_tokens(*, now: datetime | None = None) -> Any:
+def due_tokens(*, now: datetime | None = None) -> QuerySet[ClientToken]:
     """Queryset of the rows the pipeline should refresh now (nothing is locked).
 
     Status ``active`` (or a ``refreshing`` row whose lease ran out: its worker died), lease
@@ -344,8 +346,10 @@ def _take(claim: Claim) -> tuple[list[ClientToken], datetime | None]:
         )
         if not rows:
             return [], None
-        lease_until = rows[0].db_now + timedelta(seconds=_lease_seconds())
-        offset = rows[0].db_now - timezone.now()
+        # The plugin loses the annotate() above on a custom queryset's select_for_update().
+        db_now: datetime = rows[0].db_now  # type: ignore[attr-defined]
+        lease_until = db_now + timedelta(seconds=_lease_seconds())
+        offset = db_now - timezone.now()
         if lease_until == claim.lease_until:
             lease_until += timedelta(microseconds=1)
         ClientToken.objects.filter(pk__in=[row.pk for row in rows]).update(lease_until=lease_until)
@@ -367,7 +371,7 @@ def backoff_delay(
     defaults to ``RETRY_AFTER_MAX``; the result is never below ``min(base, 0.2)``.
     """
     cap = synerise_settings.RETRY_AFTER_MAX if cap is None else float(cap)
-    ceiling = min(cap, base * (2 ** min(64, max(0, int(attempt)))))
+    ceiling = min(cap, base * 2.0 ** min(64, max(0, int(attempt))))
     floor = min(base, MIN_RETRY_DELAY)
     return max(floor, ceiling / 2 + random.uniform(0, ceiling / 2))
 
@@ -443,7 +447,7 @@ def _reason_suffix(exc: BaseException | None) -> str:
     return f": {reason}" if isinstance(reason, str) and reason else ""
 
 
-def _error_code(exc: BaseException) -> str:
+def _error_code(exc: BaseException | None) -> str:
     code = getattr(exc, "code", None)
     return str(code)[:64] if code else "internal_error"
 
@@ -834,12 +838,16 @@ class _Sql:
         self.table = self.connection.ops.quote_name(self.meta.db_table)
         self.pk = self.col("id")
 
-    def col(self, name: str) -> str:
+    def field(self, name: str) -> Field[Any, Any]:
         field = self.meta.pk if name == "id" else self.meta.get_field(name)
-        return self.connection.ops.quote_name(field.column)
+        assert isinstance(field, Field)  # a concrete column, not a relation's reverse side
+        return field
+
+    def col(self, name: str) -> str:
+        return self.connection.ops.quote_name(self.field(name).column)
 
     def value(self, name: str, value: Any) -> Any:
-        return self.meta.get_field(name).get_db_prep_save(value, self.connection)
+        return self.field(name).get_db_prep_save(value, self.connection)
 
     def case(self, name: str, pairs: list[tuple[int, Any]], default: str, params: list[Any]) -> str:
         """``CASE id WHEN pk THEN value ... ELSE default END`` (appends to ``params``)."""
@@ -852,7 +860,8 @@ class _Sql:
     def execute(self, sql: str, params: list[Any]) -> int:
         with self.connection.cursor() as cursor:
             cursor.execute(sql, params)
-            return cursor.rowcount
+            count: int = cursor.rowcount
+            return count
 
 
 def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
