@@ -41,9 +41,11 @@ if TYPE_CHECKING:
     _ClientTokenModelAdmin = admin.ModelAdmin[ClientToken]
     _AccountModelAdmin = admin.ModelAdmin[SyneriseAccount]
     _AccountInline = admin.StackedInline[SyneriseAccount, Any]
+    _MixinBase = admin.ModelAdmin[Any]  # the mixins below only go into ModelAdmin classes
 else:
     _ClientTokenModelAdmin = _AccountModelAdmin = admin.ModelAdmin
     _AccountInline = admin.StackedInline
+    _MixinBase = object
 
 
 def _user_search_fields(prefix: str) -> tuple[str, ...]:
@@ -148,7 +150,7 @@ class ProviderFilter(admin.SimpleListFilter):
         return None
 
 
-class _OperateMixin:
+class _OperateMixin(_MixinBase):
     """Rows are written by the machine: no add and no edit, delete for active superusers.
 
     Actions need the ``change`` permission although the change form stays read-only.
@@ -171,7 +173,7 @@ class _OperateMixin:
         from django_synerise.services import revoke_tokens
 
         count = revoke_tokens(token_ids, reason="admin")
-        self.message_user(  # type: ignore[attr-defined]
+        self.message_user(
             request,
             ngettext("%(count)d token revoked.", "%(count)d tokens revoked.", count)
             % {"count": count},
@@ -191,7 +193,7 @@ class _OperateMixin:
         From a list action, ``action`` and the ``selected`` primary keys are posted back to
         the change list; from a change page, the form posts to the page's revoke URL.
         """
-        opts = self.model._meta  # type: ignore[attr-defined]
+        opts = self.model._meta
         tokens = list(
             ClientToken.objects.filter(pk__in=token_ids)
             .exclude(status=TokenStatus.REVOKED)
@@ -199,7 +201,7 @@ class _OperateMixin:
             .order_by("pk")
         )
         context = {
-            **self.admin_site.each_context(request),  # type: ignore[attr-defined]
+            **self.admin_site.each_context(request),
             "title": _("Revoke Synerise client tokens?"),
             "subtitle": None,
             "opts": opts,
@@ -231,12 +233,12 @@ class _OperateMixin:
             report = refresh_now(token_ids)
         except SyneriseError as exc:
             logger.warning("Admin refresh failed: %s", type(exc).__name__)
-            self.message_user(  # type: ignore[attr-defined]
+            self.message_user(
                 request, _("Synerise is unavailable; try again later."), messages.ERROR
             )
             return
         refreshed = int(report.refreshed)
-        self.message_user(  # type: ignore[attr-defined]
+        self.message_user(
             request,
             ngettext("%(count)d token refreshed.", "%(count)d tokens refreshed.", refreshed)
             % {"count": refreshed},
@@ -277,9 +279,7 @@ class _OperateMixin:
         )
         for count, text in problems:
             if count:
-                self.message_user(  # type: ignore[attr-defined]
-                    request, text % {"count": count}, messages.WARNING
-                )
+                self.message_user(request, text % {"count": count}, messages.WARNING)
 
 
 @admin.register(ClientToken)
@@ -425,7 +425,7 @@ class ClientTokenAdmin(_OperateMixin, _ClientTokenModelAdmin):
     def _operated_object(self, request: HttpRequest, object_id: str) -> ClientToken:
         if not self.has_operate_permission(request):
             raise PermissionDenied
-        obj = self.get_object(request, object_id)
+        obj: ClientToken | None = self.get_object(request, object_id)
         if obj is None:
             raise Http404(gettext("No such Synerise client token."))
         return obj
@@ -741,7 +741,7 @@ def connect_to_synerise(modeladmin: Any, request: HttpRequest, queryset: QuerySe
             modeladmin.message_user(request, text % {"count": count}, messages.WARNING)
 
 
-class SyneriseUserAdminMixin:
+class SyneriseUserAdminMixin(_MixinBase):
     """Mix into your user ``ModelAdmin`` to show :class:`SyneriseAccountInline` on the user
     change page (after the admin's own inlines) and offer the :func:`connect_to_synerise`
     action::
@@ -754,7 +754,7 @@ class SyneriseUserAdminMixin:
     """
 
     def get_inlines(self, request: HttpRequest, obj: Any) -> list[Any]:
-        inlines = list(super().get_inlines(request, obj))  # type: ignore[misc]
+        inlines = list(super().get_inlines(request, obj))
         if not any(
             isinstance(inline, type) and issubclass(inline, SyneriseAccountInline)
             for inline in inlines
@@ -765,11 +765,11 @@ class SyneriseUserAdminMixin:
     def get_actions(self, request: HttpRequest) -> dict[str, Any]:
         """The admin's actions plus :func:`connect_to_synerise` (for users who may change
         users), unless the admin turned actions off."""
-        actions: dict[str, Any] = super().get_actions(request)  # type: ignore[misc]
+        actions: dict[str, Any] = super().get_actions(request)
         if (
-            self.actions is not None  # type: ignore[attr-defined]
+            self.actions is not None
             and "connect_to_synerise" not in actions
-            and self.has_change_permission(request)  # type: ignore[attr-defined]
+            and self.has_change_permission(request)
         ):
-            actions["connect_to_synerise"] = self.get_action(connect_to_synerise)  # type: ignore[attr-defined]
+            actions["connect_to_synerise"] = self.get_action(connect_to_synerise)
         return actions
