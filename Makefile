@@ -17,13 +17,14 @@ STRESS_ROUNDS ?= 30
 # Rounds of `make stress` run at the same time (each on its own test and Redis database).
 STRESS_LANES ?= 1
 
-.PHONY: help install test test-fast stress lint format docs schema screenshots bench demo tox clean
+.PHONY: help install test test-fast stress lint typecheck format docs schema screenshots bench demo tox clean
 
 help:
 	@echo "make demo   - run the example project (fake Synerise, Django, Celery worker + beat)"
 	@echo "make test   - install, lint and run the whole test suite"
 	@echo "make stress - run the timing tests (-m timing) STRESS_ROUNDS times (30) with a core busy"
-	@echo "make lint   - ruff check and format check"
+	@echo "make lint   - ruff check, format check and mypy (the pre-commit hooks)"
+	@echo "make typecheck - mypy (strict, django-stubs) on the package"
 	@echo "make docs   - build the Sphinx docs with warnings as errors"
 	@echo "make schema - write the OpenAPI schema to docs/_static/openapi.yaml"
 	@echo "make screenshots - rewrite the docs' screenshots (runs the browser tests)"
@@ -59,6 +60,11 @@ stress: install
 lint: install
 	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
+# Strict mypy on django_synerise/ ([tool.mypy] in pyproject.toml). The Django plugin imports
+# tests.settings, which needs no service.
+typecheck: install
+	$(BIN)/mypy
+
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format django_synerise
@@ -89,4 +95,4 @@ tox: install
 	$(BIN)/tox $(if $(PYENV_PYTHONS),--discover $(PYENV_PYTHONS))
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache .ruff_cache docs/_build example_project/var
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache docs/_build example_project/var
