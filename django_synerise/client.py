@@ -587,7 +587,7 @@ class SyneriseClient:
     ) -> _Response:
         url = self.base_url + path
         headers = {
-            "Api-Version": (
+            "Api-Version": str(
                 synerise_settings.API_VERSION if self._api_version is None else self._api_version
             ),
             "Accept": accept,
