@@ -38,8 +38,8 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections, router, transaction
-from django.db.models import Q
+from django.db import transaction
+from django.db.models import F, IntegerField, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -52,6 +52,7 @@ from ..exceptions import (
     TokenDecryptionError,
     TransientUpstreamError,
 )
+from ..expressions import CaseByPk
 from ..models import ClientToken, TokenStatus
 from ..querysets import lease_free_q, retry_free_q
 from ..ratelimit import RateLimiter, refresh_rate_limiter
@@ -904,39 +905,36 @@ def _announce_needs_login(decision: _Decision, report: BatchReport) -> None:
     )
 
 
-class _Sql:
-    """Raw ``UPDATE`` building blocks for ``ClientToken`` (quoted names, prepared values).
+#: Columns a new token sets, each with its own value per row. The predecessor columns come
+#: first: the compare-and-swap guarantees they hold what the row read, and MySQL assigns left
+#: to right.
+_TOKEN_COLUMNS = (
+    "previous_fingerprint",
+    "previous_valid_until",
+    "encrypted_token",
+    "fingerprint",
+    "expires_at",
+    "refresh_at",
+    "issued_at",
+    "origin",
+)
 
-    Batch writes use one ``UPDATE ... SET col = CASE id WHEN ... END`` statement; Django's
-    ``Case``/``When`` expressions cost milliseconds per row to resolve, the SQL costs none.
-    """
 
-    def __init__(self) -> None:
-        self.alias = router.db_for_write(ClientToken)
-        self.connection = connections[self.alias]
-        self.meta = ClientToken._meta
-        self.table = self.connection.ops.quote_name(self.meta.db_table)
-        self.pk = self.col("id")
+def _per_row(name: str, values: dict[int, Any], *, keep: bool = True) -> CaseByPk:
+    """Column ``name`` set to ``values[pk]`` on each listed row; other rows keep the column
+    (``keep``) or get ``NULL``."""
+    return CaseByPk(
+        values,
+        default=F(name) if keep else None,
+        output_field=ClientToken._meta.get_field(name),
+    )
 
-    def col(self, name: str) -> str:
-        field = self.meta.pk if name == "id" else self.meta.get_field(name)
-        return self.connection.ops.quote_name(field.column)
 
-    def value(self, name: str, value: Any) -> Any:
-        return self.meta.get_field(name).get_db_prep_save(value, self.connection)
-
-    def case(self, name: str, pairs: list[tuple[int, Any]], default: str, params: list[Any]) -> str:
-        """``CASE id WHEN pk THEN value ... ELSE default END`` (appends to ``params``)."""
-        parts = []
-        for pk, value in pairs:
-            parts.append("WHEN %s THEN %s")
-            params.extend([pk, self.value(name, value) if name else value])
-        return f"CASE {self.pk} {' '.join(parts)} ELSE {default} END"
-
-    def execute(self, sql: str, params: list[Any]) -> int:
-        with self.connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.rowcount
+def _ours(pks: list[int], lease_until: datetime) -> Any:
+    """The rows of ``pks`` still ``refreshing`` under this batch's lease (the fence)."""
+    return ClientToken.objects.filter(
+        pk__in=pks, status=TokenStatus.REFRESHING, lease_until=lease_until
+    )
 
 
 def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
@@ -948,54 +946,35 @@ def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
     """
     if not ok:
         return 0
-    sql = _Sql()
     now = timezone.now()
-    params: list[Any] = []
-    sets = []
     values = {
         o.row.pk: supersede_values(o.row, now) | o.prepared.row_values()
         for o in ok
         if o.prepared is not None
     }
-    # The predecessor columns first: they read the old token (MySQL assigns left to right).
-    for name in (
-        "previous_fingerprint",
-        "previous_valid_until",
-        "encrypted_token",
-        "fingerprint",
-        "expires_at",
-        "refresh_at",
-        "issued_at",
-        "origin",
-    ):
-        pairs = [(pk, row_values[name]) for pk, row_values in values.items()]
-        sets.append(f"{sql.col(name)} = {sql.case(name, pairs, sql.col(name), params)}")
-    sets.append(f"{sql.col('refreshed_at')} = %s")
-    sets.append(f"{sql.col('updated_at')} = %s")
-    sets.append(f"{sql.col('status')} = %s")
-    params.extend(
-        [sql.value("refreshed_at", now), sql.value("updated_at", now), TokenStatus.ACTIVE.value]
+    versions = CaseByPk(
+        {o.row.pk: o.row.version for o in ok}, default=None, output_field=IntegerField()
     )
-    version = sql.col("version")
-    sets.append(f"{version} = {version} + 1")
-    sets.append(f"{sql.col('lease_until')} = NULL")
-    sets.append(f"{sql.col('retry_at')} = NULL")
-    sets.append(f"{sql.col('failure_count')} = 0")
-    sets.append(f"{sql.col('last_error')} = ''")
-    pks = [o.row.pk for o in ok]
-    where_params: list[Any] = list(pks)
-    versions = sql.case("", [(o.row.pk, o.row.version) for o in ok], "NULL", where_params)
-    where_params.extend([TokenStatus.REFRESHING.value, sql.value("lease_until", lease_until)])
-    count = sql.execute(
-        # Only quoted column/table names are interpolated; every value is a parameter.
-        f"UPDATE {sql.table} SET {', '.join(sets)} "  # nosec B608 # noqa: S608
-        f"WHERE {sql.pk} IN ({', '.join(['%s'] * len(pks))}) AND {version} = {versions} "
-        f"AND {sql.col('status')} = %s AND {sql.col('lease_until')} = %s",
-        params + where_params,
+    count: int = (
+        _ours([o.row.pk for o in ok], lease_until)
+        .filter(version=versions)
+        .update(
+            **{
+                name: _per_row(name, {pk: row[name] for pk, row in values.items()})
+                for name in _TOKEN_COLUMNS
+            },
+            refreshed_at=now,
+            updated_at=now,
+            status=TokenStatus.ACTIVE,
+            version=F("version") + 1,
+            lease_until=None,
+            retry_at=None,
+            failure_count=0,
+            last_error="",
+        )
     )
     for outcome in ok:
-        row, prepared = outcome.row, outcome.prepared
-        assert prepared is not None
+        row = outcome.row
         for name, value in values[row.pk].items():
             setattr(row, name, value)
         row.version += 1
@@ -1016,44 +995,24 @@ def _store_failures(decisions: list[_Decision], lease_until: datetime) -> int:
     """
     if not decisions:
         return 0
-    sql = _Sql()
     now = timezone.now()
-    statuses, retries, errors, counted = [], [], [], []
+    statuses, retries, errors = {}, {}, {}
     for decision in decisions:
         pk, outcome = decision.row.pk, decision.outcome
-        statuses.append((pk, outcome.status.value))
+        statuses[pk] = outcome.status.value
         retry_at = decision.retry_at(now)
         if retry_at is not None:
-            retries.append((pk, retry_at))
+            retries[pk] = retry_at
         if outcome.counts_failure:
-            errors.append((pk, decision.code[:64]))
-            counted.append((pk, 1))
-    params: list[Any] = []
-    status, lease, retry, error, failures = (
-        sql.col(name)
-        for name in ("status", "lease_until", "retry_at", "last_error", "failure_count")
-    )
-    sets = [f"{status} = {sql.case('status', statuses, status, params)}"]
-    sets.append(f"{lease} = NULL")
-    sets.append(
-        f"{retry} = {sql.case('retry_at', retries, 'NULL', params)}"
-        if retries
-        else f"{retry} = NULL"
-    )
-    if errors:
-        sets.append(f"{error} = {sql.case('last_error', errors, error, params)}")
-        sets.append(f"{failures} = {failures} + {sql.case('', counted, '0', params)}")
-    sets.append(f"{sql.col('updated_at')} = %s")
-    params.append(sql.value("updated_at", now))
-    pks = [decision.row.pk for decision in decisions]
-    params.extend(pks)
-    params.extend([TokenStatus.REFRESHING.value, sql.value("lease_until", lease_until)])
-    count = sql.execute(
-        # Only quoted column/table names are interpolated; every value is a parameter.
-        f"UPDATE {sql.table} SET {', '.join(sets)} "  # nosec B608 # noqa: S608
-        f"WHERE {sql.pk} IN ({', '.join(['%s'] * len(pks))}) "
-        f"AND {status} = %s AND {lease} = %s",
-        params,
+            errors[pk] = decision.code[:64]
+    counted = CaseByPk(dict.fromkeys(errors, 1), default=0, output_field=IntegerField())
+    count: int = _ours([decision.row.pk for decision in decisions], lease_until).update(
+        status=_per_row("status", statuses),
+        lease_until=None,
+        retry_at=_per_row("retry_at", retries, keep=False),
+        last_error=_per_row("last_error", errors),
+        failure_count=F("failure_count") + counted,
+        updated_at=now,
     )
     for decision in decisions:
         row, outcome = decision.row, decision.outcome
