@@ -27,7 +27,6 @@ management command both call these functions.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -44,7 +43,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .. import signals
+from .. import process_state, signals
 from ..conf import synerise_settings
 from ..exceptions import (
     InvalidToken,
@@ -392,6 +391,7 @@ def backoff_delay(
 
 _executor_lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+#: (process generation, pool size) of ``_executor``.
 _executor_key: tuple[int, int] | None = None
 
 
@@ -401,15 +401,39 @@ def _get_executor() -> ThreadPoolExecutor:
     session between batches."""
     global _executor, _executor_key
     size = max(1, int(synerise_settings.REFRESH_CONCURRENCY))
-    key = (os.getpid(), size)
+    generation = process_state.generation()
+    key = (generation, size)
     with _executor_lock:
         if _executor is None or _executor_key != key:
-            old = _executor if _executor_key and _executor_key[0] == os.getpid() else None
+            old = _executor if _executor_key and _executor_key[0] == generation else None
             _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="synerise-refresh")
             _executor_key = key
             if old is not None:
                 old.shutdown(wait=False)
         return _executor
+
+
+def _drop_executor_after_fork() -> None:
+    """Forget the parent's pool without shutting it down (its threads are not in the child)."""
+    global _executor, _executor_key, _executor_lock
+    _executor_lock = threading.Lock()
+    _executor, _executor_key = None, None
+
+
+def _shut_down_executor() -> None:
+    """Shut this process's pool down (not waiting); the next batch starts a new one."""
+    global _executor, _executor_key
+    generation = process_state.generation()
+    with _executor_lock:
+        old = _executor if _executor_key and _executor_key[0] == generation else None
+        _executor, _executor_key = None, None
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+process_state.register(
+    "refresh.executor", after_fork=_drop_executor_after_fork, reset=_shut_down_executor
+)
 
 
 @dataclass
