@@ -48,6 +48,7 @@ from typing import Any
 from django.core.cache import caches
 from django.utils.crypto import salted_hmac
 
+from . import process_state
 from .conf import DEFAULTS, synerise_settings
 
 __all__ = [
@@ -309,3 +310,16 @@ def _warn_cache_failure(alias: str, exc: BaseException) -> None:
         alias,
         type(exc).__name__,
     )
+
+
+def _forget_warnings() -> None:
+    global _warned_at
+    _warned_at = 0.0
+
+
+def _new_warn_lock() -> None:
+    global _warn_lock
+    _warn_lock = threading.Lock()
+
+
+process_state.register("throttle.warnings", after_fork=_new_warn_lock, reset=_forget_warnings)

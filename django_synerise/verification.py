@@ -48,6 +48,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from . import process_state
 from .conf import synerise_settings
 from .exceptions import BadResponse, InvalidToken, SyneriseConfigurationError, UpstreamError
 
@@ -427,3 +428,15 @@ def clear_public_key_cache() -> None:
         _cache.clear()
         _last_forced.clear()
     _load_key.cache_clear()
+
+
+def _new_locks_after_fork() -> None:
+    """New locks in a forked child (the fetched keys and cooldowns carry over)."""
+    global _lock, _fetch_locks
+    _lock = threading.Lock()
+    _fetch_locks = {}
+
+
+process_state.register(
+    "verification.public_keys", after_fork=_new_locks_after_fork, reset=clear_public_key_cache
+)
