@@ -25,6 +25,7 @@ from .exceptions import (
     InvalidToken,
     SyneriseError,
 )
+from .providers import SOCIAL_PROVIDERS
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Providers that sign in with a provider token instead of a password.
-TOKEN_PROVIDERS = frozenset({"GOOGLE", "APPLE", "FACEBOOK", "OAUTH"})
+TOKEN_PROVIDERS = SOCIAL_PROVIDERS
 
 #: Values of ``SYNERISE["UPSTREAM_PASSWORDS"]``, narrowest first.
 UPSTREAM_PASSWORD_POLICIES = ("linked", "non_local", "non_staff", "all")

@@ -19,6 +19,7 @@ from django.views.decorators.debug import sensitive_variables
 from rest_framework import serializers
 
 from ..conf import synerise_settings
+from ..providers import URL_PROVIDERS
 from .parsers import json_depth
 
 __all__ = [
@@ -52,13 +53,9 @@ ATTRIBUTES_MAX_BYTES = 8192
 AGREEMENTS_MAX_DEPTH = 1
 ATTRIBUTES_MAX_DEPTH = 1
 
-#: URL segment -> (Synerise ``identityProvider``, token kind). The one provider registry.
-PROVIDERS: dict[str, tuple[str, str]] = {
-    "google": ("GOOGLE", "jwt"),
-    "apple": ("APPLE", "jwt"),
-    "facebook": ("FACEBOOK", "opaque"),
-    "oauth": ("OAUTH", "opaque"),
-}
+#: URL segment -> (Synerise ``identityProvider``, token kind), derived from
+#: :mod:`django_synerise.providers`.
+PROVIDERS: dict[str, tuple[str, str]] = URL_PROVIDERS
 
 #: Asymmetric JWS algorithms a provider ID token may announce (never ``none`` or HMAC).
 PROVIDER_JWT_ALGORITHMS = frozenset(

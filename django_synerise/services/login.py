@@ -32,6 +32,7 @@ from ..profile_uuid import (
     remember_profile_uuid,
     tracker_uuid,
 )
+from ..providers import IDENTITY_PROVIDERS
 from .outcomes import record_login
 from .tokens import _prepare, _write_prepared, check_business_profile
 
@@ -44,10 +45,6 @@ if TYPE_CHECKING:
     from ..verification import TokenClaims
 
 logger = logging.getLogger(__name__)
-
-#: Identity providers accepted by :func:`login`.
-IDENTITY_PROVIDERS = ("SYNERISE", "GOOGLE", "APPLE", "FACEBOOK", "OAUTH")
-
 
 @dataclass(frozen=True, repr=False)
 class LoginResult:

@@ -55,6 +55,7 @@ from ..exceptions import (
 from ..models import ClientToken, TokenStatus
 from ..querysets import lease_free_q, retry_free_q
 from ..ratelimit import RateLimiter, refresh_rate_limiter
+from ..token_status import CLAIMABLE
 from . import halt
 from .outcomes import prune_outcome_counts, record_refresh_batch, record_run
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
@@ -99,7 +100,7 @@ RETRY_SLACK = 0.5
 #: (``REFRESH_FLUSH_INTERVAL``).
 FLUSH_ANSWERS = 50
 
-_CLAIMABLE = (TokenStatus.ACTIVE, TokenStatus.REFRESHING)
+_CLAIMABLE = CLAIMABLE
 
 
 # --------------------------------------------------------------------------- results
@@ -234,30 +235,13 @@ def _batch_size(limit: int | None) -> int:
     return max(0, size)
 
 
-def _active_owner(now: datetime) -> Q:
-    """Owner active and seen within ``KEEPALIVE_IDLE`` (never-used tokens count from creation)."""
-    cutoff = now - timedelta(seconds=_seconds(synerise_settings.KEEPALIVE_IDLE))
-    recent = Q(last_used_at__gte=cutoff) | Q(last_used_at__isnull=True, created_at__gte=cutoff)
-    return Q(account__user__is_active=True) & recent
-
-
 def due_tokens(*, now: datetime | None = None) -> Any:
     """Queryset of the rows the pipeline should refresh now (nothing is locked).
 
-    Status ``active`` (or a ``refreshing`` row whose lease ran out: its worker died), lease
-    free, ``retry_at`` (backoff after a transient failure) unset or passed, ``refresh_at``
-    passed and ``expires_at`` not, owner active and seen within ``KEEPALIVE_IDLE``. Times
-    compare with the database clock.
+    :meth:`ClientToken.objects.due() <django_synerise.querysets.ClientTokenQuerySet.due>`,
+    the one definition of "due" (database clock unless ``now`` is given).
     """
-    now = now or timezone.now()
-    return ClientToken.objects.filter(
-        lease_free_q(),
-        retry_free_q(),
-        _active_owner(now),
-        status__in=_CLAIMABLE,
-        refresh_at__lte=Now(),
-        expires_at__gt=Now(),
-    )
+    return ClientToken.objects.due(now)
 
 
 def count_due_tokens() -> int:
