@@ -33,7 +33,8 @@ class SyneriseTokenAuthentication(BaseAuthentication):
        :func:`django_synerise.services.account_for_client_id`, one query with the token row);
     5. its business profile (``bpi``) equals ``BUSINESS_PROFILE_ID`` or, when that is unset,
        the one stored on the account at login — Synerise's signing key is shared by all
-       workspaces, so this is what makes it *our* token;
+       workspaces, so this is what makes it *our* token (the rule of
+       :func:`django_synerise.services.check_business_profile`, ``presented=True``);
     6. the account's stored token row is not revoked / needs_login (logout and
        deactivation take effect immediately);
     7. it *is* the stored token, or the token that one replaced within
@@ -80,7 +81,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         """
         from . import verification
         from .services.activity import account_for_client_id, touch_token_activity
-        from .services.tokens import check_presented_token
+        from .services.tokens import check_business_profile, check_presented_token
 
         try:
             verification.check_token_shape(token)
@@ -93,9 +94,10 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         if account is None:
             raise self._failed("unknown_client")
         user = account.user
-        expected = synerise_settings.BUSINESS_PROFILE_ID or account.business_profile_id
-        if not expected or str(claims.business_profile_id or "") != str(expected):
-            raise self._failed("business_profile")
+        try:
+            check_business_profile(claims, account, presented=True)
+        except InvalidToken as exc:
+            raise self._failed(exc.reason) from None
         stored = _stored_token(account)
         if stored is None or stored.status not in _USABLE_STATUSES:
             raise self._failed("token_not_usable")

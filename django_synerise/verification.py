@@ -33,9 +33,7 @@ clients must always go through :func:`verify_token`, never :func:`claims_for`.
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import logging
 import re
 import threading
@@ -50,6 +48,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from .conf import synerise_settings
 from .exceptions import BadResponse, InvalidToken, SyneriseConfigurationError, UpstreamError
+from .jws import MalformedJWS, unverified_claims, unverified_header
 
 if TYPE_CHECKING:
     from .client import AuthResult, SyneriseClient
@@ -134,15 +133,10 @@ def _header(token: str) -> dict[str, Any]:
 
     :raises InvalidToken: ``reason="malformed"`` unless it is base64url JSON of an object.
     """
-    segment = token.split(".", 1)[0]
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        header = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
+        return unverified_header(token)
+    except MalformedJWS as exc:
         raise InvalidToken("The token header is malformed.", reason="malformed") from exc
-    if not isinstance(header, dict):
-        raise InvalidToken("The token header is not an object.", reason="malformed")
-    return header
 
 
 def pinned_algorithms() -> list[str]:
@@ -316,8 +310,8 @@ def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> T
     if expires_at is None and is_jws(token):
         # Scheduling only (R-JWT-3): the unverified exp never decides identity.
         try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.InvalidTokenError:
+            unverified = unverified_claims(token)
+        except MalformedJWS:
             unverified = {}
         expires_at = _claim_time(unverified.get("exp"))
     if expires_at is None:

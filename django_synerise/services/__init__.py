@@ -35,10 +35,12 @@ from .refresh import (
 from .sessions import end_sessions
 from .tokens import (
     PreparedToken,
+    ValidToken,
     check_business_profile,
     check_presented_token,
     compute_refresh_at,
     get_token_for,
+    get_valid_client_token,
     get_valid_token,
     logout,
     mark_needs_login,
@@ -61,6 +63,7 @@ __all__ = [
     "RefreshReport",
     "RotationReport",
     "TrackerConfig",
+    "ValidToken",
     "account_for_client_id",
     "backoff_delay",
     "check_business_profile",
@@ -75,6 +78,7 @@ __all__ = [
     "due_tokens",
     "end_sessions",
     "get_token_for",
+    "get_valid_client_token",
     "get_valid_token",
     "identity_provider_enabled",
     "login",

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True, repr=False)
 class LoginResult:
     """Outcome of a successful :func:`login`.

@@ -117,22 +117,29 @@ def _expected_business_profile(account: SyneriseAccount | None) -> str | None:
     return str(stored) if stored else None
 
 
-def check_business_profile(claims: TokenClaims, account: SyneriseAccount | None = None) -> None:
-    """Refuse a token of another Synerise workspace.
+def check_business_profile(
+    claims: TokenClaims, account: SyneriseAccount | None = None, *, presented: bool = False
+) -> None:
+    """Refuse a token of another Synerise workspace: the one business-profile rule.
 
     The expected business profile is ``BUSINESS_PROFILE_ID`` when set, else the one stored on
-    ``account`` at its first login. A verified token must carry a matching ``bpi`` claim; an
-    unverified one (``VERIFY_SIGNATURE`` off) is checked only when it carries the claim.
+    ``account`` at its first login; a token must carry a matching ``bpi`` claim. Where the
+    rule has nothing to compare, the token's source decides:
+
+    - a token Synerise just answered with (login, refresh; ``presented=False``) came back for
+      our API key, so with nothing expected yet it is accepted (the first login learns the
+      workspace), and an unverified one (``VERIFY_SIGNATURE`` off, opaque token) is checked
+      only when it carries the claim;
+    - a token a caller *presents* (``Authorization: Bearer``; ``presented=True``) fails
+      closed: with no expected business profile, or no ``bpi`` claim, it is refused.
 
     :raises InvalidToken: ``reason="business_profile"`` on a mismatch.
     """
     expected = _expected_business_profile(account)
-    if expected is None:
-        return
     actual = claims.business_profile_id
-    if actual is None and not claims.verified:
+    if not presented and (expected is None or (actual is None and not claims.verified)):
         return
-    if actual is None or str(actual) != expected:
+    if expected is None or actual is None or str(actual) != expected:
         raise InvalidToken(
             "The token belongs to another business profile.", reason="business_profile"
         )
@@ -615,6 +622,36 @@ def _obtain(user: Any, *, client: SyneriseClient | None, force: bool) -> tuple[C
     return _refresh_single_flight(row, current, client=client)
 
 
+@dataclass(frozen=True, repr=False)
+class ValidToken:
+    """A usable client token with its expiry, as :func:`get_valid_client_token` returns it.
+
+    ``token`` is the plaintext (never log it); ``expires_at`` is the expiry stored with it
+    (the token's ``exp`` claim, or the expiry Synerise announced for an opaque token), so no
+    caller needs to decode the token. ``str()``/``repr()`` never show the token.
+    """
+
+    token: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"ValidToken(expires_at={self.expires_at.isoformat()})"
+
+    __str__ = __repr__
+
+
+def get_valid_client_token(user: Any, *, client: SyneriseClient | None = None) -> ValidToken:
+    """:func:`get_valid_token`, returning the token together with its expiry.
+
+    Same refresh, activity and error behaviour as :func:`get_valid_token`.
+
+    :raises LoginRequired: as :func:`get_valid_token`.
+    """
+    row, token = _obtain(user, client=client, force=False)
+    touch_token_activity(row.pk, last_used_at=row.last_used_at)
+    return ValidToken(token=token, expires_at=row.expires_at)
+
+
 def get_valid_token(user: Any, *, client: SyneriseClient | None = None) -> str:
     """Return a usable Synerise client token of ``user``, refreshing it first when needed.
 
@@ -634,9 +671,7 @@ def get_valid_token(user: Any, *, client: SyneriseClient | None = None) -> str:
         token while accepting the API key; the row moves to needs_login and
         ``token_expired`` is sent) or ``expired``.
     """
-    row, token = _obtain(user, client=client, force=False)
-    touch_token_activity(row.pk, last_used_at=row.last_used_at)
-    return token
+    return get_valid_client_token(user, client=client).token
 
 
 def refresh_user_token(user: Any, *, client: SyneriseClient | None = None) -> ClientToken:
@@ -657,8 +692,10 @@ __all__ = [
     "PreparedToken",
     "check_business_profile",
     "check_presented_token",
+    "ValidToken",
     "compute_refresh_at",
     "get_token_for",
+    "get_valid_client_token",
     "get_valid_token",
     "logout",
     "max_token_lifetime",
