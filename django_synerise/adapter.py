@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import BaseUserManager
 from django.core.exceptions import FieldDoesNotExist
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext
 
 from .conf import synerise_settings
 from .exceptions import SyneriseError
+from .messages import DEFAULT_ERROR_MESSAGES, GENERIC_CODE
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -41,16 +42,10 @@ class DefaultSyneriseAdapter:
     is already linked goes straight to its user; no hook runs.
     """
 
-    #: Messages per error code, shown to end users by views and forms. Override to reword.
-    error_messages: dict[str, Any] = {
-        "credentials_rejected": _("Invalid credentials."),
-        "account_inactive": _("This account is disabled."),
-        "login_required": _("Please sign in again."),
-        "invalid_token": _("Synerise returned a token that could not be accepted."),
-        "synerise_unavailable": _("Synerise is unavailable, please try again later."),
-        "synerise_bad_request": _("Synerise rejected the request."),
-        "account_conflict": _("This Synerise account cannot be linked to this user."),
-    }
+    #: Messages per error code, shown to end users: the API's error bodies
+    #: (:mod:`django_synerise.api.errors`) take their ``detail`` from :meth:`error_message`.
+    #: Override to reword (keys of :data:`django_synerise.messages.DEFAULT_ERROR_MESSAGES`).
+    error_messages: dict[str, Any] = dict(DEFAULT_ERROR_MESSAGES)
 
     def __init__(self, request: HttpRequest | None = None) -> None:
         self.request = request
@@ -218,9 +213,19 @@ class DefaultSyneriseAdapter:
     # ------------------------------------------------------------------ messages
 
     def error_message(self, code: str) -> str:
-        """Return the end-user message for an error ``code`` (a generic one when unknown)."""
-        message = self.error_messages.get(code) or self.error_messages["credentials_rejected"]
-        return str(message)
+        """Return the end-user message for an error ``code``, translated.
+
+        Looks in :attr:`error_messages`, then in the package defaults (so an override that
+        lists only the codes it rewords keeps the others); an unknown code gets the generic
+        ``credentials_rejected`` message, so a message never reveals why a sign-in failed.
+        """
+        message = (
+            self.error_messages.get(code)
+            or DEFAULT_ERROR_MESSAGES.get(code)
+            or self.error_messages.get(GENERIC_CODE)
+            or DEFAULT_ERROR_MESSAGES[GENERIC_CODE]
+        )
+        return gettext(str(message))
 
 
 def get_adapter(request: HttpRequest | None = None) -> DefaultSyneriseAdapter:

@@ -10,7 +10,7 @@ from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
 from .conf import synerise_settings
-from .exceptions import InvalidToken
+from .exceptions import TokenVerificationError
 
 __all__ = ["SyneriseTokenAuthentication"]
 
@@ -86,7 +86,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         try:
             verification.check_token_shape(token)
             claims = verification.verify_token(token)
-        except InvalidToken as exc:
+        except TokenVerificationError as exc:
             raise self._failed(exc.reason) from None
         if claims.is_anonymous:
             raise self._failed("anonymous")
@@ -96,14 +96,14 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         user = account.user
         try:
             check_business_profile(claims, account, presented=True)
-        except InvalidToken as exc:
+        except TokenVerificationError as exc:
             raise self._failed(exc.reason) from None
         stored = _stored_token(account)
         if stored is None or stored.status not in _USABLE_STATUSES:
             raise self._failed("token_not_usable")
         try:
             check_presented_token(stored, token)
-        except InvalidToken as exc:
+        except TokenVerificationError as exc:
             raise self._failed(exc.reason) from None
         touch_token_activity(stored.pk, last_used_at=stored.last_used_at)
         return user, claims

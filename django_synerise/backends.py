@@ -22,8 +22,8 @@ from .exceptions import (
     BadRequest,
     ConditionalAuthFailed,
     CredentialsRejected,
-    InvalidToken,
     SyneriseError,
+    TokenVerificationError,
 )
 from .providers import SOCIAL_PROVIDERS
 
@@ -136,7 +136,7 @@ class SyneriseBackend(BaseBackend):
             if identifier is not None and self.rejection_is_final():
                 raise PermissionDenied from None
             return None
-        except (BadRequest, InvalidToken, AccountConflict) as exc:
+        except (BadRequest, TokenVerificationError, AccountConflict) as exc:
             logger.info("Synerise backend: sign-in refused (%s)", type(exc).__name__)
             return None
         except (SyneriseError, requests.RequestException) as exc:

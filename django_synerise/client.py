@@ -45,7 +45,7 @@ from .exceptions import (
     BadRequest,
     BadResponse,
     CredentialsRejected,
-    FieldError,
+    FieldErrorDetail,
     RateLimited,
     SyneriseConfigurationError,
     SyneriseUnavailable,
@@ -804,7 +804,7 @@ def _error_fields(response: _Response) -> dict[str, Any]:
             item_message = item.get("message") or item.get("defaultMessage") or ""
             item_code = item.get("code")
             fields["field_errors"].append(
-                FieldError(
+                FieldErrorDetail(
                     field=_short(field_name) if isinstance(field_name, str) else None,
                     message=(_short(item_message) or "") if isinstance(item_message, str) else "",
                     code=item_code

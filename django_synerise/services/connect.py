@@ -183,7 +183,7 @@ def connect(
     :raises TransientUpstreamError: Synerise is unavailable, rate limiting or busy.
     :raises AccountConflict: the Synerise client is linked to another user, or ``user`` is
         linked to another Synerise client.
-    :raises InvalidToken: the returned token cannot be accepted.
+    :raises TokenVerificationError: the returned token cannot be accepted.
     """
     from ..adapter import get_adapter
 

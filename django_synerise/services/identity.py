@@ -17,7 +17,7 @@ import jwt
 from django.views.decorators.debug import sensitive_variables
 
 from ..conf import synerise_settings
-from ..exceptions import InvalidToken, SyneriseConfigurationError
+from ..exceptions import SyneriseConfigurationError, TokenVerificationError
 from ..signing import SigningKeyError, signing_keys
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def verify_identity_token(token: str) -> dict[str, Any]:
     site's ``iss`` and ``aud``, a ``sub``, and an ``exp`` in the future (``iat`` and ``exp``
     required, :data:`LEEWAY` seconds of skew).
 
-    :raises InvalidToken: ``reason`` ``malformed``, ``unknown_key``, ``signature``,
+    :raises TokenVerificationError: ``reason`` ``malformed``, ``unknown_key``, ``signature``,
         ``expired``, ``audience``, ``issuer`` or ``claims`` (nothing else is said about it).
     """
     _require_enabled()
@@ -155,15 +155,15 @@ def verify_identity_token(token: str) -> dict[str, Any]:
         or not token
         or len(token) > int(synerise_settings.MAX_TOKEN_BYTES)
     ):
-        raise InvalidToken("Malformed identity token.", reason="malformed")
+        raise TokenVerificationError("Malformed identity token.", reason="malformed")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
-        raise InvalidToken("Malformed identity token.", reason="malformed") from None
+        raise TokenVerificationError("Malformed identity token.", reason="malformed") from None
     keys = {key.kid: key for key in signing_keys()}
     key = keys.get(str(header.get("kid") or ""))
     if key is None:
-        raise InvalidToken("Unknown signing key.", reason="unknown_key")
+        raise TokenVerificationError("Unknown signing key.", reason="unknown_key")
     try:
         claims = jwt.decode(
             token,
@@ -175,15 +175,15 @@ def verify_identity_token(token: str) -> dict[str, Any]:
             options={"require": ["iss", "aud", "sub", "iat", "exp"]},
         )
     except jwt.ExpiredSignatureError:
-        raise InvalidToken("Expired identity token.", reason="expired") from None
+        raise TokenVerificationError("Expired identity token.", reason="expired") from None
     except jwt.InvalidAudienceError:
-        raise InvalidToken("Wrong audience.", reason="audience") from None
+        raise TokenVerificationError("Wrong audience.", reason="audience") from None
     except jwt.InvalidIssuerError:
-        raise InvalidToken("Wrong issuer.", reason="issuer") from None
+        raise TokenVerificationError("Wrong issuer.", reason="issuer") from None
     except jwt.InvalidSignatureError:
-        raise InvalidToken("Bad signature.", reason="signature") from None
+        raise TokenVerificationError("Bad signature.", reason="signature") from None
     except jwt.PyJWTError:
-        raise InvalidToken("Invalid identity token.", reason="claims") from None
+        raise TokenVerificationError("Invalid identity token.", reason="claims") from None
     return claims
 
 
@@ -193,8 +193,8 @@ def user_for_identity_token(token: str) -> tuple[Any, dict[str, Any]]:
     The claims are those of the adapter's ``identity_claims(user)`` now (not the ones frozen
     in the token), so Synerise's server mode reads current profile data.
 
-    :raises InvalidToken: as :func:`verify_identity_token`, or ``reason="unknown_subject"``
-        when no active user has the token's ``sub``.
+    :raises TokenVerificationError: as :func:`verify_identity_token`, or
+        ``reason="unknown_subject"`` when no active user has the token's ``sub``.
     """
     from ..adapter import get_adapter
     from ..models import IdentitySubject
@@ -203,12 +203,12 @@ def user_for_identity_token(token: str) -> tuple[Any, dict[str, Any]]:
     try:
         subject = uuid.UUID(str(verified["sub"]))
     except ValueError:
-        raise InvalidToken("Unknown subject.", reason="unknown_subject") from None
+        raise TokenVerificationError("Unknown subject.", reason="unknown_subject") from None
     row = (
         IdentitySubject.objects.select_related("user")
         .filter(subject=subject, user__is_active=True)
         .first()
     )
     if row is None:
-        raise InvalidToken("Unknown subject.", reason="unknown_subject")
+        raise TokenVerificationError("Unknown subject.", reason="unknown_subject")
     return row.user, get_adapter().identity_claims(row.user)

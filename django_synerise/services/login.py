@@ -21,9 +21,9 @@ from ..exceptions import (
     BadRequest,
     ConditionalAuthFailed,
     CredentialsRejected,
-    FieldError,
-    InvalidToken,
+    FieldErrorDetail,
     SyneriseError,
+    TokenVerificationError,
 )
 from ..profile_uuid import (
     ChosenUuid,
@@ -86,7 +86,9 @@ def _normalise_provider(identity_provider: str | None) -> str:
         raise BadRequest(
             "Unknown identity provider.",
             field_errors=[
-                FieldError("identity_provider", "Unknown identity provider.", "invalid_choice")
+                FieldErrorDetail(
+                    "identity_provider", "Unknown identity provider.", "invalid_choice"
+                )
             ],
         )
     return provider
@@ -218,8 +220,8 @@ def login(
     :raises TransientUpstreamError: Synerise is unavailable, rate limiting, or answered
         something unusable (subclasses ``SyneriseUnavailable``, ``RateLimited``,
         ``BadResponse``, ``CircuitOpen``).
-    :raises InvalidToken: the returned token failed verification or belongs to an anonymous
-        client or another business profile.
+    :raises TokenVerificationError: the returned token failed verification or belongs to an
+        anonymous client or another business profile.
     :raises AccountInactive: the linked Django user is inactive (nothing is stored).
     :raises SyneriseBusy: ``INTERACTIVE_CONCURRENCY`` interactive calls are already in flight
         in this process; nothing was sent (a ``TransientUpstreamError``).
@@ -289,7 +291,7 @@ def select_uuid(
     if requested is not None and parse_uuid(requested) is None:
         raise BadRequest(
             "The uuid is not a UUID.",
-            field_errors=[FieldError("uuid", "Must be a UUID.", "invalid")],
+            field_errors=[FieldErrorDetail("uuid", "Must be a UUID.", "invalid")],
         )
     if provider != "SYNERISE":
         return choose_uuid(requested=requested, request=request)
@@ -409,7 +411,7 @@ def call_login(
     arguments of :meth:`~django_synerise.client.SyneriseClient.login`. ``trace``, when given,
     receives ``status`` (200 once Synerise answered) and ``client_id`` for the login event.
 
-    :raises: as :func:`login` (upstream errors, ``InvalidToken`` for anonymous tokens and
+    :raises: as :func:`login` (upstream errors, ``TokenVerificationError`` for anonymous tokens and
         tokens of another business profile).
     """
     from ..verification import claims_for
@@ -420,7 +422,7 @@ def call_login(
     claims = claims_for(result, client=client)
     trace["client_id"] = str(claims.client_id)
     if claims.is_anonymous:
-        raise InvalidToken("Anonymous tokens cannot sign in.", reason="anonymous")
+        raise TokenVerificationError("Anonymous tokens cannot sign in.", reason="anonymous")
     check_business_profile(claims)
     return result, claims
 
@@ -479,7 +481,7 @@ def complete_login(
     ``find_user``/``create_user`` (and the profile fetch) do not run.
 
     :raises AccountInactive: the linked user is inactive (nothing is stored).
-    :raises InvalidToken: the token fails the storage checks of
+    :raises TokenVerificationError: the token fails the storage checks of
         :func:`~django_synerise.services.store_token`.
     """
     account = _find_account(str(claims.client_id))

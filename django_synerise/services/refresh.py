@@ -47,9 +47,9 @@ from django.utils.dateparse import parse_datetime
 from .. import signals
 from ..conf import synerise_settings
 from ..exceptions import (
-    InvalidToken,
     SyneriseError,
     TokenDecryptionError,
+    TokenVerificationError,
     TransientUpstreamError,
 )
 from ..models import ClientToken, TokenStatus
@@ -602,7 +602,9 @@ def _refresh_rows(
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
             others.append(
                 _Outcome(
-                    row, error=InvalidToken("Token expired.", reason="expired"), attempted=False
+                    row,
+                    error=TokenVerificationError("Token expired.", reason="expired"),
+                    attempted=False,
                 )
             )
             continue
@@ -715,7 +717,7 @@ def _classify(
         return "release", "", None, ""
     if isinstance(exc, TokenDecryptionError):
         return "login", "decryption_failed", None, "decryption_failed"
-    if isinstance(exc, InvalidToken) and not outcome.attempted:
+    if isinstance(exc, TokenVerificationError) and not outcome.attempted:
         return "login", "expired", None, "expired"
     code = _error_code(exc)
     if halt.is_rejection(exc):

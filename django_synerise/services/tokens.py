@@ -29,10 +29,10 @@ from .. import signals
 from ..bulkhead import interactive_call
 from ..conf import synerise_settings
 from ..exceptions import (
-    InvalidToken,
     LoginRequired,
     SyneriseBusy,
     TokenDecryptionError,
+    TokenVerificationError,
 )
 from .activity import touch_token_activity
 
@@ -133,14 +133,14 @@ def check_business_profile(
     - a token a caller *presents* (``Authorization: Bearer``; ``presented=True``) fails
       closed: with no expected business profile, or no ``bpi`` claim, it is refused.
 
-    :raises InvalidToken: ``reason="business_profile"`` on a mismatch.
+    :raises TokenVerificationError: ``reason="business_profile"`` on a mismatch.
     """
     expected = _expected_business_profile(account)
     actual = claims.business_profile_id
     if not presented and (expected is None or (actual is None and not claims.verified)):
         return
     if expected is None or actual is None or str(actual) != expected:
-        raise InvalidToken(
+        raise TokenVerificationError(
             "The token belongs to another business profile.", reason="business_profile"
         )
 
@@ -165,14 +165,16 @@ def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> Prepa
     if account.pk is None:
         raise ValueError("The account must be saved before a token is stored for it.")
     if claims.is_anonymous:
-        raise InvalidToken("Anonymous tokens are not stored.", reason="anonymous")
+        raise TokenVerificationError("Anonymous tokens are not stored.", reason="anonymous")
     if str(claims.client_id) != str(account.client_id):
-        raise InvalidToken("The token belongs to another client.", reason="client_mismatch")
+        raise TokenVerificationError(
+            "The token belongs to another client.", reason="client_mismatch"
+        )
     check_business_profile(claims, account)
     now = timezone.now()
     expires_at = claims.expires_at
     if expires_at <= now:
-        raise InvalidToken("The token has already expired.", reason="expired")
+        raise TokenVerificationError("The token has already expired.", reason="expired")
     cap = max_token_lifetime()
     if expires_at > now + cap:
         from .status import record_refusal
@@ -186,7 +188,9 @@ def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> Prepa
             cap.total_seconds(),
         )
         record_refusal("lifetime")
-        raise InvalidToken("The token lives longer than MAX_TOKEN_LIFETIME.", reason="lifetime")
+        raise TokenVerificationError(
+            "The token lives longer than MAX_TOKEN_LIFETIME.", reason="lifetime"
+        )
     ciphertext = encrypt_token(token, account_id=account.pk, client_id=account.client_id)
     return PreparedToken(
         ciphertext=ciphertext,
@@ -209,7 +213,7 @@ def prepare_token(
     business profile, and expiring within ``(now, now + MAX_TOKEN_LIFETIME]`` (a longer
     lifetime is logged and counted in ``synerise_status`` as ``refused: lifetime``).
 
-    :raises InvalidToken: when any check fails (nothing is stored).
+    :raises TokenVerificationError: when any check fails (nothing is stored).
     :raises UpstreamError: when ``claims_for`` needs Synerise (no signature verification) and
         that call fails.
     """
@@ -277,13 +281,13 @@ def check_presented_token(row: ClientToken, token: str, *, now: datetime | None 
     token issued before them is ever accepted again, even after the user signs in anew.
     Costs no query: the row is already loaded. Digests are compared in constant time.
 
-    :raises InvalidToken: ``reason="revoked"`` when the row holds no token,
+    :raises TokenVerificationError: ``reason="revoked"`` when the row holds no token,
         ``reason="superseded"`` for any other token.
     """
     from ..crypto import token_fingerprint
 
     if not row.fingerprint:
-        raise InvalidToken("The stored token was revoked.", reason="revoked")
+        raise TokenVerificationError("The stored token was revoked.", reason="revoked")
     presented = token_fingerprint(token)
     if hmac.compare_digest(presented, row.fingerprint):
         return
@@ -295,7 +299,7 @@ def check_presented_token(row: ClientToken, token: str, *, now: datetime | None 
         and hmac.compare_digest(presented, previous)
     ):
         return
-    raise InvalidToken("The token was replaced by a newer one.", reason="superseded")
+    raise TokenVerificationError("The token was replaced by a newer one.", reason="superseded")
 
 
 def _write_prepared(
@@ -340,8 +344,8 @@ def store_token(account: SyneriseAccount, token: str, claims: TokenClaims) -> Cl
     Creates the row or updates it in place: status active, ``version`` + 1, lease, failure
     count and last error cleared, ``last_used_at`` now. Short transaction, no HTTP.
 
-    :raises InvalidToken: when ``claims`` do not belong to ``account`` (client id, business
-        profile), the token is anonymous, or its expiry is outside ``(now, now +
+    :raises TokenVerificationError: when ``claims`` do not belong to ``account`` (client id,
+        business profile), the token is anonymous, or its expiry is outside ``(now, now +
         MAX_TOKEN_LIFETIME]``.
     """
     return _write_prepared(account, _prepare(account, token, claims))
