@@ -323,7 +323,7 @@ def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> T
 
     expires_at = result.expiration
     if expires_at is None and is_jws(token):
-        # Scheduling only (R-JWT-3): the unverified exp never decides identity.
+        # Scheduling only: the unverified exp never decides identity.
         try:
             unverified = unverified_claims(token)
         except MalformedJWS:

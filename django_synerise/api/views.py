@@ -77,7 +77,8 @@ def starts_session(request: Request) -> bool:
 
 
 class LoginCSRFCheck(BasePermission):
-    """Enforce CSRF on login when a browser session is involved (R-API-1).
+    """Enforce CSRF on login when a browser session is involved (docs/security.rst, row
+    "CSRF on session login").
 
     The rule: when the login will start a session (:func:`starts_session`) **and** the request
     carries a session cookie, the request needs a valid CSRF token, exactly as

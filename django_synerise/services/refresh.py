@@ -85,9 +85,10 @@ __all__ = [
     "split",
 ]
 
-#: No retry is scheduled later than this before a token's expiry (R-CONC-4: retries stop at
-#: ``exp - 2 min``, which also absorbs clock skew between Synerise and the database); past it
-#: the row moves to ``needs_login`` (Synerise refreshes only a token that is still valid).
+#: No retry is scheduled later than this before a token's expiry (X22 in docs/reliability.rst:
+#: retries stop at ``exp - 2 min``, which also absorbs clock skew between Synerise and the
+#: database); past it the row moves to ``needs_login`` (Synerise refreshes only a token that
+#: is still valid).
 EXPIRY_SAFETY = timedelta(seconds=120)
 #: Base and cap (seconds) of the exponential backoff used when no other value is given.
 DEFAULT_BACKOFF = 2.0

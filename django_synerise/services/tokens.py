@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Default of the ``MAX_TOKEN_LIFETIME`` setting: the longest accepted lifetime of a token
-#: Synerise hands us (R-JWT-3). Use :func:`max_token_lifetime` for the configured value.
+#: Synerise hands us. Use :func:`max_token_lifetime` for the configured value.
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
 #: ``refresh_user_token`` returns the stored token when it was stored this recently.
 RECENT_REFRESH = timedelta(seconds=60)
