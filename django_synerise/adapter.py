@@ -16,15 +16,16 @@ from django.contrib.auth.base_user import BaseUserManager
 from django.core.exceptions import FieldDoesNotExist
 from django.utils.translation import gettext
 
+from .client import SyneriseClient, get_client
 from .conf import synerise_settings
 from .exceptions import SyneriseError
 from .messages import DEFAULT_ERROR_MESSAGES, GENERIC_CODE
+from .services.identity import subject_for
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
     from django.http import HttpRequest
 
-    from .client import SyneriseClient
     from .verification import TokenClaims
 
 logger = logging.getLogger(__name__)
@@ -57,8 +58,6 @@ class DefaultSyneriseAdapter:
 
         Override to use another client (a subclass, different credentials, a test double).
         """
-        from .client import get_client
-
         return get_client()
 
     def fetch_profile(
@@ -197,8 +196,6 @@ class DefaultSyneriseAdapter:
         Override to add claims (keep ``sub``); ``iss``, ``aud``, ``iat``, ``exp`` and ``jti``
         are set by the minting and cannot be overridden here.
         """
-        from .services.identity import subject_for
-
         claims: dict[str, Any] = {"sub": subject_for(user)}
         for claim, attribute in (
             ("email", "email"),
@@ -226,12 +223,3 @@ class DefaultSyneriseAdapter:
             or DEFAULT_ERROR_MESSAGES[GENERIC_CODE]
         )
         return gettext(str(message))
-
-
-def get_adapter(request: HttpRequest | None = None) -> DefaultSyneriseAdapter:
-    """Return an instance of the ``SYNERISE["ADAPTER"]`` class for ``request``.
-
-    :raises ImproperlyConfigured: when the dotted path cannot be imported.
-    """
-    adapter_class = synerise_settings.import_setting("ADAPTER")
-    return adapter_class(request)

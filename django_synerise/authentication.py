@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from . import verification
 from .conf import synerise_settings
 from .exceptions import TokenVerificationError
+from .services.activity import account_for_client_id, touch_token_activity
+from .services.tokens import check_business_profile, check_presented_token
 
 __all__ = ["SyneriseTokenAuthentication"]
 
@@ -79,10 +83,6 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         :raises django_synerise.exceptions.TransientUpstreamError: the public key could not
             be fetched.
         """
-        from . import verification
-        from .services.activity import account_for_client_id, touch_token_activity
-        from .services.tokens import check_business_profile, check_presented_token
-
         try:
             verification.check_token_shape(token)
             claims = verification.verify_token(token)
@@ -119,8 +119,6 @@ class SyneriseTokenAuthentication(BaseAuthentication):
 
 
 def _stored_token(account: Any) -> Any:
-    from django.core.exceptions import ObjectDoesNotExist
-
     try:
         return account.token
     except ObjectDoesNotExist:

@@ -15,7 +15,7 @@ from django.utils.decorators import method_decorator
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
-from . import throttle
+from . import services, throttle
 from .conf import synerise_settings
 from .exceptions import (
     AccountInactive,
@@ -25,7 +25,9 @@ from .exceptions import (
     SyneriseError,
     TokenVerificationError,
 )
+from .models import SyneriseAccount
 from .providers import SOCIAL_PROVIDERS
+from .services.login import AccountConflict
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -119,8 +121,6 @@ class SyneriseBackend(BaseBackend):
         if not verdict.allowed:
             logger.info("Synerise backend: sign-in throttled (%s)", verdict.scope)
             return None
-        from . import services
-        from .services.login import AccountConflict
 
         try:
             result = services.login(request=request, uuid=uuid, device_id=device_id, **credentials)
@@ -272,8 +272,6 @@ def local_users_for(identifier: str) -> list[Any]:
 
 
 def _linked_account_exists(identifier: str) -> bool:
-    from .models import SyneriseAccount
-
     value = identifier.strip()
     return SyneriseAccount.objects.filter(Q(email__iexact=value) | Q(custom_id=value)).exists()
 

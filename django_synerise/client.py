@@ -32,6 +32,8 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
@@ -833,9 +835,6 @@ def _parse_object(response: _Response) -> dict[str, Any]:
 
 def _parse_pem(response: _Response) -> str:
     """Parse ``/v4/public.pem``. :raises BadResponse: not a loadable RSA public key."""
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     status = response.status
     mime = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
     if mime in {"text/html", "application/xhtml+xml"}:

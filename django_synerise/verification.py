@@ -46,6 +46,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from .client import get_client
 from .conf import synerise_settings
 from .exceptions import (
     BadResponse,
@@ -314,8 +315,6 @@ def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> T
     :raises TokenVerificationError: verification failed, or no expiry is known.
     :raises UpstreamError: personal information could not be fetched (any subclass).
     """
-    from .client import get_client
-
     client = client or get_client()
     token = result.token
     if synerise_settings.VERIFY_SIGNATURE and is_jws(token):
@@ -396,7 +395,6 @@ def get_public_key(*, client: SyneriseClient | None = None, force: bool = False)
     configured = synerise_settings.PUBLIC_KEY
     if configured:
         return _pem_text(configured)
-    from .client import get_client
 
     client = client or get_client()
     base = client.base_url

@@ -29,7 +29,7 @@ from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from ..adapter import get_adapter
+from ..adapter_loader import get_adapter
 from ..conf import synerise_settings
 from ..exceptions import (
     AccountInactive,
@@ -45,6 +45,7 @@ from ..exceptions import (
     UpstreamError,
 )
 from ..messages import CONDITIONAL_MESSAGES, DEFAULT_ERROR_MESSAGES, GENERIC_CODE
+from ..services import AccountConflict
 
 __all__ = [
     "CONDITIONAL_DETAILS",
@@ -229,8 +230,6 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | 
 
 
 def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None:
-    from ..services import AccountConflict
-
     view = context.get("view")
     request = context.get("request")
     view_name = type(view).__name__ if view is not None else "?"

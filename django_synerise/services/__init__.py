@@ -33,19 +33,21 @@ from .refresh import (
     refresh_now,
 )
 from .sessions import end_sessions
+from .single_flight import (
+    ValidToken,
+    get_valid_client_token,
+    get_valid_token,
+    refresh_user_token,
+)
 from .tokens import (
     PreparedToken,
-    ValidToken,
     check_business_profile,
     check_presented_token,
     compute_refresh_at,
     get_token_for,
-    get_valid_client_token,
-    get_valid_token,
     logout,
     mark_needs_login,
     prepare_token,
-    refresh_user_token,
     revoke_tokens,
     store_token,
 )

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from django.views.decorators.debug import sensitive_variables
 
+from ..adapter_loader import get_adapter
 from ..conf import synerise_settings
 from ..exceptions import SyneriseConfigurationError, TokenVerificationError
+from ..models import IdentitySubject
 from ..signing import SigningKeyError, signing_keys
 
 if TYPE_CHECKING:
@@ -63,8 +65,6 @@ def subject_for(user: Any) -> str:
 
     Batch callers set it ahead on the instance (``user._synerise_subject``) to save a query.
     """
-    from ..models import IdentitySubject
-
     known = getattr(user, "_synerise_subject", None)
     if known:
         return str(known)
@@ -74,8 +74,6 @@ def subject_for(user: Any) -> str:
 
 def subjects_for(user_ids: Iterable[int]) -> dict[int, str]:
     """Return ``{user id: sub}`` for many users, creating the missing subjects in bulk."""
-    from ..models import IdentitySubject
-
     ids = sorted({int(pk) for pk in user_ids})
     if not ids:
         return {}
@@ -111,8 +109,6 @@ def mint_identity_token(user: Any, *, claims: dict[str, Any] | None = None) -> s
     """
     _require_enabled()
     if claims is None:
-        from ..adapter import get_adapter
-
         claims = get_adapter().identity_claims(user)
     if not claims.get("sub"):
         raise ValueError("identity_claims() must return a non-empty 'sub'.")
@@ -196,9 +192,6 @@ def user_for_identity_token(token: str) -> tuple[Any, dict[str, Any]]:
     :raises TokenVerificationError: as :func:`verify_identity_token`, or
         ``reason="unknown_subject"`` when no active user has the token's ``sub``.
     """
-    from ..adapter import get_adapter
-    from ..models import IdentitySubject
-
     verified = verify_identity_token(token)
     try:
         subject = uuid.UUID(str(verified["sub"]))

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
+from ..adapter_loader import get_adapter
 from ..bulkhead import interactive_call
 from ..conf import synerise_settings
 from ..exceptions import (
@@ -25,6 +26,7 @@ from ..exceptions import (
     SyneriseError,
     TokenVerificationError,
 )
+from ..models import SyneriseAccount
 from ..profile_uuid import (
     ChosenUuid,
     choose_uuid,
@@ -33,6 +35,7 @@ from ..profile_uuid import (
     tracker_uuid,
 )
 from ..providers import IDENTITY_PROVIDERS
+from ..verification import claims_for
 from .outcomes import record_login
 from .tokens import _prepare, _write_prepared, check_business_profile
 
@@ -95,8 +98,6 @@ def _normalise_provider(identity_provider: str | None) -> str:
 
 
 def _find_account(client_id: str) -> SyneriseAccount | None:
-    from ..models import SyneriseAccount
-
     return SyneriseAccount.objects.select_related("user").filter(client_id=client_id).first()
 
 
@@ -114,8 +115,6 @@ def _link(
     a new Django user, ``False`` when it linked an existing one or a concurrent login linked
     the same client id first.
     """
-    from ..models import SyneriseAccount
-
     try:
         with transaction.atomic():
             user = adapter.find_user(claims, profile)
@@ -304,8 +303,6 @@ def select_uuid(
 
 
 def _stored_uuid(*, email: str | None, custom_id: str | None) -> str | None:
-    from ..models import SyneriseAccount
-
     accounts = SyneriseAccount.objects.exclude(uuid="")
     if email:
         accounts = accounts.filter(email__iexact=email.strip())
@@ -363,8 +360,6 @@ def _login(
     attributes: dict[str, Any] | None,
     client: SyneriseClient | None,
 ) -> LoginResult:
-    from ..adapter import get_adapter
-
     adapter = get_adapter(request)
     client = client or adapter.get_client()
     sent_uuid = chosen.value if chosen is not None else None
@@ -414,8 +409,6 @@ def call_login(
     :raises: as :func:`login` (upstream errors, ``TokenVerificationError`` for anonymous tokens and
         tokens of another business profile).
     """
-    from ..verification import claims_for
-
     trace = {} if trace is None else trace
     result = _call_login(client, request=request, provider=provider, fields=credentials)
     trace["status"] = 200
@@ -432,8 +425,6 @@ def _link_to(user: Any, claims: TokenClaims, provider: str) -> SyneriseAccount:
 
     :raises AccountConflict: ``user`` is already linked to another Synerise client.
     """
-    from ..models import SyneriseAccount
-
     try:
         with transaction.atomic():
             if SyneriseAccount.objects.filter(user=user).exists():
