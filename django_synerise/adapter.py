@@ -2,7 +2,8 @@
 
 Subclass :class:`DefaultSyneriseAdapter`, override the hooks you need and point
 ``SYNERISE["ADAPTER"]`` at your class (allauth style). :func:`get_adapter` returns an
-instance of the configured class.
+instance of the configured class (defined in :mod:`django_synerise.adapter_loader`, which the
+services use, so that this module and the services do not import each other in a cycle).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.contrib.auth.base_user import BaseUserManager
 from django.core.exceptions import FieldDoesNotExist
 from django.utils.translation import gettext
 
+from .adapter_loader import get_adapter
 from .client import SyneriseClient, get_client
 from .conf import synerise_settings
 from .exceptions import SyneriseError
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from django.http import HttpRequest
 
     from .verification import TokenClaims
+
+__all__ = ["DefaultSyneriseAdapter", "get_adapter"]
 
 logger = logging.getLogger(__name__)
 
