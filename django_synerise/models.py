@@ -13,9 +13,20 @@ from django.utils.translation import gettext_lazy as _
 
 from .crypto import decrypt_token, encrypt_token, token_fingerprint
 from .exceptions import TokenDecryptionError
-from .providers import IdentityProvider
+from .providers import PROVIDER_LABELS
 from .querysets import AccountQuerySet, ClientTokenQuerySet
 from .token_status import TokenStatus
+
+#: How the Synerise client signed in (the ``identityProvider`` of the login call), built from
+#: :data:`django_synerise.providers.PROVIDER_LABELS`, the one provider registry.
+IdentityProvider = models.TextChoices(  # type: ignore[misc]
+    "IdentityProvider",
+    [(value, (value, _(label))) for value, label in PROVIDER_LABELS.items()],
+)
+IdentityProvider.__doc__ = (
+    "How the Synerise client signed in (the ``identityProvider`` of the login call)."
+)
+IdentityProvider.__module__ = __name__
 
 
 class SyneriseAccount(models.Model):
