@@ -31,6 +31,8 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
@@ -44,7 +46,7 @@ from .exceptions import (
     BadRequest,
     BadResponse,
     CredentialsRejected,
-    FieldError,
+    FieldErrorDetail,
     RateLimited,
     SyneriseConfigurationError,
     SyneriseUnavailable,
@@ -808,7 +810,7 @@ def _error_fields(response: _Response) -> dict[str, Any]:
             item_message = item.get("message") or item.get("defaultMessage") or ""
             item_code = item.get("code")
             fields["field_errors"].append(
-                FieldError(
+                FieldErrorDetail(
                     field=_short(field_name) if isinstance(field_name, str) else None,
                     message=(_short(item_message) or "") if isinstance(item_message, str) else "",
                     code=item_code
@@ -837,9 +839,6 @@ def _parse_object(response: _Response) -> dict[str, Any]:
 
 def _parse_pem(response: _Response) -> str:
     """Parse ``/v4/public.pem``. :raises BadResponse: not a loadable RSA public key."""
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     status = response.status
     mime = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
     if mime in {"text/html", "application/xhtml+xml"}:

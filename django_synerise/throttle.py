@@ -47,6 +47,7 @@ from typing import Any
 
 from django.core.cache import caches
 from django.utils.crypto import salted_hmac
+from rest_framework.settings import api_settings
 
 from . import process_state
 from .conf import DEFAULTS, synerise_settings
@@ -140,8 +141,6 @@ def client_ip(request: Any) -> str:
     ``X-Forwarded-For``. Unlike DRF's ``get_ident``, ``NUM_PROXIES = None`` (DRF's default)
     means *no* trusted proxy: a client-supplied ``X-Forwarded-For`` is never believed.
     """
-    from rest_framework.settings import api_settings
-
     remote_addr = request.META.get("REMOTE_ADDR") or ""
     num_proxies = api_settings.NUM_PROXIES or 0
     xff = request.headers.get("x-forwarded-for")

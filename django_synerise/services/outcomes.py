@@ -23,7 +23,7 @@ from django.db.models import F, Max
 from django.utils import timezone
 
 from .. import events, metrics
-from ..models import TokenStatus
+from ..models import RefreshOutcomeCount, TokenStatus
 
 if TYPE_CHECKING:
     from ..models import ClientToken
@@ -108,8 +108,6 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
 
     Best effort: a database error is logged, never raised (it must not fail a refresh).
     """
-    from ..models import RefreshOutcomeCount
-
     items = [(outcome, int(n)) for outcome, n in counts.items() if n]
     if not items:
         return
@@ -245,8 +243,6 @@ def outcome_history(*, hours: int = 24, now: datetime | None = None) -> dict[str
     :returns: ``{"hours": [datetime, ...] (UTC, oldest first), "series": {outcome: [count
         per hour]}, "totals": {outcome: n}, "runs": [count per hour]}``.
     """
-    from ..models import RefreshOutcomeCount
-
     now = now or timezone.now()
     current = _hour(now)
     starts = [current - timedelta(hours=h) for h in range(hours - 1, -1, -1)]
@@ -271,8 +267,6 @@ def outcome_history(*, hours: int = 24, now: datetime | None = None) -> dict[str
 def last_run() -> datetime | None:
     """When a scheduler run (beat task or cron command) last started, or ``None`` (one
     query)."""
-    from ..models import RefreshOutcomeCount
-
     return RefreshOutcomeCount.objects.filter(outcome="run").aggregate(last=Max("updated_at"))[
         "last"
     ]
@@ -280,8 +274,6 @@ def last_run() -> datetime | None:
 
 def prune_outcome_counts(*, now: datetime | None = None) -> int:
     """Delete hourly counts older than :data:`RETENTION`; return how many rows went."""
-    from ..models import RefreshOutcomeCount
-
     cutoff = _hour(now or timezone.now()) - RETENTION
     deleted, _ = RefreshOutcomeCount.objects.filter(hour__lt=cutoff).delete()
     return deleted

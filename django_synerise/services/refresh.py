@@ -46,15 +46,16 @@ from django.utils.dateparse import parse_datetime
 from .. import process_state, signals
 from ..conf import synerise_settings
 from ..exceptions import (
-    InvalidToken,
     SyneriseError,
     TokenDecryptionError,
+    TokenVerificationError,
     TransientUpstreamError,
 )
 from ..expressions import CaseByPk
 from ..models import ClientToken, TokenStatus
 from ..querysets import lease_free_q, retry_free_q
 from ..ratelimit import RateLimiter, refresh_rate_limiter
+from ..token_status import CLAIMABLE
 from . import halt
 from .outcomes import RefreshOutcome, prune_outcome_counts, record_refresh_batch, record_run
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
@@ -84,9 +85,10 @@ __all__ = [
     "split",
 ]
 
-#: No retry is scheduled later than this before a token's expiry (R-CONC-4: retries stop at
-#: ``exp - 2 min``, which also absorbs clock skew between Synerise and the database); past it
-#: the row moves to ``needs_login`` (Synerise refreshes only a token that is still valid).
+#: No retry is scheduled later than this before a token's expiry (X22 in docs/reliability.rst:
+#: retries stop at ``exp - 2 min``, which also absorbs clock skew between Synerise and the
+#: database); past it the row moves to ``needs_login`` (Synerise refreshes only a token that
+#: is still valid).
 EXPIRY_SAFETY = timedelta(seconds=120)
 #: Base and cap (seconds) of the exponential backoff used when no other value is given.
 DEFAULT_BACKOFF = 2.0
@@ -99,7 +101,7 @@ RETRY_SLACK = 0.5
 #: (``REFRESH_FLUSH_INTERVAL``).
 FLUSH_ANSWERS = 50
 
-_CLAIMABLE = (TokenStatus.ACTIVE, TokenStatus.REFRESHING)
+_CLAIMABLE = CLAIMABLE
 
 
 # --------------------------------------------------------------------------- results
@@ -243,30 +245,13 @@ def _batch_size(limit: int | None) -> int:
     return max(0, size)
 
 
-def _active_owner(now: datetime) -> Q:
-    """Owner active and seen within ``KEEPALIVE_IDLE`` (never-used tokens count from creation)."""
-    cutoff = now - timedelta(seconds=_seconds(synerise_settings.KEEPALIVE_IDLE))
-    recent = Q(last_used_at__gte=cutoff) | Q(last_used_at__isnull=True, created_at__gte=cutoff)
-    return Q(account__user__is_active=True) & recent
-
-
 def due_tokens(*, now: datetime | None = None) -> Any:
     """Queryset of the rows the pipeline should refresh now (nothing is locked).
 
-    Status ``active`` (or a ``refreshing`` row whose lease ran out: its worker died), lease
-    free, ``retry_at`` (backoff after a transient failure) unset or passed, ``refresh_at``
-    passed and ``expires_at`` not, owner active and seen within ``KEEPALIVE_IDLE``. Times
-    compare with the database clock.
+    :meth:`ClientToken.objects.due() <django_synerise.querysets.ClientTokenQuerySet.due>`,
+    the one definition of "due" (database clock unless ``now`` is given).
     """
-    now = now or timezone.now()
-    return ClientToken.objects.filter(
-        lease_free_q(),
-        retry_free_q(),
-        _active_owner(now),
-        status__in=_CLAIMABLE,
-        refresh_at__lte=Now(),
-        expires_at__gt=Now(),
-    )
+    return ClientToken.objects.due(now)
 
 
 def count_due_tokens() -> int:
@@ -655,7 +640,9 @@ def _refresh_rows(
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
             others.append(
                 _CallResult(
-                    row, error=InvalidToken("Token expired.", reason="expired"), attempted=False
+                    row,
+                    error=TokenVerificationError("Token expired.", reason="expired"),
+                    attempted=False,
                 )
             )
             continue
@@ -800,7 +787,7 @@ def _classify(result: _CallResult, now: datetime, delay: float, verdict: str | N
         return _Decision(
             result, RefreshOutcome.NEEDS_LOGIN, "decryption_failed", reason="decryption_failed"
         )
-    if isinstance(exc, InvalidToken) and not result.attempted:
+    if isinstance(exc, TokenVerificationError) and not result.attempted:
         return _Decision(result, RefreshOutcome.NEEDS_LOGIN, "expired", reason="expired")
     code = _error_code(exc)
     if halt.is_rejection(exc):
