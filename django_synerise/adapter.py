@@ -2,7 +2,8 @@
 
 Subclass :class:`DefaultSyneriseAdapter`, override the hooks you need and point
 ``SYNERISE["ADAPTER"]`` at your class (allauth style). :func:`get_adapter` returns an
-instance of the configured class.
+instance of the configured class (defined in :mod:`django_synerise.adapter_loader`, which the
+services use, so that this module and the services do not import each other in a cycle).
 """
 
 from __future__ import annotations
@@ -14,17 +15,22 @@ from typing import TYPE_CHECKING, Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import BaseUserManager
 from django.core.exceptions import FieldDoesNotExist
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext
 
+from .adapter_loader import get_adapter
+from .client import SyneriseClient, get_client
 from .conf import synerise_settings
 from .exceptions import SyneriseError
+from .messages import DEFAULT_ERROR_MESSAGES, GENERIC_CODE
+from .services.identity import subject_for
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
     from django.http import HttpRequest
 
-    from .client import SyneriseClient
     from .verification import TokenClaims
+
+__all__ = ["DefaultSyneriseAdapter", "get_adapter"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,16 +47,10 @@ class DefaultSyneriseAdapter:
     is already linked goes straight to its user; no hook runs.
     """
 
-    #: Messages per error code, shown to end users by views and forms. Override to reword.
-    error_messages: dict[str, Any] = {
-        "credentials_rejected": _("Invalid credentials."),
-        "account_inactive": _("This account is disabled."),
-        "login_required": _("Please sign in again."),
-        "invalid_token": _("Synerise returned a token that could not be accepted."),
-        "synerise_unavailable": _("Synerise is unavailable, please try again later."),
-        "synerise_bad_request": _("Synerise rejected the request."),
-        "account_conflict": _("This Synerise account cannot be linked to this user."),
-    }
+    #: Messages per error code, shown to end users: the API's error bodies
+    #: (:mod:`django_synerise.api.errors`) take their ``detail`` from :meth:`error_message`.
+    #: Override to reword (keys of :data:`django_synerise.messages.DEFAULT_ERROR_MESSAGES`).
+    error_messages: dict[str, Any] = dict(DEFAULT_ERROR_MESSAGES)
 
     def __init__(self, request: HttpRequest | None = None) -> None:
         self.request = request
@@ -62,8 +62,6 @@ class DefaultSyneriseAdapter:
 
         Override to use another client (a subclass, different credentials, a test double).
         """
-        from .client import get_client
-
         return get_client()
 
     def fetch_profile(
@@ -202,8 +200,6 @@ class DefaultSyneriseAdapter:
         Override to add claims (keep ``sub``); ``iss``, ``aud``, ``iat``, ``exp`` and ``jti``
         are set by the minting and cannot be overridden here.
         """
-        from .services.identity import subject_for
-
         claims: dict[str, Any] = {"sub": subject_for(user)}
         for claim, attribute in (
             ("email", "email"),
@@ -218,15 +214,16 @@ class DefaultSyneriseAdapter:
     # ------------------------------------------------------------------ messages
 
     def error_message(self, code: str) -> str:
-        """Return the end-user message for an error ``code`` (a generic one when unknown)."""
-        message = self.error_messages.get(code) or self.error_messages["credentials_rejected"]
-        return str(message)
+        """Return the end-user message for an error ``code``, translated.
 
-
-def get_adapter(request: HttpRequest | None = None) -> DefaultSyneriseAdapter:
-    """Return an instance of the ``SYNERISE["ADAPTER"]`` class for ``request``.
-
-    :raises ImproperlyConfigured: when the dotted path cannot be imported.
-    """
-    adapter_class: type[DefaultSyneriseAdapter] = synerise_settings.import_setting("ADAPTER")
-    return adapter_class(request)
+        Looks in :attr:`error_messages`, then in the package defaults (so an override that
+        lists only the codes it rewords keeps the others); an unknown code gets the generic
+        ``credentials_rejected`` message, so a message never reveals why a sign-in failed.
+        """
+        message = (
+            self.error_messages.get(code)
+            or DEFAULT_ERROR_MESSAGES.get(code)
+            or self.error_messages.get(GENERIC_CODE)
+            or DEFAULT_ERROR_MESSAGES[GENERIC_CODE]
+        )
+        return gettext(str(message))

@@ -31,8 +31,11 @@ from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_POST
 
 from .crypto import key_index
+from .dashboard import dashboard_context
 from .exceptions import SyneriseError, TokenDecryptionError
 from .models import ClientToken, SyneriseAccount, TokenStatus
+from .services import connect_users, refresh_now, revoke_tokens
+from .services.halt import current_halt
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +173,6 @@ class _OperateMixin(_MixinBase):
         return request.user.has_perm(f"{opts.app_label}.change_{opts.model_name}")
 
     def _revoke(self, request: HttpRequest, token_ids: list[int]) -> None:
-        from django_synerise.services import revoke_tokens
-
         count = revoke_tokens(token_ids, reason="admin")
         self.message_user(
             request,
@@ -227,8 +228,6 @@ class _OperateMixin(_MixinBase):
         )
 
     def _refresh(self, request: HttpRequest, token_ids: list[int]) -> None:
-        from django_synerise.services import refresh_now
-
         try:
             report = refresh_now(token_ids)
         except SyneriseError as exc:
@@ -372,8 +371,6 @@ class ClientTokenAdmin(_OperateMixin, _ClientTokenModelAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: Any = None) -> Any:
         """The token list; warns on top while background refresh is halted."""
-        from .services.halt import current_halt
-
         halt = current_halt()
         if halt is not None:
             self.message_user(
@@ -452,8 +449,6 @@ class ClientTokenAdmin(_OperateMixin, _ClientTokenModelAdmin):
 
     def dashboard_view(self, request: HttpRequest) -> HttpResponse:
         """The token dashboard (needs the view permission of client tokens)."""
-        from .dashboard import dashboard_context
-
         if not self.has_view_permission(request):
             raise PermissionDenied
         context = {
@@ -685,8 +680,6 @@ def connect_to_synerise(modeladmin: Any, request: HttpRequest, queryset: QuerySe
     ``REFRESH_RATE_LIMIT``); users Synerise could not take now stay pending and are retried
     by the beat entry. Inactive users are skipped.
     """
-    from django_synerise.services import connect_users
-
     ids = list(queryset.values_list("pk", flat=True))
     try:
         report = connect_users(user_ids=ids)

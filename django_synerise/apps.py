@@ -15,7 +15,7 @@ class DjangoSyneriseConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, receivers
+        from . import checks, receivers  # Django's app loading: need the app registry
 
         checks.register_checks()
         receivers.connect()

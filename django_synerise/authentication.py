@@ -5,12 +5,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.core.exceptions import ObjectDoesNotExist
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
 
+from . import verification
 from .conf import synerise_settings
-from .exceptions import InvalidToken
+from .exceptions import TokenVerificationError
+from .services.activity import account_for_client_id, touch_token_activity
+from .services.tokens import check_business_profile, check_presented_token
 
 __all__ = ["SyneriseTokenAuthentication"]
 
@@ -33,7 +37,8 @@ class SyneriseTokenAuthentication(BaseAuthentication):
        :func:`django_synerise.services.account_for_client_id`, one query with the token row);
     5. its business profile (``bpi``) equals ``BUSINESS_PROFILE_ID`` or, when that is unset,
        the one stored on the account at login — Synerise's signing key is shared by all
-       workspaces, so this is what makes it *our* token;
+       workspaces, so this is what makes it *our* token (the rule of
+       :func:`django_synerise.services.check_business_profile`, ``presented=True``);
     6. the account's stored token row is not revoked / needs_login (logout and
        deactivation take effect immediately);
     7. it *is* the stored token, or the token that one replaced within
@@ -78,14 +83,10 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         :raises django_synerise.exceptions.TransientUpstreamError: the public key could not
             be fetched.
         """
-        from . import verification
-        from .services.activity import account_for_client_id, touch_token_activity
-        from .services.tokens import check_presented_token
-
         try:
             verification.check_token_shape(token)
             claims = verification.verify_token(token)
-        except InvalidToken as exc:
+        except TokenVerificationError as exc:
             raise self._failed(exc.reason) from None
         if claims.is_anonymous:
             raise self._failed("anonymous")
@@ -93,15 +94,16 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         if account is None:
             raise self._failed("unknown_client")
         user = account.user
-        expected = synerise_settings.BUSINESS_PROFILE_ID or account.business_profile_id
-        if not expected or str(claims.business_profile_id or "") != str(expected):
-            raise self._failed("business_profile")
+        try:
+            check_business_profile(claims, account, presented=True)
+        except TokenVerificationError as exc:
+            raise self._failed(exc.reason) from None
         stored = _stored_token(account)
         if stored is None or stored.status not in _USABLE_STATUSES:
             raise self._failed("token_not_usable")
         try:
             check_presented_token(stored, token)
-        except InvalidToken as exc:
+        except TokenVerificationError as exc:
             raise self._failed(exc.reason) from None
         touch_token_activity(stored.pk, last_used_at=stored.last_used_at)
         return user, claims
@@ -117,8 +119,6 @@ class SyneriseTokenAuthentication(BaseAuthentication):
 
 
 def _stored_token(account: Any) -> Any:
-    from django.core.exceptions import ObjectDoesNotExist
-
     try:
         return account.token
     except ObjectDoesNotExist:

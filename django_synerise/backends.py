@@ -15,16 +15,19 @@ from django.utils.decorators import method_decorator
 from django.utils.module_loading import import_string
 from django.views.decorators.debug import sensitive_variables
 
-from . import throttle
+from . import services, throttle
 from .conf import synerise_settings
 from .exceptions import (
     AccountInactive,
     BadRequest,
     ConditionalAuthFailed,
     CredentialsRejected,
-    InvalidToken,
     SyneriseError,
+    TokenVerificationError,
 )
+from .models import SyneriseAccount
+from .providers import SOCIAL_PROVIDERS
+from .services.login import AccountConflict
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -33,7 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 #: Providers that sign in with a provider token instead of a password.
-TOKEN_PROVIDERS = frozenset({"GOOGLE", "APPLE", "FACEBOOK", "OAUTH"})
+TOKEN_PROVIDERS = SOCIAL_PROVIDERS
 
 #: Values of ``SYNERISE["UPSTREAM_PASSWORDS"]``, narrowest first.
 UPSTREAM_PASSWORD_POLICIES = ("linked", "non_local", "non_staff", "all")
@@ -119,8 +122,6 @@ class SyneriseBackend(BaseBackend):
         if not verdict.allowed:
             logger.info("Synerise backend: sign-in throttled (%s)", verdict.scope)
             return None
-        from . import services
-        from .services.login import AccountConflict
 
         try:
             result = services.login(request=request, uuid=uuid, device_id=device_id, **credentials)
@@ -136,7 +137,7 @@ class SyneriseBackend(BaseBackend):
             if identifier is not None and self.rejection_is_final():
                 raise PermissionDenied from None
             return None
-        except (BadRequest, InvalidToken, AccountConflict) as exc:
+        except (BadRequest, TokenVerificationError, AccountConflict) as exc:
             logger.info("Synerise backend: sign-in refused (%s)", type(exc).__name__)
             return None
         except (SyneriseError, requests.RequestException) as exc:
@@ -273,8 +274,6 @@ def local_users_for(identifier: str) -> list[Any]:
 
 
 def _linked_account_exists(identifier: str) -> bool:
-    from .models import SyneriseAccount
-
     value = identifier.strip()
     return SyneriseAccount.objects.filter(Q(email__iexact=value) | Q(custom_id=value)).exists()
 

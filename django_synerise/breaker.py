@@ -28,7 +28,6 @@ needs no shared store and keeps a broken cache from blocking logins.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 import weakref
@@ -36,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from . import process_state
 from .conf import synerise_settings
 from .exceptions import BadResponse, CircuitOpen, SyneriseUnavailable, UpstreamError
 
@@ -369,11 +369,11 @@ def reset_breakers() -> None:
 
 
 def _reinit_after_fork() -> None:
+    """New locks for the registry and every breaker (the counters carry over)."""
     global _registry_lock
     _registry_lock = threading.Lock()
     for breaker in list(_instances):
         breaker._after_fork()
 
 
-if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
-    os.register_at_fork(after_in_child=_reinit_after_fork)
+process_state.register("breaker.registry", after_fork=_reinit_after_fork, reset=reset_breakers)

@@ -16,12 +16,12 @@ use it; it has ``REFRESH_CONCURRENCY``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
+from . import process_state
 from .conf import synerise_settings
 from .exceptions import SyneriseBusy
 
@@ -145,5 +145,4 @@ def interactive_call() -> AbstractContextManager[None]:
     return _interactive.slot()
 
 
-if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
-    os.register_at_fork(after_in_child=_interactive._after_fork)
+process_state.register("bulkhead.interactive", after_fork=_interactive._after_fork)

@@ -1197,48 +1197,71 @@ MIN_WEB_SDK_LIFETIME, MAX_WEB_SDK_LIFETIME = 60, 3600
 TRACKER_MIDDLEWARE = "django_synerise.middleware.SyneriseTrackerMiddleware"
 
 
-def _check_client_flow() -> list[CheckMessage]:
-    """E100-E105, W100: conditional login, tracking code and Web SDK token settings."""
+def _tracker_key_problem(value: Any) -> str | None:
+    """Why ``TRACKER_KEY`` is unusable, or ``None`` (``None`` itself is allowed: no tracker)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        return f"expected a string, got {type(value).__name__}"
+    if not _TRACKER_KEY_RE.match(value):
+        return "use letters, digits, '-' and '_' only (at most 128)"
+    return None
+
+
+def _tracker_domain_problem(value: Any) -> str | None:
+    """Why ``TRACKER_DOMAIN`` is unusable, or ``None`` (https, or http on a loopback host)."""
+    problem = _base_url_problem(value)
+    if problem is None:
+        parts = urlsplit(value)
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            problem = "use https:// (http:// only for a loopback test server)"
+    return problem
+
+
+def _web_sdk_lifetime_problem(value: Any) -> str | None:
+    """Why ``WEB_SDK_TOKEN_LIFETIME`` is unusable, or ``None`` (an int within the bounds)."""
+    if not _is_int(value):
+        return f"expected an int, got {type(value).__name__}"
+    if not MIN_WEB_SDK_LIFETIME <= value <= MAX_WEB_SDK_LIFETIME:
+        return f"it must be between {MIN_WEB_SDK_LIFETIME} and {MAX_WEB_SDK_LIFETIME}"
+    return None
+
+
+def _check_web_sdk_key(tracker_key: Any) -> list[CheckMessage]:
+    """E104, W100: a usable ``WEB_SDK_SIGNING_KEY``, and a tracker to use it with."""
     from .web_sdk import signing_key_problem
 
+    key = _get("WEB_SDK_SIGNING_KEY")
+    if key is None:
+        return []
+    problem = signing_key_problem(key)
+    if problem:
+        return [_message("E104", obj=_obj("WEB_SDK_SIGNING_KEY"), problem=problem)]
+    if tracker_key is None:
+        return [_message("W100", obj=_obj("WEB_SDK_SIGNING_KEY"))]
+    return []
+
+
+def _check_client_flow() -> list[CheckMessage]:
+    """E100-E105, W100: conditional login, tracking code and Web SDK token settings."""
     messages: list[CheckMessage] = []
     conditional = _get("CONDITIONAL_LOGIN")
     if not isinstance(conditional, bool):
         messages.append(_message("E100", obj=_obj("CONDITIONAL_LOGIN"), value=conditional))
     tracker_key = _get("TRACKER_KEY")
-    if tracker_key is not None:
-        problem = None
-        if not isinstance(tracker_key, str):
-            problem = f"expected a string, got {type(tracker_key).__name__}"
-        elif not _TRACKER_KEY_RE.match(tracker_key):
-            problem = "use letters, digits, '-' and '_' only (at most 128)"
-        if problem:
-            messages.append(_message("E101", obj=_obj("TRACKER_KEY"), problem=problem))
+    problem = _tracker_key_problem(tracker_key)
+    if problem:
+        messages.append(_message("E101", obj=_obj("TRACKER_KEY"), problem=problem))
     domain = _get("TRACKER_DOMAIN")
-    problem = _base_url_problem(domain)
-    if problem is None:
-        parts = urlsplit(domain)
-        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
-            problem = "use https:// (http:// only for a loopback test server)"
+    problem = _tracker_domain_problem(domain)
     if problem:
         messages.append(_message("E102", obj=_obj("TRACKER_DOMAIN"), value=domain, problem=problem))
     cookie = _get("TRACKER_UUID_COOKIE")
     if not isinstance(cookie, bool):
         messages.append(_message("E103", obj=_obj("TRACKER_UUID_COOKIE"), value=cookie))
-    key = _get("WEB_SDK_SIGNING_KEY")
-    if key is not None:
-        problem = signing_key_problem(key)
-        if problem:
-            messages.append(_message("E104", obj=_obj("WEB_SDK_SIGNING_KEY"), problem=problem))
-        elif tracker_key is None:
-            messages.append(_message("W100", obj=_obj("WEB_SDK_SIGNING_KEY")))
+    messages.extend(_check_web_sdk_key(tracker_key))
     lifetime = _get("WEB_SDK_TOKEN_LIFETIME")
-    if not _is_int(lifetime):
-        problem = f"expected an int, got {type(lifetime).__name__}"
-    elif not MIN_WEB_SDK_LIFETIME <= lifetime <= MAX_WEB_SDK_LIFETIME:
-        problem = f"it must be between {MIN_WEB_SDK_LIFETIME} and {MAX_WEB_SDK_LIFETIME}"
-    else:
-        problem = None
+    problem = _web_sdk_lifetime_problem(lifetime)
     if problem:
         messages.append(
             _message("E105", obj=_obj("WEB_SDK_TOKEN_LIFETIME"), value=lifetime, problem=problem)

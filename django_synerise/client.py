@@ -22,7 +22,6 @@ import contextlib
 import email.utils
 import json
 import logging
-import os
 import re
 import threading
 import time
@@ -32,13 +31,15 @@ from datetime import datetime, timezone
 from typing import Any, TypeGuard, TypeVar
 
 import requests
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from requests.adapters import HTTPAdapter
 from requests.auth import AuthBase
 from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
 
-from . import __version__, metrics
+from . import __version__, metrics, process_state
 from .breaker import CircuitBreaker, get_breaker
 from .conf import synerise_settings
 from .conversions import timeout_pair
@@ -46,7 +47,7 @@ from .exceptions import (
     BadRequest,
     BadResponse,
     CredentialsRejected,
-    FieldError,
+    FieldErrorDetail,
     RateLimited,
     SyneriseConfigurationError,
     SyneriseUnavailable,
@@ -168,24 +169,29 @@ def get_session() -> requests.Session:
     """Return this thread's pooled session, creating it on first use and after a fork.
 
     Sessions are never shared between threads or processes (requests' ``Session`` is not
-    thread-safe and its sockets must not cross a ``fork``).
+    thread-safe and its sockets must not cross a ``fork``): each records the
+    :func:`~django_synerise.process_state.generation` it was made in.
     """
-    pid = os.getpid()
+    generation = process_state.generation()
     session: requests.Session | None = getattr(_local, "session", None)
-    if session is None or getattr(_local, "pid", None) != pid:
+    if session is None or getattr(_local, "generation", None) != generation:
         session = _new_session()
         _local.session = session
-        _local.pid = pid
+        _local.generation = generation
     return session
 
 
 def close_session() -> None:
-    """Close and forget this thread's session (tests, thread pools that shut down)."""
+    """Close and forget this thread's session (tests, thread pools that shut down).
+
+    A session inherited from the parent process is forgotten, never closed (its sockets are
+    the parent's).
+    """
     session: requests.Session | None = getattr(_local, "session", None)
-    if session is not None and getattr(_local, "pid", None) == os.getpid():
+    if session is not None and getattr(_local, "generation", None) == process_state.generation():
         session.close()
     _local.session = None
-    _local.pid = None
+    _local.generation = None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -801,7 +807,7 @@ def _error_fields(response: _Response) -> dict[str, Any]:
             item_message = item.get("message") or item.get("defaultMessage") or ""
             item_code = item.get("code")
             fields["field_errors"].append(
-                FieldError(
+                FieldErrorDetail(
                     field=_short(field_name) if isinstance(field_name, str) else None,
                     message=(_short(item_message) or "") if isinstance(item_message, str) else "",
                     code=item_code
@@ -830,9 +836,6 @@ def _parse_object(response: _Response) -> dict[str, Any]:
 
 def _parse_pem(response: _Response) -> str:
     """Parse ``/v4/public.pem``. :raises BadResponse: not a loadable RSA public key."""
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-    from cryptography.hazmat.primitives.serialization import load_pem_public_key
-
     status = response.status
     mime = (response.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
     if mime in {"text/html", "application/xhtml+xml"}:
@@ -893,6 +896,16 @@ _default_client: SyneriseClient | None = None
 _default_lock = threading.Lock()
 
 
+def _forget_default_client() -> None:
+    global _default_client
+    _default_client = None
+
+
+def _new_default_lock() -> None:
+    global _default_lock
+    _default_lock = threading.Lock()
+
+
 def get_client() -> SyneriseClient:
     """Return the default client (reads live settings; shared, thread-safe).
 
@@ -904,3 +917,9 @@ def get_client() -> SyneriseClient:
             if _default_client is None:
                 _default_client = SyneriseClient()
     return _default_client
+
+
+process_state.register("client.sessions", reset=close_session)
+process_state.register(
+    "client.default_client", after_fork=_new_default_lock, reset=_forget_default_client
+)

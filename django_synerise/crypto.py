@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 
+from . import process_state
 from .conf import synerise_settings
 from .exceptions import SyneriseConfigurationError, TokenDecryptionError
 
@@ -119,6 +120,19 @@ def _keyring() -> _Keyring:
             _cache.clear()
         _cache[keys] = ring
     return ring
+
+
+def _clear_keyrings() -> None:
+    with _cache_lock:
+        _cache.clear()
+
+
+def _new_cache_lock() -> None:
+    global _cache_lock
+    _cache_lock = threading.Lock()
+
+
+process_state.register("crypto.keyrings", after_fork=_new_cache_lock, reset=_clear_keyrings)
 
 
 def get_multifernet() -> MultiFernet:

@@ -16,6 +16,11 @@ from typing import Any
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from .models import TokenStatus
+from .services.halt import current_halt
+from .services.outcomes import OUTCOMES, last_run, outcome_history
+from .services.status import breaker_states, expiry_histogram, fleet_counts
+
 __all__ = ["OUTCOME_COLORS", "Bar", "bar_chart", "dashboard_context"]
 
 #: Colour of each refresh outcome in the charts and legends.
@@ -116,11 +121,6 @@ def dashboard_context(*, now: datetime | None = None) -> dict[str, Any]:
     ``outcome_totals`` (``[(key, label, count, colour)]``), ``runs_24h``, ``last_run``,
     ``breakers`` (this process's breakers) and ``now``.
     """
-    from .models import TokenStatus
-    from .services.halt import current_halt
-    from .services.outcomes import OUTCOMES, last_run, outcome_history
-    from .services.status import breaker_states, expiry_histogram, fleet_counts
-
     now = now or timezone.now()
     counts = fleet_counts()
     expiry = expiry_histogram(now=now)

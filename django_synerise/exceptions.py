@@ -7,13 +7,17 @@ holds a token, a password or the API key in its message.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 
 @dataclass(frozen=True)
-class FieldError:
-    """One entry of a Spring-style ``errors`` list (``field``, ``message``, ``code``)."""
+class FieldErrorDetail:
+    """One entry of a Spring-style ``errors`` list (``field``, ``message``, ``code``).
+
+    Formerly ``FieldError`` (deprecated alias for one release).
+    """
 
     field: str | None
     message: str
@@ -60,7 +64,7 @@ class UpstreamError(SyneriseError):
         error: str | None = None,
         error_code: str | None = None,
         path: str | None = None,
-        field_errors: list[FieldError] | None = None,
+        field_errors: list[FieldErrorDetail] | None = None,
         code: str | None = None,
     ) -> None:
         super().__init__(message, code=code)
@@ -141,8 +145,11 @@ class BadRequest(UpstreamError):
 # --------------------------------------------------------------------------- tokens
 
 
-class InvalidToken(SyneriseError):
-    """A token failed verification (``reason`` says why: expired, signature, malformed...)."""
+class TokenVerificationError(SyneriseError):
+    """A token failed verification (``reason`` says why: expired, signature, malformed...).
+
+    Formerly ``InvalidToken`` (deprecated alias for one release).
+    """
 
     default_code = "invalid_token"
     default_message = "The token is invalid."
@@ -207,3 +214,28 @@ class ConditionalAuthFailed(SyneriseError):
         super().__init__(f"Conditional login: {status}", code=CONDITIONAL_CODES.get(status))
         self.status = status
         self.conditions = list(conditions or [])
+
+
+# --------------------------------------------------------------------------- deprecated names
+
+#: Old name -> new name; the old names resolve, with a ``DeprecationWarning``, for one release
+#: (they collided with ``django.core.exceptions.FieldError``, PyJWT's ``InvalidTokenError`` and
+#: ``cryptography.fernet.InvalidToken``).
+_DEPRECATED_NAMES = {
+    "FieldError": "FieldErrorDetail",
+    "InvalidToken": "TokenVerificationError",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve a deprecated name to its new class, warning once per access site."""
+    new = _DEPRECATED_NAMES.get(name)
+    if new is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    warnings.warn(
+        f"django_synerise.exceptions.{name} is deprecated; use {new} (removed in the next "
+        "release).",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return globals()[new]

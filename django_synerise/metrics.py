@@ -30,6 +30,11 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from django.db import connections
+from django.http import HttpResponse
+
+from .token_status import TokenStatus
+
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
     from prometheus_client.metrics_core import Metric
@@ -204,23 +209,20 @@ class FleetCollector:
             now = time.monotonic()
             if self._cached is not None and now - self._cached[0] < self.cache_seconds:
                 return self._cached[1]
+            # The HTTP client imports this module; the services need the app registry.
             from .services.status import fleet_counts
 
             try:
                 counts = fleet_counts()
             finally:
                 if self.close_connections:
-                    from django.db import connections
-
                     connections.close_all()
             self._cached = (time.monotonic(), counts)
             return counts
 
     def collect(self) -> Iterator[Any]:
         """Yield the three gauge families."""
-        from prometheus_client.core import GaugeMetricFamily
-
-        from .models import TokenStatus
+        from prometheus_client.core import GaugeMetricFamily  # optional extra: [prometheus]
 
         counts = self.snapshot()
         tokens = GaugeMetricFamily(
@@ -286,8 +288,6 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     It has no access control of its own: mount it on an internal host or path, or wrap it
     (see :doc:`/operations`). Answers 501 without ``prometheus_client``.
     """
-    from django.http import HttpResponse
-
     global _view_registry
     try:
         import prometheus_client

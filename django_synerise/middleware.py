@@ -11,6 +11,8 @@ from django.contrib.auth import SESSION_KEY
 from django.db import DatabaseError
 
 from .conf import synerise_settings
+from .profile_uuid import pending_profile_uuid, set_tracker_cookies
+from .services.activity import touch_activity
 
 if TYPE_CHECKING:
     from django.http import HttpRequest, HttpResponse
@@ -51,7 +53,6 @@ class SyneriseActivityMiddleware:
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
             return
-        from .services.activity import touch_activity
 
         try:
             touch_activity(user)
@@ -84,8 +85,6 @@ class SyneriseTrackerMiddleware:
 
     def reset_tracker(self, request: HttpRequest, response: HttpResponse) -> None:
         """Set the tracker cookies on ``response`` when ``request`` made a session login."""
-        from .profile_uuid import pending_profile_uuid, set_tracker_cookies
-
         value = pending_profile_uuid(request)
         if value is None or not synerise_settings.TRACKER_UUID_COOKIE:
             return

@@ -14,32 +14,20 @@ from django.utils.translation import gettext_lazy as _
 
 from .crypto import decrypt_token, encrypt_token, token_fingerprint
 from .exceptions import TokenDecryptionError
+from .providers import PROVIDER_LABELS
 from .querysets import AccountQuerySet, ClientTokenQuerySet
+from .token_status import TokenStatus as TokenStatus  # re-exported
 
-
-class IdentityProvider(models.TextChoices):
-    """How the Synerise client signed in (the ``identityProvider`` of the login call)."""
-
-    SYNERISE = "SYNERISE", _("Synerise (email or custom id and password)")
-    GOOGLE = "GOOGLE", _("Google")
-    APPLE = "APPLE", _("Apple")
-    FACEBOOK = "FACEBOOK", _("Facebook")
-    OAUTH = "OAUTH", _("OAuth")
-
-
-class TokenStatus(models.TextChoices):
-    """Lifecycle state of a stored client token.
-
-    ``active`` tokens are kept alive by the refresh pipeline; ``refreshing`` rows are leased
-    by a worker; ``needs_login`` means Synerise can no longer refresh the token (expired,
-    rejected or undecryptable) and the user must sign in again; ``revoked`` tokens were ended
-    locally (logout, deactivation, admin) and their ciphertext is cleared.
-    """
-
-    ACTIVE = "active", _("Active")
-    REFRESHING = "refreshing", _("Refreshing")
-    NEEDS_LOGIN = "needs_login", _("Needs login")
-    REVOKED = "revoked", _("Revoked")
+#: How the Synerise client signed in (the ``identityProvider`` of the login call), built from
+#: :data:`django_synerise.providers.PROVIDER_LABELS`, the one provider registry.
+IdentityProvider = models.TextChoices(  # type: ignore[call-overload]
+    "IdentityProvider",
+    [(value, (value, _(label))) for value, label in PROVIDER_LABELS.items()],
+)
+IdentityProvider.__doc__ = (
+    "How the Synerise client signed in (the ``identityProvider`` of the login call)."
+)
+IdentityProvider.__module__ = __name__
 
 
 class SyneriseAccount(models.Model):
@@ -241,7 +229,8 @@ class ClientToken(models.Model):
         verbose_name = _("Synerise client token")
         verbose_name_plural = _("Synerise client tokens")
         indexes = [
-            # Serves ClientTokenQuerySet.due(): status = 'active' AND refresh_at <= now.
+            # Serves ClientTokenQuerySet.due() (the refresh pipeline's "due"):
+            # status IN ('active', 'refreshing') AND refresh_at <= now.
             models.Index(fields=["status", "refresh_at"], name="synerise_token_due_idx"),
         ]
 

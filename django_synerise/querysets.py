@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from .conf import synerise_settings
 from .conversions import to_timedelta
+from .token_status import CLAIMABLE, TokenStatus
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -30,6 +31,20 @@ def retry_free_q(now: datetime | Now | None = None) -> Q:
     """The condition "no backoff pending": no ``retry_at``, or one that passed by ``now``
     (default: the database's clock)."""
     return Q(retry_at__isnull=True) | Q(retry_at__lte=Now() if now is None else now)
+
+
+def recent_activity_q(idle: float | timedelta, now: datetime) -> Q:
+    """The condition "used within ``idle`` before ``now``" (a token never used since it was
+    stored counts from its ``created_at``)."""
+    cutoff = now - to_timedelta(idle)
+    return Q(last_used_at__gte=cutoff) | Q(last_used_at__isnull=True, created_at__gte=cutoff)
+
+
+def active_owner_q(now: datetime) -> Q:
+    """The condition "owner active and seen within ``KEEPALIVE_IDLE`` before ``now``"."""
+    return Q(account__user__is_active=True) & recent_activity_q(
+        synerise_settings.KEEPALIVE_IDLE, now
+    )
 
 
 class AccountQuerySet(models.QuerySet["SyneriseAccount"]):
@@ -57,20 +72,14 @@ class ClientTokenQuerySet(models.QuerySet["ClientToken"]):
 
     def active(self) -> ClientTokenQuerySet:
         """Tokens in status ``active``."""
-        from .models import TokenStatus
-
         return self.filter(status=TokenStatus.ACTIVE)
 
     def needing_login(self) -> ClientTokenQuerySet:
         """Tokens Synerise can no longer refresh (status ``needs_login``)."""
-        from .models import TokenStatus
-
         return self.filter(status=TokenStatus.NEEDS_LOGIN)
 
     def revoked(self) -> ClientTokenQuerySet:
         """Tokens ended locally (status ``revoked``)."""
-        from .models import TokenStatus
-
         return self.filter(status=TokenStatus.REVOKED)
 
     def lease_free(self, now: datetime | None = None) -> ClientTokenQuerySet:
@@ -82,26 +91,30 @@ class ClientTokenQuerySet(models.QuerySet["ClientToken"]):
         return self.filter(expires_at__lte=now or timezone.now())
 
     def due(self, now: datetime | None = None) -> ClientTokenQuerySet:
-        """Tokens the refresh pipeline should refresh at ``now``.
+        """The rows the refresh pipeline should refresh: the one definition of "due".
 
-        Status ``active``, ``refresh_at <= now``, lease free, past any ``retry_at`` and not
-        yet expired (Synerise
-        refuses to refresh an expired token). Served by the ``(status, refresh_at)`` index.
-        Combine with :meth:`with_recent_activity` to skip idle users.
+        Status ``active`` (or ``refreshing`` whose lease ran out: its worker died), lease
+        free, ``retry_at`` (backoff after a transient failure) unset or passed,
+        ``refresh_at`` passed and ``expires_at`` not (Synerise refuses to refresh an expired
+        token), owner active and seen within ``KEEPALIVE_IDLE``. Times compare with the
+        database clock, the one every worker shares; pass ``now`` to ask what is due at that
+        instant instead. Served by the ``(status, refresh_at)`` index. Nothing is locked:
+        :func:`django_synerise.services.claim_due_tokens` claims from this set.
         """
-        now = now or timezone.now()
-        return (
-            self.active()
-            .lease_free(now)
-            .filter(retry_free_q(now), refresh_at__lte=now, expires_at__gt=now)
+        clock: datetime | Now = Now() if now is None else now
+        return self.filter(
+            lease_free_q(clock),
+            retry_free_q(clock),
+            active_owner_q(now or timezone.now()),
+            status__in=CLAIMABLE,
+            refresh_at__lte=clock,
+            expires_at__gt=clock,
         )
 
     def expiring_soon(
         self, within: float | timedelta | None = None, *, now: datetime | None = None
     ) -> ClientTokenQuerySet:
         """Active or refreshing tokens expiring within ``within`` (default ``REFRESH_MARGIN``)."""
-        from .models import TokenStatus
-
         now = now or timezone.now()
         window = to_timedelta(synerise_settings.REFRESH_MARGIN if within is None else within)
         return self.filter(
@@ -117,11 +130,8 @@ class ClientTokenQuerySet(models.QuerySet["ClientToken"]):
 
         A token never used since it was stored counts from its ``created_at``.
         """
-        now = now or timezone.now()
-        cutoff = now - to_timedelta(synerise_settings.KEEPALIVE_IDLE if idle is None else idle)
-        return self.filter(
-            Q(last_used_at__gte=cutoff) | Q(last_used_at__isnull=True, created_at__gte=cutoff)
-        )
+        window = synerise_settings.KEEPALIVE_IDLE if idle is None else idle
+        return self.filter(recent_activity_q(window, now or timezone.now()))
 
     def for_user(self, user: AbstractBaseUser) -> ClientTokenQuerySet:
         """The token of ``user`` (zero or one)."""

@@ -45,6 +45,7 @@ from dataclasses import dataclass
 
 from django.core.cache import caches
 
+from . import process_state
 from .conf import synerise_settings
 
 __all__ = ["RateLimiter", "refresh_rate_limiter"]
@@ -186,3 +187,16 @@ def _may_warn() -> bool:
             return False
         _warned_at = now
         return True
+
+
+def _forget_warnings() -> None:
+    global _warned_at
+    _warned_at = 0.0
+
+
+def _new_warn_lock() -> None:
+    global _warn_lock
+    _warn_lock = threading.Lock()
+
+
+process_state.register("ratelimit.warnings", after_fork=_new_warn_lock, reset=_forget_warnings)

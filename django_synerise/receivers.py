@@ -11,6 +11,13 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.signals import user_logged_in
 from django.db.models.signals import post_save, pre_delete
 
+from .conf import synerise_settings
+from .models import IdentityProvider, TokenStatus
+from .services.connect import request_connection
+from .services.identity import identity_provider_enabled
+from .services.tokens import get_token_for, logout
+from .signals import token_expired
+
 logger = logging.getLogger(__name__)
 
 _UID_POST_SAVE = "django_synerise.revoke_on_deactivate"
@@ -29,7 +36,6 @@ def revoke_on_deactivate(sender: Any, instance: Any, created: bool = False, **kw
     """
     if created or getattr(instance, "is_active", True) or kwargs.get("raw"):
         return
-    from .services.tokens import logout
 
     logout(instance, reason="inactive", end_sessions=False)
 
@@ -38,8 +44,6 @@ def revoke_on_delete(sender: Any, instance: Any, **kwargs: Any) -> None:
     """Revoke the token of a user about to be deleted (reason ``deleted``), so
     ``token_revoked`` receivers hear about it before the row cascades away. Sessions are left
     to Django: a deleted user's sessions no longer authenticate anybody."""
-    from .services.tokens import logout
-
     logout(instance, reason="deleted", end_sessions=False)
 
 
@@ -52,16 +56,9 @@ def connect_on_login(sender: Any, request: Any = None, user: Any = None, **kwarg
     commit (see :func:`~django_synerise.services.request_connection`); any error here is
     logged and swallowed so the site login always succeeds.
     """
-    from .conf import synerise_settings
-
     if not synerise_settings.CONNECT_ON_LOGIN or user is None or not user.is_active:
         return
     try:
-        from .models import TokenStatus
-        from .services.connect import request_connection
-        from .services.identity import identity_provider_enabled
-        from .services.tokens import get_token_for
-
         if not identity_provider_enabled():
             return
         row = get_token_for(user)
@@ -82,14 +79,9 @@ def reconnect_on_needs_login(
     request_connection` (pending, Celery task after commit, beat retries with backoff and
     the refresh rate limit), so the customer never has to sign in again for Synerise's sake.
     """
-    from .models import IdentityProvider
-
     if account is None or account.identity_provider != IdentityProvider.OAUTH:
         return
     try:
-        from .services.connect import request_connection
-        from .services.identity import identity_provider_enabled
-
         if not identity_provider_enabled():
             return
         user_model = get_user_model()
@@ -102,8 +94,6 @@ def reconnect_on_needs_login(
 
 def connect() -> None:
     """Connect the receivers to the configured user model (called from ``AppConfig.ready``)."""
-    from .signals import token_expired
-
     user_model = get_user_model()
     post_save.connect(revoke_on_deactivate, sender=user_model, dispatch_uid=_UID_POST_SAVE)
     pre_delete.connect(revoke_on_delete, sender=user_model, dispatch_uid=_UID_PRE_DELETE)

@@ -20,6 +20,10 @@
 Every task sets ``acks_late`` and ``reject_on_worker_lost``: a killed worker's message is
 delivered again, which is safe because claims and writes are fenced by the database.
 On Redis keep ``visibility_timeout`` above :data:`TIME_LIMIT` and ``RETRY_AFTER_MAX``.
+
+The services are imported inside each task, not at the top: Celery may import this module
+(task discovery, a project's ``celery.py``) before Django's app registry is ready, and the
+services need the models.
 """
 
 from __future__ import annotations

@@ -47,7 +47,9 @@ from typing import Any
 
 from django.core.cache import caches
 from django.utils.crypto import salted_hmac
+from rest_framework.settings import api_settings
 
+from . import process_state
 from .conf import DEFAULTS, synerise_settings
 
 __all__ = [
@@ -139,8 +141,6 @@ def client_ip(request: Any) -> str:
     ``X-Forwarded-For``. Unlike DRF's ``get_ident``, ``NUM_PROXIES = None`` (DRF's default)
     means *no* trusted proxy: a client-supplied ``X-Forwarded-For`` is never believed.
     """
-    from rest_framework.settings import api_settings
-
     remote_addr = request.META.get("REMOTE_ADDR") or ""
     num_proxies = api_settings.NUM_PROXIES or 0
     xff = request.headers.get("x-forwarded-for")
@@ -309,3 +309,16 @@ def _warn_cache_failure(alias: str, exc: BaseException) -> None:
         alias,
         type(exc).__name__,
     )
+
+
+def _forget_warnings() -> None:
+    global _warned_at
+    _warned_at = 0.0
+
+
+def _new_warn_lock() -> None:
+    global _warn_lock
+    _warn_lock = threading.Lock()
+
+
+process_state.register("throttle.warnings", after_fork=_new_warn_lock, reset=_forget_warnings)

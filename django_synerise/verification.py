@@ -12,8 +12,8 @@
 * ``jku``, ``x5u``, ``jwk`` and ``kid`` headers are ignored (no key is ever fetched from a
   token), ``crit``/``b64`` headers and a ``typ`` other than ``JWT`` are rejected.
 
-Failures raise :class:`~django_synerise.exceptions.InvalidToken` whose ``reason`` is one of
-``malformed``, ``too_large``, ``header``, ``algorithm``, ``signature``, ``expired``,
+Failures raise :class:`~django_synerise.exceptions.TokenVerificationError` whose ``reason`` is
+one of ``malformed``, ``too_large``, ``header``, ``algorithm``, ``signature``, ``expired``,
 ``claims`` or ``invalid``.
 
 The public key is ``PUBLIC_KEY`` when set, otherwise fetched once from
@@ -33,9 +33,7 @@ clients must always go through :func:`verify_token`, never :func:`claims_for`.
 
 from __future__ import annotations
 
-import base64
 import functools
-import json
 import logging
 import re
 import threading
@@ -48,8 +46,16 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
+from . import process_state
+from .client import get_client
 from .conf import synerise_settings
-from .exceptions import BadResponse, InvalidToken, SyneriseConfigurationError, UpstreamError
+from .exceptions import (
+    BadResponse,
+    SyneriseConfigurationError,
+    TokenVerificationError,
+    UpstreamError,
+)
+from .jws import MalformedJWS, unverified_claims, unverified_header
 
 if TYPE_CHECKING:
     from .client import AuthResult, SyneriseClient
@@ -107,15 +113,15 @@ class TokenClaims:
 def check_token_shape(token: Any) -> None:
     """Cheap checks run before any parsing.
 
-    :raises InvalidToken: ``reason="too_large"`` over ``MAX_TOKEN_BYTES``;
+    :raises TokenVerificationError: ``reason="too_large"`` over ``MAX_TOKEN_BYTES``;
         ``reason="malformed"`` when not a str of three base64url segments.
     """
     if not isinstance(token, str) or not token:
-        raise InvalidToken("The token is not a string.", reason="malformed")
-    if len(token) > synerise_settings.MAX_TOKEN_BYTES:
-        raise InvalidToken("The token is too large.", reason="too_large")
+        raise TokenVerificationError("The token is not a string.", reason="malformed")
+    if len(token) > int(synerise_settings.MAX_TOKEN_BYTES):
+        raise TokenVerificationError("The token is too large.", reason="too_large")
     if _SHAPE_RE.fullmatch(token) is None:
-        raise InvalidToken("The token is not a JWS.", reason="malformed")
+        raise TokenVerificationError("The token is not a JWS.", reason="malformed")
 
 
 def is_jws(token: Any) -> bool:
@@ -124,7 +130,7 @@ def is_jws(token: Any) -> bool:
     try:
         check_token_shape(token)
         header = _header(token)
-    except InvalidToken:
+    except TokenVerificationError:
         return False
     return isinstance(header.get("alg"), str)
 
@@ -132,17 +138,12 @@ def is_jws(token: Any) -> bool:
 def _header(token: str) -> dict[str, Any]:
     """Decode the (unverified) JOSE header of a shape-checked token.
 
-    :raises InvalidToken: ``reason="malformed"`` unless it is base64url JSON of an object.
+    :raises TokenVerificationError: ``reason="malformed"`` unless it is base64url JSON of an object.
     """
-    segment = token.split(".", 1)[0]
     try:
-        raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        header = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise InvalidToken("The token header is malformed.", reason="malformed") from exc
-    if not isinstance(header, dict):
-        raise InvalidToken("The token header is not an object.", reason="malformed")
-    return header
+        return unverified_header(token)
+    except MalformedJWS as exc:
+        raise TokenVerificationError("The token header is malformed.", reason="malformed") from exc
 
 
 def pinned_algorithms() -> list[str]:
@@ -170,7 +171,7 @@ def verify_token(
     ``public_key`` (PEM) overrides the configured/fetched key; ``client`` is used to fetch
     the key when it is not configured.
 
-    :raises InvalidToken: with ``reason`` ``too_large``, ``malformed``, ``header``,
+    :raises TokenVerificationError: with ``reason`` ``too_large``, ``malformed``, ``header``,
         ``algorithm``, ``signature``, ``expired``, ``claims`` or ``invalid``.
     :raises TransientUpstreamError: the public key is needed and could not be fetched.
     :raises SyneriseConfigurationError: ``PUBLIC_KEY`` or ``JWT_ALGORITHMS`` is unusable.
@@ -180,12 +181,14 @@ def verify_token(
     algorithms = pinned_algorithms()
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
-        raise InvalidToken("The token algorithm is not accepted.", reason="algorithm")
+        raise TokenVerificationError("The token algorithm is not accepted.", reason="algorithm")
     typ = header.get("typ")
     if typ is not None and (not isinstance(typ, str) or typ.upper() != "JWT"):
-        raise InvalidToken("The token type is not JWT.", reason="header")
+        raise TokenVerificationError("The token type is not JWT.", reason="header")
     if "crit" in header or "b64" in header:
-        raise InvalidToken("The token uses unsupported header extensions.", reason="header")
+        raise TokenVerificationError(
+            "The token uses unsupported header extensions.", reason="header"
+        )
 
     refetchable = False
     if public_key is None:
@@ -197,7 +200,7 @@ def verify_token(
             refetchable = True
     try:
         payload = _decode(token, public_key, algorithms)
-    except InvalidToken as exc:
+    except TokenVerificationError as exc:
         if exc.reason != "signature" or not refetchable:
             raise
         fresh = get_public_key(client=client, force=True)
@@ -222,11 +225,13 @@ def _decode(token: str, pem: str, algorithms: list[str]) -> dict[str, Any]:
             issuer=issuer or None,
         )
     except jwt.ExpiredSignatureError as exc:
-        raise InvalidToken("The token has expired.", reason="expired") from exc
+        raise TokenVerificationError("The token has expired.", reason="expired") from exc
     except jwt.InvalidSignatureError as exc:
-        raise InvalidToken("The token signature is invalid.", reason="signature") from exc
+        raise TokenVerificationError("The token signature is invalid.", reason="signature") from exc
     except jwt.InvalidAlgorithmError as exc:
-        raise InvalidToken("The token algorithm is not accepted.", reason="algorithm") from exc
+        raise TokenVerificationError(
+            "The token algorithm is not accepted.", reason="algorithm"
+        ) from exc
     except (
         jwt.MissingRequiredClaimError,
         jwt.InvalidIssuerError,
@@ -234,13 +239,15 @@ def _decode(token: str, pem: str, algorithms: list[str]) -> dict[str, Any]:
         jwt.InvalidIssuedAtError,
         jwt.InvalidAudienceError,
     ) as exc:
-        raise InvalidToken("The token claims are not acceptable.", reason="claims") from exc
+        raise TokenVerificationError(
+            "The token claims are not acceptable.", reason="claims"
+        ) from exc
     except jwt.DecodeError as exc:
-        raise InvalidToken("The token could not be decoded.", reason="malformed") from exc
+        raise TokenVerificationError("The token could not be decoded.", reason="malformed") from exc
     except jwt.InvalidTokenError as exc:
-        raise InvalidToken("The token is invalid.", reason="invalid") from exc
+        raise TokenVerificationError("The token is invalid.", reason="invalid") from exc
     if not isinstance(payload, dict):  # pragma: no cover - PyJWT guarantees a dict
-        raise InvalidToken("The token payload is not an object.", reason="malformed")
+        raise TokenVerificationError("The token payload is not an object.", reason="malformed")
     return payload
 
 
@@ -249,11 +256,15 @@ def _claim_str(payload: dict[str, Any], name: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool):
-        raise InvalidToken(f"The token claim {name!r} has the wrong type.", reason="claims")
+        raise TokenVerificationError(
+            f"The token claim {name!r} has the wrong type.", reason="claims"
+        )
     if isinstance(value, int):
         return str(value)
     if not isinstance(value, str):
-        raise InvalidToken(f"The token claim {name!r} has the wrong type.", reason="claims")
+        raise TokenVerificationError(
+            f"The token claim {name!r} has the wrong type.", reason="claims"
+        )
     return value
 
 
@@ -269,10 +280,10 @@ def _claim_time(value: Any, *, scale: int = 1) -> datetime | None:
 def _claims_from_payload(payload: dict[str, Any]) -> TokenClaims:
     client_id = _claim_str(payload, "clId")
     if not client_id:
-        raise InvalidToken("The token has no client id.", reason="claims")
+        raise TokenVerificationError("The token has no client id.", reason="claims")
     expires_at = _claim_time(payload.get("exp"))
     if expires_at is None:
-        raise InvalidToken("The token expiry is unusable.", reason="claims")
+        raise TokenVerificationError("The token expiry is unusable.", reason="claims")
     issued_at = _claim_time(payload.get("iat")) or _claim_time(payload.get("ctd"), scale=1000)
     return TokenClaims(
         client_id=client_id,
@@ -299,11 +310,9 @@ def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> T
     comes from ``client.personal_information(token)``; ``verified`` is then False and
     ``business_profile_id`` is only set when personal information carries one.
 
-    :raises InvalidToken: verification failed, or no expiry is known.
+    :raises TokenVerificationError: verification failed, or no expiry is known.
     :raises UpstreamError: personal information could not be fetched (any subclass).
     """
-    from .client import get_client
-
     client = client or get_client()
     token = result.token
     if synerise_settings.VERIFY_SIGNATURE and is_jws(token):
@@ -311,14 +320,16 @@ def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> T
 
     expires_at = result.expiration
     if expires_at is None and is_jws(token):
-        # Scheduling only (R-JWT-3): the unverified exp never decides identity.
+        # Scheduling only: the unverified exp never decides identity.
         try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.InvalidTokenError:
+            unverified = unverified_claims(token)
+        except MalformedJWS:
             unverified = {}
         expires_at = _claim_time(unverified.get("exp"))
     if expires_at is None:
-        raise InvalidToken("Synerise did not say when the token expires.", reason="claims")
+        raise TokenVerificationError(
+            "Synerise did not say when the token expires.", reason="claims"
+        )
 
     info = client.personal_information(token)
     client_id = info.get("clientId")
@@ -378,7 +389,6 @@ def get_public_key(*, client: SyneriseClient | None = None, force: bool = False)
     configured = synerise_settings.PUBLIC_KEY
     if configured:
         return configured
-    from .client import get_client
 
     client = client or get_client()
     base = client.base_url
@@ -420,3 +430,15 @@ def clear_public_key_cache() -> None:
         _cache.clear()
         _last_forced.clear()
     _load_key.cache_clear()
+
+
+def _new_locks_after_fork() -> None:
+    """New locks in a forked child (the fetched keys and cooldowns carry over)."""
+    global _lock, _fetch_locks
+    _lock = threading.Lock()
+    _fetch_locks = {}
+
+
+process_state.register(
+    "verification.public_keys", after_fork=_new_locks_after_fork, reset=clear_public_key_cache
+)

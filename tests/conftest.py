@@ -10,11 +10,12 @@ pytest_plugins = ["django_synerise.testing.plugin", "tests.fixtures_identity"]
 
 
 @pytest.fixture(autouse=True)
-def _fresh_breakers() -> None:
-    """Every test starts with closed circuit breakers (they are per process)."""
-    from django_synerise.breaker import reset_breakers
+def _fresh_process_state() -> None:
+    """Every test starts with fresh process-global state: closed circuit breakers, no cached
+    keys, sessions or thread pool (see ``django_synerise.process_state``)."""
+    from django_synerise import process_state
 
-    reset_breakers()
+    process_state.reset()
 
 
 @pytest.fixture(autouse=True)

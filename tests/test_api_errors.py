@@ -271,7 +271,7 @@ def test_refresh_rejected_upstream_is_login_required(fake_synerise, signed_in) -
     (errors.CredentialsRejected(status=401), 401, "invalid_credentials"),
     (errors.CredentialsRejected(status=403), 401, "invalid_credentials"),
     (errors.AccountInactive(), 401, "invalid_credentials"),
-    (errors.InvalidToken(reason="signature"), 401, "invalid_credentials"),
+    (errors.TokenVerificationError(reason="signature"), 401, "invalid_credentials"),
     (errors.ConditionalAuthFailed("ACTIVATION_REQUIRED"), 403, "activation_required"),
     (errors.ConditionalAuthFailed("MFA_REQUIRED"), 403, "mfa_required"),
     (errors.ConditionalAuthFailed("SOMETHING_NEW"), 401, "invalid_credentials"),

@@ -30,7 +30,7 @@ from django_synerise.exceptions import (
     BadRequest,
     BadResponse,
     CredentialsRejected,
-    FieldError,
+    FieldErrorDetail,
     RateLimited,
     SyneriseConfigurationError,
     SyneriseUnavailable,
@@ -333,7 +333,7 @@ def test_missing_fields_is_bad_request_with_field_errors(client, fake_synerise):
     assert exc.status == 400
     assert exc.message == "Validation failed"
     assert {e.field for e in exc.field_errors} == {"email", "password"}
-    assert all(isinstance(e, FieldError) and e.message for e in exc.field_errors)
+    assert all(isinstance(e, FieldErrorDetail) and e.message for e in exc.field_errors)
 
 
 def test_field_errors_never_keep_the_rejected_value(client, fake_synerise):
@@ -348,7 +348,9 @@ def test_field_errors_never_keep_the_rejected_value(client, fake_synerise):
         client.login(email="x@example.com", password="hunter2")
     assert info.value.error_code == "SAUTH-1"
     assert info.value.error == "Bad Request"
-    assert info.value.field_errors == [FieldError(field="password", message="too weak", code=7)]
+    assert info.value.field_errors == [
+        FieldErrorDetail(field="password", message="too weak", code=7)
+    ]
     assert "hunter2" not in repr(info.value.__dict__)
 
 

@@ -119,7 +119,9 @@ def test_due_selects_only_refreshable_rows():
     leased = make_token(expires_in=600, now=now, lease_until=now + timedelta(seconds=30))
     lease_over = make_token(expires_in=600, now=now, lease_until=now - timedelta(seconds=1))
     needs_login = make_token(expires_in=600, now=now, status=TokenStatus.NEEDS_LOGIN)
-    refreshing = make_token(expires_in=600, now=now, status=TokenStatus.REFRESHING)
+    # a refreshing row carries its worker's lease (one whose lease ran out is due again)
+    refreshing = make_token(expires_in=600, now=now, status=TokenStatus.REFRESHING,
+                            lease_until=now + timedelta(seconds=30))
     revoked = make_token(expires_in=600, now=now, status=TokenStatus.REVOKED)
 
     ids = set(ClientToken.objects.due(now=now).values_list("pk", flat=True))

@@ -318,12 +318,13 @@ def simulate_outage(
             else SyneriseUnavailable(status=503)
         )
         waits.append(seconds)
-        outcome = pipeline._Outcome(row, error=error)  # noqa: SLF001 - the code under test
-        kind, _code, delay, reason = pipeline._classify(  # noqa: SLF001
-            outcome, now, pipeline.backoff_delay(n, base=base), None
+        result = pipeline._CallResult(row, error=error)  # noqa: SLF001 - the code under test
+        decision = pipeline._classify(  # noqa: SLF001
+            result, now, pipeline.backoff_delay(n, base=base), None
         )
-        if kind != "retry":
-            assert (kind, reason) == ("login", "expired")
+        delay = decision.retry_delay
+        if decision.outcome != "transient":
+            assert (decision.outcome, decision.reason) == ("needs_login", "expired")
             return attempts, waits
         assert delay is not None
         now = now + timedelta(seconds=delay + pipeline.RETRY_SLACK)

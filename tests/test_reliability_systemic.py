@@ -26,7 +26,7 @@ from django.db import connection
 from django.utils import timezone
 
 from django_synerise import services, signals, tasks
-from django_synerise.exceptions import InvalidToken, LoginRequired
+from django_synerise.exceptions import LoginRequired, TokenVerificationError
 from django_synerise.models import ClientToken, RefreshHalt, TokenStatus
 from django_synerise.services.refresh import (
     claim_due_tokens,
@@ -534,7 +534,8 @@ def test_token_over_max_token_lifetime_is_refused_logged_and_counted(
     cache.clear()
     fake.token_lifetime = 48 * 3600  # the workspace issues two-day tokens
     add_client(fake)
-    with caplog.at_level("WARNING", logger="django_synerise"), pytest.raises(InvalidToken) as info:
+    with (caplog.at_level("WARNING", logger="django_synerise"),
+          pytest.raises(TokenVerificationError) as info):
         login_email(fake)
     assert info.value.reason == "lifetime"
     assert "more than MAX_TOKEN_LIFETIME (86400 s)" in caplog.text

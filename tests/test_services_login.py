@@ -16,8 +16,8 @@ from django_synerise.exceptions import (
     AccountInactive,
     BadRequest,
     CredentialsRejected,
-    InvalidToken,
     SyneriseUnavailable,
+    TokenVerificationError,
 )
 from django_synerise.models import ClientToken, SyneriseAccount, TokenStatus
 from django_synerise.verification import claims_for
@@ -181,7 +181,7 @@ def test_inactive_linked_user_is_refused(fake_synerise):
 def test_business_profile_setting_mismatch(fake_synerise, settings):
     synerise_settings(settings, BUSINESS_PROFILE_ID="9999")
     add_client(fake_synerise)
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         services.login(email="ann@example.com", password=PASSWORD)
     assert info.value.reason == "business_profile"
     assert not SyneriseAccount.objects.exists()
@@ -190,7 +190,7 @@ def test_business_profile_setting_mismatch(fake_synerise, settings):
 def test_business_profile_of_existing_account_mismatch(fake_synerise):
     first = login_email(fake_synerise)
     SyneriseAccount.objects.filter(pk=first.account.pk).update(business_profile_id="777")
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         services.login(email="ann@example.com", password=PASSWORD)
     assert info.value.reason == "business_profile"
 
@@ -213,7 +213,7 @@ def test_store_token_rejects_token_of_another_client(fake_synerise):
 
     login = get_client().login(email="bob@example.com", password=PASSWORD)
     claims = claims_for(login)
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         services.store_token(result.account, foreign, claims)
     assert info.value.reason == "client_mismatch"
 
@@ -228,15 +228,15 @@ def test_store_token_rejects_expired_and_anonymous(fake_synerise):
     from dataclasses import replace
 
     past = replace(claims, expires_at=timezone.now() - timedelta(seconds=5))
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         services.store_token(result.account, expired.token, past)
     assert info.value.reason == "expired"
     too_long = replace(claims, expires_at=timezone.now() + timedelta(days=2))
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         services.store_token(result.account, expired.token, too_long)
     assert info.value.reason == "lifetime"
     anon = replace(claims, realm="anonymous_client")
-    with pytest.raises(InvalidToken):
+    with pytest.raises(TokenVerificationError):
         services.store_token(result.account, expired.token, anon)
 
 

@@ -19,9 +19,9 @@ from django_synerise.breaker import reset_breakers
 from django_synerise.client import AuthResult, SyneriseClient
 from django_synerise.exceptions import (
     BadResponse,
-    InvalidToken,
     SyneriseConfigurationError,
     SyneriseUnavailable,
+    TokenVerificationError,
 )
 from django_synerise.verification import (
     REFETCH_COOLDOWN,
@@ -112,7 +112,7 @@ def pinned_key(settings):
 
 
 def reason_of(token, **kwargs) -> str:
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         verify_token(token, **kwargs)
     return info.value.reason
 
@@ -297,7 +297,7 @@ def test_check_token_shape_and_is_jws():
     assert not is_jws("opaque-token")
     assert not is_jws("a.b.c.d.e")
     assert not is_jws(b64(b"{}") + ".e30.")
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         check_token_shape("x" * 9000)
     assert info.value.reason == "too_large"
 
@@ -441,7 +441,7 @@ def test_claims_for_opaque_token_falls_back(fake_synerise):
 
 
 def test_claims_for_opaque_token_without_expiration_is_rejected(fake_synerise):
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         claims_for(AuthResult(token="opaque~token"))
     assert info.value.reason == "claims"
     assert fake_synerise.count() == 0
@@ -457,7 +457,7 @@ def test_claims_for_personal_information_without_client_id(fake_synerise):
 def test_claims_for_bad_jws_never_falls_back(fake_synerise):
     forged = AuthResult(token=mint(key=OTHER_KEY),
                         expiration=datetime.now(timezone.utc) + timedelta(hours=1))
-    with pytest.raises(InvalidToken) as info:
+    with pytest.raises(TokenVerificationError) as info:
         claims_for(forged)
     assert info.value.reason == "signature"
     assert fake_synerise.count(path_contains="personal-information") == 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import django
+
 
 def main(argv: list[str] | None = None) -> int:
     """Generate the schema and write it as YAML (``.yaml``/``.yml``) or JSON; return 0."""
@@ -16,9 +18,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="synerise/", help="mount point of the URLs")
     args = parser.parse_args(argv)
 
-    import django
-
     django.setup()
+    # After django.setup() (Django's app loading); drf-spectacular is the [openapi] extra.
     from drf_spectacular.renderers import OpenApiJsonRenderer, OpenApiYamlRenderer
 
     from .schema import generate_schema

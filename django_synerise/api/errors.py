@@ -7,6 +7,11 @@ gets one generic 401 body, whatever the reason (no account enumeration). A condi
 unreachable Synerise gets 503 with ``Retry-After``; an answer from Synerise that cannot be
 used (not JSON, no token, a redirect, an unexpected status) gets 502 with ``Retry-After``. Bad
 input and upstream failures never produce a 500.
+
+Every ``detail`` below comes from the configured adapter's
+:meth:`~django_synerise.adapter.DefaultSyneriseAdapter.error_message` (keyed by the body's
+code, ``credentials_rejected`` for the generic 401), so a project rewords them by overriding
+``error_messages``; the defaults are :data:`django_synerise.messages.DEFAULT_ERROR_MESSAGES`.
 """
 
 from __future__ import annotations
@@ -19,13 +24,12 @@ from typing import Any
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
 from django.http import Http404
-from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop as N_
 from rest_framework import exceptions as drf_exceptions
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from ..adapter_loader import get_adapter
 from ..conf import synerise_settings
 from ..exceptions import (
     AccountInactive,
@@ -34,12 +38,14 @@ from ..exceptions import (
     CircuitOpen,
     ConditionalAuthFailed,
     CredentialsRejected,
-    InvalidToken,
     LoginRequired,
     TokenDecryptionError,
+    TokenVerificationError,
     TransientUpstreamError,
     UpstreamError,
 )
+from ..messages import CONDITIONAL_MESSAGES, DEFAULT_ERROR_MESSAGES, GENERIC_CODE
+from ..services import AccountConflict
 
 __all__ = [
     "CONDITIONAL_DETAILS",
@@ -47,6 +53,7 @@ __all__ = [
     "GENERIC_401",
     "WWW_AUTHENTICATE",
     "conditional_body",
+    "error_detail",
     "exception_handler",
     "flatten_field_errors",
     "retry_after_seconds",
@@ -67,39 +74,42 @@ INVALID_CREDENTIALS = "invalid_credentials"
 REJECTED_CREDENTIALS: tuple[type[BaseException], ...] = (
     CredentialsRejected,
     AccountInactive,
-    InvalidToken,
+    TokenVerificationError,
     BadRequest,
     drf_exceptions.AuthenticationFailed,
 )
 
 
-#: ``detail`` of the 403 each conditional-login status gets (``code`` is the status's code).
-CONDITIONAL_DETAILS: dict[str, str] = {
-    "activation_required": N_("Activate your account first: follow the link Synerise e-mailed."),
-    "registration_required": N_("No account exists for these credentials yet: register first."),
-    "approval_required": N_("Your account is waiting for approval."),
-    "terms_acceptance_required": N_("Accept the terms of service to continue."),
-    "mfa_required": N_("A second authentication factor is required."),
-}
+#: ``detail`` of the 403 each conditional-login status gets (``code`` is the status's code);
+#: the defaults of :data:`django_synerise.messages.CONDITIONAL_MESSAGES`.
+CONDITIONAL_DETAILS: dict[str, str] = CONDITIONAL_MESSAGES
 
 
-def conditional_body(exc: ConditionalAuthFailed) -> dict[str, Any]:
+def error_detail(code: str, request: Any = None) -> str:
+    """The ``detail`` of an error body with ``code``: the configured adapter's
+    :meth:`~django_synerise.adapter.DefaultSyneriseAdapter.error_message` for ``request``
+    (a DRF or Django request, or ``None``)."""
+    return get_adapter(getattr(request, "_request", request)).error_message(code)
+
+
+def conditional_body(exc: ConditionalAuthFailed, request: Any = None) -> dict[str, Any]:
     """Return the 403 body of a conditional-login status: ``detail``, the stable ``code`` and
     Synerise's ``conditions`` (a list of objects) at the top level."""
+    code = exc.code if exc.code in CONDITIONAL_DETAILS else "conditional_login"
     return {
-        "detail": _(CONDITIONAL_DETAILS.get(exc.code, "Another step is required to sign in.")),
+        "detail": error_detail(code, request),
         "code": exc.code,
         "conditions": list(exc.conditions),
     }
 
 
-def generic_401_body() -> dict[str, str]:
+def generic_401_body(request: Any = None) -> dict[str, str]:
     """Return the single body of every rejected credential (a new dict each call)."""
-    return {"detail": _("Invalid credentials."), "code": INVALID_CREDENTIALS}
+    return {"detail": error_detail(GENERIC_CODE, request), "code": INVALID_CREDENTIALS}
 
 
-GENERIC_401 = {"detail": "Invalid credentials.", "code": INVALID_CREDENTIALS}
-"""The untranslated generic 401 body (for docs and tests)."""
+GENERIC_401 = {"detail": DEFAULT_ERROR_MESSAGES[GENERIC_CODE], "code": INVALID_CREDENTIALS}
+"""The untranslated default generic 401 body (for docs and tests)."""
 
 
 def retry_after_seconds(exc: BaseException) -> int:
@@ -150,18 +160,18 @@ def _body(detail: Any, code: str) -> dict[str, Any]:
     return {"detail": str(detail), "code": code}
 
 
-def _api_exception_response(exc: drf_exceptions.APIException) -> Response:
+def _api_exception_response(exc: drf_exceptions.APIException, request: Any) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, drf_exceptions.ValidationError):
         data: dict[str, Any] = {
-            "detail": _("Invalid input."),
+            "detail": error_detail("invalid", request),
             "code": "invalid",
             "errors": flatten_field_errors(exc.detail),
         }
         return Response(data, status=status.HTTP_400_BAD_REQUEST)
     if isinstance(exc, drf_exceptions.AuthenticationFailed):
         return Response(
-            generic_401_body(),
+            generic_401_body(request),
             status=status.HTTP_401_UNAUTHORIZED,
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
@@ -178,7 +188,7 @@ def _api_exception_response(exc: drf_exceptions.APIException) -> Response:
         wait = max(1, math.ceil(hint)) if hint is not None else DEFAULT_RETRY_AFTER
         return Response(
             {
-                "detail": _("Too many requests. Try again later."),
+                "detail": error_detail("throttled", request),
                 "code": "throttled",
                 "retry_after": wait,
             },
@@ -223,13 +233,12 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | 
 
 
 def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None:
-    from ..services import AccountConflict
-
     view = context.get("view")
+    request = context.get("request")
     view_name = type(view).__name__ if view is not None else "?"
     if isinstance(exc, RequestDataTooBig):
         return Response(
-            _body(_("Request body is too large."), "request_too_large"),
+            _body(error_detail("request_too_large", request), "request_too_large"),
             status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
         )
     if isinstance(exc, Http404):
@@ -239,27 +248,27 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
     if isinstance(exc, LoginRequired):
         logger.info("%s: login required (%s)", view_name, exc.reason)
         return Response(
-            _body(_("Sign in again."), "login_required"),
+            _body(error_detail("login_required", request), "login_required"),
             status=status.HTTP_401_UNAUTHORIZED,
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
     if isinstance(exc, TokenDecryptionError):
         logger.warning("%s: stored token could not be decrypted", view_name)
         return Response(
-            _body(_("Sign in again."), "login_required"),
+            _body(error_detail("login_required", request), "login_required"),
             status=status.HTTP_401_UNAUTHORIZED,
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
     if isinstance(exc, ConditionalAuthFailed) and exc.code in CONDITIONAL_DETAILS:
         logger.info("%s: conditional login needs another step (%s)", view_name, exc.status)
-        return Response(conditional_body(exc), status=status.HTTP_403_FORBIDDEN)
+        return Response(conditional_body(exc, request), status=status.HTTP_403_FORBIDDEN)
     if isinstance(exc, (*REJECTED_CREDENTIALS, ConditionalAuthFailed)):
         if isinstance(exc, BadRequest):
             logger.warning("%s: Synerise refused the request with status %s", view_name, exc.status)
         else:
             logger.info("%s: credentials rejected (%s)", view_name, type(exc).__name__)
         return Response(
-            generic_401_body(),
+            generic_401_body(request),
             status=status.HTTP_401_UNAUTHORIZED,
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
@@ -275,13 +284,13 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
         if isinstance(exc, BadResponse):
             status_code, detail, code = (
                 status.HTTP_502_BAD_GATEWAY,
-                _("Synerise sent an answer that could not be used. Try again later."),
+                error_detail("synerise_bad_response", request),
                 "synerise_bad_response",
             )
         else:
             status_code, detail, code = (
                 status.HTTP_503_SERVICE_UNAVAILABLE,
-                _("Synerise is temporarily unavailable. Try again later."),
+                error_detail("synerise_unavailable", request),
                 "synerise_unavailable",
             )
         logger.warning(
@@ -296,7 +305,9 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
         )
     if isinstance(exc, AccountConflict):
         logger.warning("%s: account conflict", view_name)
-        return Response(_body(exc.message, exc.code), status=status.HTTP_409_CONFLICT)
+        return Response(
+            _body(error_detail(exc.code, request), exc.code), status=status.HTTP_409_CONFLICT
+        )
     if isinstance(exc, drf_exceptions.APIException):
-        return _api_exception_response(exc)
+        return _api_exception_response(exc, request)
     return None

@@ -14,7 +14,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.debug import sensitive_variables
 
-from ..exceptions import InvalidToken, SyneriseConfigurationError
+from ..exceptions import SyneriseConfigurationError, TokenVerificationError
 from ..services.identity import identity_provider_enabled, user_for_identity_token
 from ..signing import SigningKeyError, jwks
 
@@ -101,7 +101,7 @@ def userinfo_view(request: HttpRequest) -> JsonResponse:
         return _unauthorized("invalid_request")
     try:
         _user, claims = user_for_identity_token(token)
-    except InvalidToken as exc:
+    except TokenVerificationError as exc:
         logger.debug("User-info request refused (%s)", exc.reason)
         return _unauthorized()
     except (SyneriseConfigurationError, SigningKeyError):

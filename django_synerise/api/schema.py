@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.urls import include, path
 from drf_spectacular.extensions import OpenApiAuthenticationExtension, OpenApiViewExtension
 from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.utils import (
@@ -20,6 +21,7 @@ from drf_spectacular.utils import (
     extend_schema,
 )
 
+from .. import __version__
 from .errors import CONDITIONAL_DETAILS, GENERIC_401
 from .serializers import (
     PROVIDERS,
@@ -390,10 +392,7 @@ def generate_schema(
     prefix: str = "synerise/", *, title: str = "django-synerise API", version: str | None = None
 ) -> dict[str, Any]:
     """Return the OpenAPI 3 schema (a dict) of the endpoints mounted under ``prefix``."""
-    from django.urls import include, path
-    from drf_spectacular.generators import SchemaGenerator
-
-    from .. import __version__
+    from drf_spectacular.generators import SchemaGenerator  # optional extra: [openapi]
 
     generator = SchemaGenerator(
         patterns=[path(prefix, include("django_synerise.urls"))],

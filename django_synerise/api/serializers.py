@@ -7,8 +7,6 @@ capped, and no error message repeats the submitted value.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 from typing import Any
@@ -19,6 +17,8 @@ from django.views.decorators.debug import sensitive_variables
 from rest_framework import serializers
 
 from ..conf import synerise_settings
+from ..jws import MalformedJWS, unverified_header
+from ..providers import URL_PROVIDERS
 from .parsers import json_depth
 
 __all__ = [
@@ -52,13 +52,9 @@ ATTRIBUTES_MAX_BYTES = 8192
 AGREEMENTS_MAX_DEPTH = 1
 ATTRIBUTES_MAX_DEPTH = 1
 
-#: URL segment -> (Synerise ``identityProvider``, token kind). The one provider registry.
-PROVIDERS: dict[str, tuple[str, str]] = {
-    "google": ("GOOGLE", "jwt"),
-    "apple": ("APPLE", "jwt"),
-    "facebook": ("FACEBOOK", "opaque"),
-    "oauth": ("OAUTH", "opaque"),
-}
+#: URL segment -> (Synerise ``identityProvider``, token kind), derived from
+#: :mod:`django_synerise.providers`.
+PROVIDERS: dict[str, tuple[str, str]] = URL_PROVIDERS
 
 #: Asymmetric JWS algorithms a provider ID token may announce (never ``none`` or HMAC).
 PROVIDER_JWT_ALGORITHMS = frozenset(
@@ -204,10 +200,10 @@ def check_provider_token(token: str, kind: str) -> None:
         if len(parts) != 3 or not all(_B64URL_SEGMENT.match(part) for part in parts):
             raise invalid
         try:
-            header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-        except (ValueError, binascii.Error, RecursionError):
+            header = unverified_header(token)
+        except MalformedJWS:
             raise invalid from None
-        if not isinstance(header, dict) or header.get("alg") not in PROVIDER_JWT_ALGORITHMS:
+        if header.get("alg") not in PROVIDER_JWT_ALGORITHMS:
             raise invalid
     elif not _OPAQUE_TOKEN.match(token):
         raise invalid

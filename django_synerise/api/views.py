@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import importlib.util
-import json
 import logging
-from datetime import datetime, timezone
 from typing import Any
 
 from django.conf import settings
@@ -32,7 +28,6 @@ from .. import services
 from .. import throttle as login_throttle
 from ..authentication import SyneriseTokenAuthentication
 from ..conf import synerise_settings
-from ..exceptions import LoginRequired
 from ..profile_uuid import parse_uuid, set_tracker_cookies
 from .errors import exception_handler
 from .parsers import StrictJSONParser
@@ -89,7 +84,8 @@ def starts_session(request: Request) -> bool:
 
 
 class LoginCSRFCheck(BasePermission):
-    """Enforce CSRF on login when a browser session is involved (R-API-1).
+    """Enforce CSRF on login when a browser session is involved (docs/security.rst, row
+    "CSRF on session login").
 
     The rule: when the login will start a session (:func:`starts_session`) **and** the request
     carries a session cookie, the request needs a valid CSRF token, exactly as
@@ -126,18 +122,6 @@ class SyneriseAPIView(APIView):
     def get_exception_handler(self) -> Any:
         """Return the django-synerise exception handler (see :mod:`django_synerise.api.errors`)."""
         return exception_handler
-
-
-@sensitive_variables("token")
-def _expiry_of(token: str) -> datetime | None:
-    """Return the ``exp`` of a token we stored ourselves (already verified when stored),
-    or ``None`` when it is not a readable JWS. Saves a query on ``GET auth/token/``."""
-    try:
-        payload = token.split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        return datetime.fromtimestamp(int(claims["exp"]), tz=timezone.utc)
-    except (IndexError, KeyError, TypeError, ValueError, OverflowError, binascii.Error):
-        return None
 
 
 def _token_response(*, token: str, expires_at: Any, client_id: str, user: Any) -> Response:
@@ -260,18 +244,12 @@ class TokenView(_AuthenticatedView):
     inside ``REFRESH_MARGIN``. 401 ``login_required`` when the user must sign in again."""
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        token = services.get_valid_token(request.user)
-        expires_at = _expiry_of(token)
-        if expires_at is None:  # not a readable JWS: ask the database
-            stored = services.get_token_for(request.user)
-            if stored is None:  # revoked in between
-                raise LoginRequired(reason="no_token")
-            expires_at = stored.expires_at
+        valid = services.get_valid_client_token(request.user)
         user = request.user
         assert not isinstance(user, AnonymousUser)  # IsAuthenticated let the request in
         return _token_response(
-            token=token,
-            expires_at=expires_at,
+            token=valid.token,
+            expires_at=valid.expires_at,
             client_id=user.synerise_account.client_id,
             user=request.user,
         )

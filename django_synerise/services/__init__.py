@@ -33,17 +33,21 @@ from .refresh import (
     refresh_now,
 )
 from .sessions import end_sessions
+from .single_flight import (
+    ValidToken,
+    get_valid_client_token,
+    get_valid_token,
+    refresh_user_token,
+)
 from .tokens import (
     PreparedToken,
     check_business_profile,
     check_presented_token,
     compute_refresh_at,
     get_token_for,
-    get_valid_token,
     logout,
     mark_needs_login,
     prepare_token,
-    refresh_user_token,
     revoke_tokens,
     store_token,
 )
@@ -61,6 +65,7 @@ __all__ = [
     "RefreshReport",
     "RotationReport",
     "TrackerConfig",
+    "ValidToken",
     "account_for_client_id",
     "backoff_delay",
     "check_business_profile",
@@ -75,6 +80,7 @@ __all__ = [
     "due_tokens",
     "end_sessions",
     "get_token_for",
+    "get_valid_client_token",
     "get_valid_token",
     "identity_provider_enabled",
     "login",

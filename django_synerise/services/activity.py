@@ -10,6 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from ..conf import synerise_settings
+from ..models import ClientToken, SyneriseAccount
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AbstractBaseUser
@@ -31,8 +32,6 @@ def touch_activity(user: Any, *, now: datetime | None = None) -> None:
     transaction, and nothing happens when the user has no stored token. ``user`` may be a
     user instance or its primary key. ``KEEPALIVE_IDLE`` reads ``last_used_at``.
     """
-    from ..models import ClientToken
-
     pk = _user_pk(user)
     if pk is None:
         return
@@ -47,8 +46,6 @@ def touch_token_activity(
     ``last_used_at`` is the value the caller just read from the row: when it is recent
     enough, no query is made at all.
     """
-    from ..models import ClientToken
-
     now = now or timezone.now()
     if last_used_at is not None and last_used_at >= _cutoff(now):
         return
@@ -73,8 +70,6 @@ def account_for_client_id(client_id: str | None) -> SyneriseAccount | None:
     Unknown client ids and inactive users both give ``None``: a client id maps only to an
     existing, active account.
     """
-    from ..models import SyneriseAccount
-
     if client_id is None or str(client_id) == "":
         return None
     return (

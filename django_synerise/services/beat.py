@@ -20,6 +20,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 
 from ..conversions import to_seconds
+from ..schedule import BEAT_SCHEDULE
 
 __all__ = ["BeatTaskResult", "setup_beat_tasks"]
 
@@ -64,9 +65,8 @@ def setup_beat_tasks(schedule: dict[str, dict[str, Any]] | None = None) -> list[
             "'django_celery_beat' to INSTALLED_APPS and migrate, or merge "
             "django_synerise.schedule.BEAT_SCHEDULE into CELERY_BEAT_SCHEDULE instead."
         )
+    # Optional dependency (django-celery-beat), checked above.
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
-
-    from ..schedule import BEAT_SCHEDULE
 
     results: list[BeatTaskResult] = []
     with transaction.atomic():

@@ -24,16 +24,27 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DateTimeField, F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
+from .. import signals
+from ..adapter_loader import get_adapter
 from ..bulkhead import interactive_call
 from ..conf import synerise_settings
-from ..exceptions import AccountInactive, SyneriseError, TransientUpstreamError
+from ..exceptions import (
+    AccountInactive,
+    SyneriseConfigurationError,
+    SyneriseError,
+    TransientUpstreamError,
+)
+from ..models import ClientToken, IdentitySubject, SyneriseAccount, TokenStatus
 from ..ratelimit import RateLimiter, refresh_rate_limiter
 from .identity import identity_provider_enabled, mint_identity_token, subjects_for
 from .login import LoginResult, call_login, complete_login
+from .refresh import backoff_delay
+from .tokens import _prepare
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -98,8 +109,6 @@ class ConnectReport:
 
 
 def _subject_model() -> Any:
-    from ..models import IdentitySubject
-
     return IdentitySubject
 
 
@@ -117,9 +126,6 @@ def _mark_connected(user_ids: Iterable[int]) -> None:
 
 def _mark_failed(user_id: int, code: str, *, retry_in: float | None) -> None:
     """Record a failed attempt: pending with a retry time when transient, else done."""
-    from django.db.models import DateTimeField, F, Value
-    from django.db.models.functions import Coalesce
-
     values: dict[str, Any] = {"last_connect_error": code[:64]}
     if retry_in is None:
         values["connect_requested_at"] = None
@@ -136,8 +142,6 @@ def _mark_failed(user_id: int, code: str, *, retry_in: float | None) -> None:
 
 
 def _retry_delay(user_id: int, exc: BaseException) -> float:
-    from .refresh import backoff_delay
-
     failures = (
         _subject_model()
         .objects.filter(user_id=user_id)
@@ -160,8 +164,6 @@ def _sign_in(user: Any, client: SyneriseClient, claims: dict[str, Any]) -> tuple
 
 
 def _claims(user: Any) -> dict[str, Any]:
-    from ..adapter import get_adapter
-
     return get_adapter().identity_claims(user)
 
 
@@ -183,10 +185,8 @@ def connect(
     :raises TransientUpstreamError: Synerise is unavailable, rate limiting or busy.
     :raises AccountConflict: the Synerise client is linked to another user, or ``user`` is
         linked to another Synerise client.
-    :raises InvalidToken: the returned token cannot be accepted.
+    :raises TokenVerificationError: the returned token cannot be accepted.
     """
-    from ..adapter import get_adapter
-
     if not getattr(user, "is_active", False):
         raise AccountInactive()
     adapter = get_adapter(request)
@@ -262,8 +262,6 @@ def users_to_connect(*, only_missing: bool = False, pending: bool = False, after
     revoked token is respected: the user or an admin ended it). ``pending``: users whose
     connection is pending and not backing off. ``after``: primary keys above this only.
     """
-    from ..models import TokenStatus
-
     users = get_user_model().objects.filter(is_active=True, pk__gt=after)
     if only_missing:
         has_token = Q(
@@ -344,8 +342,6 @@ def _connect_batch(
     limiter: RateLimiter | None,
     report: ConnectReport,
 ) -> None:
-    from ..adapter import get_adapter
-
     adapter = get_adapter()
     subjects = subjects_for(user.pk for user in users)
     pending: set[Future[_Attempt]] = set()
@@ -401,10 +397,6 @@ def _bulk_store(attempts: list[_Attempt]) -> set[int]:
 
     Attempts whose user or client id already has an account are left to the caller.
     """
-    from .. import signals
-    from ..models import ClientToken, SyneriseAccount, TokenStatus
-    from .tokens import _prepare
-
     client_ids = [str(a.claims.client_id) for a in attempts]
     user_ids = [a.user.pk for a in attempts]
     taken = SyneriseAccount.objects.filter(
@@ -488,11 +480,7 @@ def connect_users(
 
     :raises SyneriseConfigurationError: the identity provider is not configured.
     """
-    from ..adapter import get_adapter
-
     if not identity_provider_enabled() and not dry_run:
-        from ..exceptions import SyneriseConfigurationError
-
         raise SyneriseConfigurationError(
             "Set SYNERISE['OAUTH_SIGNING_KEYS'], ['OAUTH_ISSUER'] and ['OAUTH_AUDIENCE'] first."
         )

@@ -45,8 +45,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from .. import signals
+from ..adapter_loader import resolve_client
 from ..conf import synerise_settings
 from ..exceptions import BadRequest, CredentialsRejected, SyneriseError, TransientUpstreamError
+from ..models import RefreshHalt
 
 if TYPE_CHECKING:
     from ..client import SyneriseClient
@@ -109,8 +111,6 @@ def probe_api_key(client: SyneriseClient) -> tuple[str, str]:
 
 
 def _model() -> type[RefreshHalt]:
-    from ..models import RefreshHalt
-
     return RefreshHalt
 
 
@@ -203,8 +203,6 @@ def refresh_allowed(client: SyneriseClient | None = None) -> bool:
     if not taken:
         return False
     if client is None:
-        from .tokens import resolve_client
-
         client = resolve_client(None)
     outcome, detail = probe_api_key(client)
     if outcome == ACCEPTED:

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING, Any
 import jwt
 from django.views.decorators.debug import sensitive_variables
 
+from ..adapter_loader import get_adapter
 from ..conf import synerise_settings
-from ..exceptions import InvalidToken, SyneriseConfigurationError
+from ..exceptions import SyneriseConfigurationError, TokenVerificationError
+from ..models import IdentitySubject
 from ..signing import SigningKeyError, signing_keys
 
 if TYPE_CHECKING:
@@ -63,8 +65,6 @@ def subject_for(user: Any) -> str:
 
     Batch callers set it ahead on the instance (``user._synerise_subject``) to save a query.
     """
-    from ..models import IdentitySubject
-
     known = getattr(user, "_synerise_subject", None)
     if known:
         return str(known)
@@ -74,8 +74,6 @@ def subject_for(user: Any) -> str:
 
 def subjects_for(user_ids: Iterable[int]) -> dict[int, str]:
     """Return ``{user id: sub}`` for many users, creating the missing subjects in bulk."""
-    from ..models import IdentitySubject
-
     ids = sorted({int(pk) for pk in user_ids})
     if not ids:
         return {}
@@ -111,8 +109,6 @@ def mint_identity_token(user: Any, *, claims: dict[str, Any] | None = None) -> s
     """
     _require_enabled()
     if claims is None:
-        from ..adapter import get_adapter
-
         claims = get_adapter().identity_claims(user)
     if not claims.get("sub"):
         raise ValueError("identity_claims() must return a non-empty 'sub'.")
@@ -146,20 +142,24 @@ def verify_identity_token(token: str) -> dict[str, Any]:
     site's ``iss`` and ``aud``, a ``sub``, and an ``exp`` in the future (``iat`` and ``exp``
     required, :data:`LEEWAY` seconds of skew).
 
-    :raises InvalidToken: ``reason`` ``malformed``, ``unknown_key``, ``signature``,
+    :raises TokenVerificationError: ``reason`` ``malformed``, ``unknown_key``, ``signature``,
         ``expired``, ``audience``, ``issuer`` or ``claims`` (nothing else is said about it).
     """
     _require_enabled()
-    if not isinstance(token, str) or not token or len(token) > synerise_settings.MAX_TOKEN_BYTES:
-        raise InvalidToken("Malformed identity token.", reason="malformed")
+    if (
+        not isinstance(token, str)
+        or not token
+        or len(token) > int(synerise_settings.MAX_TOKEN_BYTES)
+    ):
+        raise TokenVerificationError("Malformed identity token.", reason="malformed")
     try:
         header = jwt.get_unverified_header(token)
     except jwt.PyJWTError:
-        raise InvalidToken("Malformed identity token.", reason="malformed") from None
+        raise TokenVerificationError("Malformed identity token.", reason="malformed") from None
     keys = {key.kid: key for key in signing_keys()}
     key = keys.get(str(header.get("kid") or ""))
     if key is None:
-        raise InvalidToken("Unknown signing key.", reason="unknown_key")
+        raise TokenVerificationError("Unknown signing key.", reason="unknown_key")
     try:
         claims = jwt.decode(
             token,
@@ -171,15 +171,15 @@ def verify_identity_token(token: str) -> dict[str, Any]:
             options={"require": ["iss", "aud", "sub", "iat", "exp"]},
         )
     except jwt.ExpiredSignatureError:
-        raise InvalidToken("Expired identity token.", reason="expired") from None
+        raise TokenVerificationError("Expired identity token.", reason="expired") from None
     except jwt.InvalidAudienceError:
-        raise InvalidToken("Wrong audience.", reason="audience") from None
+        raise TokenVerificationError("Wrong audience.", reason="audience") from None
     except jwt.InvalidIssuerError:
-        raise InvalidToken("Wrong issuer.", reason="issuer") from None
+        raise TokenVerificationError("Wrong issuer.", reason="issuer") from None
     except jwt.InvalidSignatureError:
-        raise InvalidToken("Bad signature.", reason="signature") from None
+        raise TokenVerificationError("Bad signature.", reason="signature") from None
     except jwt.PyJWTError:
-        raise InvalidToken("Invalid identity token.", reason="claims") from None
+        raise TokenVerificationError("Invalid identity token.", reason="claims") from None
     return claims
 
 
@@ -189,22 +189,19 @@ def user_for_identity_token(token: str) -> tuple[Any, dict[str, Any]]:
     The claims are those of the adapter's ``identity_claims(user)`` now (not the ones frozen
     in the token), so Synerise's server mode reads current profile data.
 
-    :raises InvalidToken: as :func:`verify_identity_token`, or ``reason="unknown_subject"``
-        when no active user has the token's ``sub``.
+    :raises TokenVerificationError: as :func:`verify_identity_token`, or
+        ``reason="unknown_subject"`` when no active user has the token's ``sub``.
     """
-    from ..adapter import get_adapter
-    from ..models import IdentitySubject
-
     verified = verify_identity_token(token)
     try:
         subject = uuid.UUID(str(verified["sub"]))
     except ValueError:
-        raise InvalidToken("Unknown subject.", reason="unknown_subject") from None
+        raise TokenVerificationError("Unknown subject.", reason="unknown_subject") from None
     row = (
         IdentitySubject.objects.select_related("user")
         .filter(subject=subject, user__is_active=True)
         .first()
     )
     if row is None:
-        raise InvalidToken("Unknown subject.", reason="unknown_subject")
+        raise TokenVerificationError("Unknown subject.", reason="unknown_subject")
     return row.user, get_adapter().identity_claims(row.user)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
+from ..adapter_loader import get_adapter
 from ..bulkhead import interactive_call
 from ..conf import synerise_settings
 from ..exceptions import (
@@ -21,10 +22,11 @@ from ..exceptions import (
     BadRequest,
     ConditionalAuthFailed,
     CredentialsRejected,
-    FieldError,
-    InvalidToken,
+    FieldErrorDetail,
     SyneriseError,
+    TokenVerificationError,
 )
+from ..models import SyneriseAccount
 from ..profile_uuid import (
     ChosenUuid,
     choose_uuid,
@@ -32,6 +34,8 @@ from ..profile_uuid import (
     remember_profile_uuid,
     tracker_uuid,
 )
+from ..providers import IDENTITY_PROVIDERS
+from ..verification import claims_for
 from .outcomes import record_login
 from .tokens import _prepare, _write_prepared, check_business_profile
 
@@ -45,9 +49,6 @@ if TYPE_CHECKING:
     from ..verification import TokenClaims
 
 logger = logging.getLogger(__name__)
-
-#: Identity providers accepted by :func:`login`.
-IDENTITY_PROVIDERS = ("SYNERISE", "GOOGLE", "APPLE", "FACEBOOK", "OAUTH")
 
 
 @dataclass(frozen=True, repr=False)
@@ -89,15 +90,15 @@ def _normalise_provider(identity_provider: str | None) -> str:
         raise BadRequest(
             "Unknown identity provider.",
             field_errors=[
-                FieldError("identity_provider", "Unknown identity provider.", "invalid_choice")
+                FieldErrorDetail(
+                    "identity_provider", "Unknown identity provider.", "invalid_choice"
+                )
             ],
         )
     return provider
 
 
 def _find_account(client_id: str) -> SyneriseAccount | None:
-    from ..models import SyneriseAccount
-
     return SyneriseAccount.objects.select_related("user").filter(client_id=client_id).first()
 
 
@@ -115,8 +116,6 @@ def _link(
     a new Django user, ``False`` when it linked an existing one or a concurrent login linked
     the same client id first.
     """
-    from ..models import SyneriseAccount
-
     try:
         with transaction.atomic():
             user = adapter.find_user(claims, profile)
@@ -223,8 +222,8 @@ def login(
     :raises TransientUpstreamError: Synerise is unavailable, rate limiting, or answered
         something unusable (subclasses ``SyneriseUnavailable``, ``RateLimited``,
         ``BadResponse``, ``CircuitOpen``).
-    :raises InvalidToken: the returned token failed verification or belongs to an anonymous
-        client or another business profile.
+    :raises TokenVerificationError: the returned token failed verification or belongs to an
+        anonymous client or another business profile.
     :raises AccountInactive: the linked Django user is inactive (nothing is stored).
     :raises SyneriseBusy: ``INTERACTIVE_CONCURRENCY`` interactive calls are already in flight
         in this process; nothing was sent (a ``TransientUpstreamError``).
@@ -294,7 +293,7 @@ def select_uuid(
     if requested is not None and parse_uuid(requested) is None:
         raise BadRequest(
             "The uuid is not a UUID.",
-            field_errors=[FieldError("uuid", "Must be a UUID.", "invalid")],
+            field_errors=[FieldErrorDetail("uuid", "Must be a UUID.", "invalid")],
         )
     if provider != "SYNERISE":
         return choose_uuid(requested=requested, request=request)
@@ -307,8 +306,6 @@ def select_uuid(
 
 
 def _stored_uuid(*, email: str | None, custom_id: str | None) -> str | None:
-    from ..models import SyneriseAccount
-
     accounts = SyneriseAccount.objects.exclude(uuid="")
     if email:
         accounts = accounts.filter(email__iexact=email.strip())
@@ -366,8 +363,6 @@ def _login(
     attributes: dict[str, Any] | None,
     client: SyneriseClient | None,
 ) -> LoginResult:
-    from ..adapter import get_adapter
-
     adapter = get_adapter(request)
     client = client or adapter.get_client()
     sent_uuid = chosen.value if chosen is not None else None
@@ -414,18 +409,16 @@ def call_login(
     arguments of :meth:`~django_synerise.client.SyneriseClient.login`. ``trace``, when given,
     receives ``status`` (200 once Synerise answered) and ``client_id`` for the login event.
 
-    :raises: as :func:`login` (upstream errors, ``InvalidToken`` for anonymous tokens and
+    :raises: as :func:`login` (upstream errors, ``TokenVerificationError`` for anonymous tokens and
         tokens of another business profile).
     """
-    from ..verification import claims_for
-
     trace = {} if trace is None else trace
     result = _call_login(client, request=request, provider=provider, fields=credentials)
     trace["status"] = 200
     claims = claims_for(result, client=client)
     trace["client_id"] = str(claims.client_id)
     if claims.is_anonymous:
-        raise InvalidToken("Anonymous tokens cannot sign in.", reason="anonymous")
+        raise TokenVerificationError("Anonymous tokens cannot sign in.", reason="anonymous")
     check_business_profile(claims)
     return result, claims
 
@@ -435,8 +428,6 @@ def _link_to(user: Any, claims: TokenClaims, provider: str) -> SyneriseAccount:
 
     :raises AccountConflict: ``user`` is already linked to another Synerise client.
     """
-    from ..models import SyneriseAccount
-
     try:
         with transaction.atomic():
             if SyneriseAccount.objects.filter(user=user).exists():
@@ -484,7 +475,7 @@ def complete_login(
     ``find_user``/``create_user`` (and the profile fetch) do not run.
 
     :raises AccountInactive: the linked user is inactive (nothing is stored).
-    :raises InvalidToken: the token fails the storage checks of
+    :raises TokenVerificationError: the token fails the storage checks of
         :func:`~django_synerise.services.store_token`.
     """
     account = _find_account(str(claims.client_id))

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, connections, router, transaction
@@ -22,6 +23,7 @@ from django.db.models import F, Field, Max
 from django.utils import timezone
 
 from .. import events, metrics
+from ..models import RefreshOutcomeCount, TokenStatus
 
 if TYPE_CHECKING:
     from django.db.models.options import Options
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "OUTCOMES",
     "RETENTION",
+    "RefreshOutcome",
     "add_outcome_counts",
     "last_run",
     "outcome_history",
@@ -43,8 +46,56 @@ __all__ = [
     "record_run",
 ]
 
+
+class RefreshOutcome(str, Enum):
+    """What the refresh engine did with one claimed row: the one definition of each outcome.
+
+    The value is the name logged in ``refresh`` events, counted per hour and by
+    ``synerise_refresh_outcomes_total``. Each member also says what is written to the row
+    (:attr:`status`, :attr:`counts_failure`) and where the row is listed in a
+    :class:`~django_synerise.services.refresh.BatchReport` (:attr:`report_field`):
+
+    * ``REFRESHED``: a new token was stored; ``active``, failure count back to zero;
+    * ``TRANSIENT``: Synerise failed transiently; ``active`` with ``retry_at`` set, the failure
+      counted (``failure_count + 1``, ``last_error``);
+    * ``NEEDS_LOGIN``: Synerise can no longer refresh the token; ``needs_login``, the failure
+      counted;
+    * ``HALTED``: rejected while Synerise rejects the workspace's API key; back to ``active``
+      with nothing counted (background refresh halts);
+    * ``SKIPPED``: not refreshed by this call (not attempted before the deadline, held by
+      someone else or changed meanwhile); back to ``active`` when still ours, nothing counted,
+      not in the hourly counts.
+    """
+
+    REFRESHED = "refreshed"
+    TRANSIENT = "transient"
+    NEEDS_LOGIN = "needs_login"
+    HALTED = "halted"
+    SKIPPED = "skipped"
+
+    @property
+    def status(self) -> TokenStatus:
+        """The row's status once the outcome is written."""
+        return TokenStatus.NEEDS_LOGIN if self is RefreshOutcome.NEEDS_LOGIN else TokenStatus.ACTIVE
+
+    @property
+    def counts_failure(self) -> bool:
+        """Whether the write adds one to ``failure_count`` and stores ``last_error``."""
+        return self in (RefreshOutcome.TRANSIENT, RefreshOutcome.NEEDS_LOGIN)
+
+    @property
+    def counted(self) -> bool:
+        """Whether the outcome is counted per hour and by the outcome metric."""
+        return self is not RefreshOutcome.SKIPPED
+
+    @property
+    def report_field(self) -> str:
+        """The :class:`~django_synerise.services.refresh.BatchReport` list holding such rows."""
+        return "failed_transient" if self is RefreshOutcome.TRANSIENT else self.value
+
+
 #: Refresh outcomes counted per hour (and by ``synerise_refresh_outcomes_total``).
-OUTCOMES = ("refreshed", "transient", "needs_login", "halted")
+OUTCOMES = tuple(outcome.value for outcome in RefreshOutcome if outcome.counted)
 #: Hourly counts older than this are deleted by ``purge_tokens``.
 RETENTION = timedelta(hours=48)
 
@@ -66,8 +117,6 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
 
     Best effort: a database error is logged, never raised (it must not fail a refresh).
     """
-    from ..models import RefreshOutcomeCount
-
     items = [(outcome, int(n)) for outcome, n in counts.items() if n]
     if not items:
         return
@@ -122,16 +171,10 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
 def _kinds(rows: Iterable[ClientToken], report: BatchReport) -> dict[int, str]:
     pks = {row.pk for row in rows}
     kinds: dict[int, str] = {}
-    for kind, ids in (
-        ("refreshed", report.refreshed),
-        ("transient", report.failed_transient),
-        ("needs_login", report.needs_login),
-        ("halted", report.halted),
-        ("skipped", report.skipped),
-    ):
-        for pk in ids:
+    for outcome in RefreshOutcome:
+        for pk in report.pks(outcome):
             if pk in pks:
-                kinds.setdefault(pk, kind)
+                kinds.setdefault(pk, outcome.value)
     return kinds
 
 
@@ -148,7 +191,7 @@ def record_refresh_batch(rows: list[ClientToken], report: BatchReport) -> None:
         counts = dict.fromkeys(OUTCOMES, 0)
         lags: list[float] = []
         for row in rows:
-            kind = kinds.get(row.pk, "skipped")
+            kind = kinds.get(row.pk, RefreshOutcome.SKIPPED.value)
             if kind in counts:
                 counts[kind] += 1
             seconds = getattr(row, "call_seconds", None)
@@ -158,11 +201,11 @@ def record_refresh_batch(rows: list[ClientToken], report: BatchReport) -> None:
                 client_id=row.account.client_id,
                 upstream_status=getattr(row, "call_status", None),
                 duration_ms=None if seconds is None else seconds * 1000,
-                error=row.last_error if kind in ("transient", "needs_login") else None,
+                error=row.last_error if RefreshOutcome(kind).counts_failure else None,
             )
             taken = getattr(row, "db_now", None)
             target = getattr(row, "claimed_refresh_at", None)
-            if taken is not None and target is not None and kind != "skipped":
+            if taken is not None and target is not None and kind != RefreshOutcome.SKIPPED:
                 lag = (taken - target).total_seconds()
                 if lag >= 0:
                     lags.append(lag)
@@ -209,8 +252,6 @@ def outcome_history(*, hours: int = 24, now: datetime | None = None) -> dict[str
     :returns: ``{"hours": [datetime, ...] (UTC, oldest first), "series": {outcome: [count
         per hour]}, "totals": {outcome: n}, "runs": [count per hour]}``.
     """
-    from ..models import RefreshOutcomeCount
-
     now = now or timezone.now()
     current = _hour(now)
     starts = [current - timedelta(hours=h) for h in range(hours - 1, -1, -1)]
@@ -235,8 +276,6 @@ def outcome_history(*, hours: int = 24, now: datetime | None = None) -> dict[str
 def last_run() -> datetime | None:
     """When a scheduler run (beat task or cron command) last started, or ``None`` (one
     query)."""
-    from ..models import RefreshOutcomeCount
-
     last: datetime | None = RefreshOutcomeCount.objects.filter(outcome="run").aggregate(
         last=Max("updated_at")
     )["last"]
@@ -245,8 +284,6 @@ def last_run() -> datetime | None:
 
 def prune_outcome_counts(*, now: datetime | None = None) -> int:
     """Delete hourly counts older than :data:`RETENTION`; return how many rows went."""
-    from ..models import RefreshOutcomeCount
-
     cutoff = _hour(now or timezone.now()) - RETENTION
     deleted, _ = RefreshOutcomeCount.objects.filter(hour__lt=cutoff).delete()
     return deleted

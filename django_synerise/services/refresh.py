@@ -27,7 +27,6 @@ management command both call these functions.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import threading
 import time
@@ -38,25 +37,27 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections, router, transaction
-from django.db.models import Field, Q
+from django.db import transaction
+from django.db.models import F, Field, IntegerField, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .. import signals
+from .. import process_state, signals
 from ..conf import synerise_settings
 from ..exceptions import (
-    InvalidToken,
     SyneriseError,
     TokenDecryptionError,
+    TokenVerificationError,
     TransientUpstreamError,
 )
+from ..expressions import CaseByPk
 from ..models import ClientToken, TokenStatus
 from ..querysets import lease_free_q, retry_free_q
 from ..ratelimit import RateLimiter, refresh_rate_limiter
+from ..token_status import CLAIMABLE
 from . import halt
-from .outcomes import prune_outcome_counts, record_refresh_batch, record_run
+from .outcomes import RefreshOutcome, prune_outcome_counts, record_refresh_batch, record_run
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
 
 if TYPE_CHECKING:
@@ -86,9 +87,10 @@ __all__ = [
     "split",
 ]
 
-#: No retry is scheduled later than this before a token's expiry (R-CONC-4: retries stop at
-#: ``exp - 2 min``, which also absorbs clock skew between Synerise and the database); past it
-#: the row moves to ``needs_login`` (Synerise refreshes only a token that is still valid).
+#: No retry is scheduled later than this before a token's expiry (X22 in docs/reliability.rst:
+#: retries stop at ``exp - 2 min``, which also absorbs clock skew between Synerise and the
+#: database); past it the row moves to ``needs_login`` (Synerise refreshes only a token that
+#: is still valid).
 EXPIRY_SAFETY = timedelta(seconds=120)
 #: Base and cap (seconds) of the exponential backoff used when no other value is given.
 DEFAULT_BACKOFF = 2.0
@@ -101,7 +103,7 @@ RETRY_SLACK = 0.5
 #: (``REFRESH_FLUSH_INTERVAL``).
 FLUSH_ANSWERS = 50
 
-_CLAIMABLE = (TokenStatus.ACTIVE, TokenStatus.REFRESHING)
+_CLAIMABLE = CLAIMABLE
 
 
 # --------------------------------------------------------------------------- results
@@ -171,6 +173,15 @@ class BatchReport:
     retry_after: float | None = None
     reasons: dict[int, str] = field(default_factory=dict)
 
+    def pks(self, outcome: RefreshOutcome) -> list[int]:
+        """The rows listed under ``outcome`` (the list itself, not a copy)."""
+        rows: list[int] = getattr(self, outcome.report_field)
+        return rows
+
+    def add(self, pk: int, outcome: RefreshOutcome) -> None:
+        """List row ``pk`` under ``outcome``."""
+        self.pks(outcome).append(pk)
+
     def merge(self, other: BatchReport) -> None:
         """Add ``other``'s rows to this report (``retry_after`` keeps the larger value)."""
         self.refreshed.extend(other.refreshed)
@@ -230,30 +241,13 @@ def _batch_size(limit: int | None) -> int:
     return max(0, size)
 
 
-def _active_owner(now: datetime) -> Q:
-    """Owner active and seen within ``KEEPALIVE_IDLE`` (never-used tokens count from creation)."""
-    cutoff = now - timedelta(seconds=synerise_settings.KEEPALIVE_IDLE)
-    recent = Q(last_used_at__gte=cutoff) | Q(last_used_at__isnull=True, created_at__gte=cutoff)
-    return Q(account__user__is_active=True) & recent
-
-
 def due_tokens(*, now: datetime | None = None) -> QuerySet[ClientToken]:
     """Queryset of the rows the pipeline should refresh now (nothing is locked).
 
-    Status ``active`` (or a ``refreshing`` row whose lease ran out: its worker died), lease
-    free, ``retry_at`` (backoff after a transient failure) unset or passed, ``refresh_at``
-    passed and ``expires_at`` not, owner active and seen within ``KEEPALIVE_IDLE``. Times
-    compare with the database clock.
+    :meth:`ClientToken.objects.due() <django_synerise.querysets.ClientTokenQuerySet.due>`,
+    the one definition of "due" (database clock unless ``now`` is given).
     """
-    now = now or timezone.now()
-    return ClientToken.objects.filter(
-        lease_free_q(),
-        retry_free_q(),
-        _active_owner(now),
-        status__in=_CLAIMABLE,
-        refresh_at__lte=Now(),
-        expires_at__gt=Now(),
-    )
+    return ClientToken.objects.due(now)
 
 
 def count_due_tokens() -> int:
@@ -380,6 +374,7 @@ def backoff_delay(
 
 _executor_lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+#: (process generation, pool size) of ``_executor``.
 _executor_key: tuple[int, int] | None = None
 
 
@@ -388,11 +383,12 @@ def _get_executor() -> ThreadPoolExecutor:
     ``fork`` or when the setting changes). Threads live on, so each keeps its pooled HTTP
     session between batches."""
     global _executor, _executor_key
-    size = max(1, synerise_settings.REFRESH_CONCURRENCY)
-    key = (os.getpid(), size)
+    size = max(1, int(synerise_settings.REFRESH_CONCURRENCY))
+    generation = process_state.generation()
+    key = (generation, size)
     with _executor_lock:
         if _executor is None or _executor_key != key:
-            old = _executor if _executor_key and _executor_key[0] == os.getpid() else None
+            old = _executor if _executor_key and _executor_key[0] == generation else None
             _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="synerise-refresh")
             _executor_key = key
             if old is not None:
@@ -400,8 +396,34 @@ def _get_executor() -> ThreadPoolExecutor:
         return _executor
 
 
+def _drop_executor_after_fork() -> None:
+    """Forget the parent's pool without shutting it down (its threads are not in the child)."""
+    global _executor, _executor_key, _executor_lock
+    _executor_lock = threading.Lock()
+    _executor, _executor_key = None, None
+
+
+def _shut_down_executor() -> None:
+    """Shut this process's pool down (not waiting); the next batch starts a new one."""
+    global _executor, _executor_key
+    generation = process_state.generation()
+    with _executor_lock:
+        old = _executor if _executor_key and _executor_key[0] == generation else None
+        _executor, _executor_key = None, None
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+process_state.register(
+    "refresh.executor", after_fork=_drop_executor_after_fork, reset=_shut_down_executor
+)
+
+
 @dataclass
-class _Outcome:
+class _CallResult:
+    """What one refresh call produced for its row: a new token (``prepared``), an ``error``,
+    or neither (``attempted=False``: the call was not made and the row is released)."""
+
     row: ClientToken
     prepared: PreparedToken | None = None
     error: BaseException | None = None
@@ -414,26 +436,26 @@ def _call(
     client: SyneriseClient,
     start_deadline: float,
     limiter: RateLimiter | None = None,
-) -> _Outcome:
+) -> _CallResult:
     """Refresh one token in a pool thread (no database access).
 
     Not attempted (the row is released) when the call cannot start before ``start_deadline``,
     including while waiting for the global rate limit.
     """
     if time.monotonic() > start_deadline:
-        return _Outcome(row, attempted=False)
+        return _CallResult(row, attempted=False)
     if limiter is not None and not limiter.acquire(start_deadline):
-        return _Outcome(row, attempted=False)
+        return _CallResult(row, attempted=False)
     started = time.monotonic()
     try:
         result = client.refresh(token)
         row.call_status = 200
-        return _Outcome(row, prepared=prepare_token(row.account, result, client=client))
+        return _CallResult(row, prepared=prepare_token(row.account, result, client=client))
     except Exception as exc:  # every failure is classified by the caller
         row.call_status = getattr(exc, "status", None)
         if not isinstance(exc, SyneriseError):
             logger.exception("Unexpected error refreshing Synerise token %s", row.pk)
-        return _Outcome(row, error=exc)
+        return _CallResult(row, error=exc)
     finally:
         # Read by services.outcomes.record_refresh_batch (the structured event).
         row.call_seconds = time.monotonic() - started
@@ -609,14 +631,16 @@ def _refresh_rows(
     started = time.monotonic()
     start_deadline = started + max(lease - total - min(5.0, lease * 0.1), lease * 0.5)
 
-    others: list[_Outcome] = []
+    others: list[_CallResult] = []
     calls: list[tuple[ClientToken, str]] = []
     for row in rows:
         row.claimed_refresh_at = row.refresh_at  # the claim lag (writes move refresh_at on)
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
             others.append(
-                _Outcome(
-                    row, error=InvalidToken("Token expired.", reason="expired"), attempted=False
+                _CallResult(
+                    row,
+                    error=TokenVerificationError("Token expired.", reason="expired"),
+                    attempted=False,
                 )
             )
             continue
@@ -624,7 +648,7 @@ def _refresh_rows(
             calls.append((row, row.get_token()))
         except TokenDecryptionError as exc:
             logger.error("Stored Synerise token %s could not be decrypted", row.pk)
-            others.append(_Outcome(row, error=exc, attempted=False))
+            others.append(_CallResult(row, error=exc, attempted=False))
 
     if inline:
         for row, token in calls:
@@ -637,7 +661,7 @@ def _refresh_rows(
     else:
         limiter = refresh_rate_limiter()
         executor = _get_executor()
-        pending: set[Future[_Outcome]] = set()
+        pending: set[Future[_CallResult]] = set()
         for row, token in calls:
             pending.add(executor.submit(_call, row, token, client, start_deadline, limiter))
         calls.clear()
@@ -652,19 +676,19 @@ def _refresh_rows(
 
 
 def _collect(
-    pending: set[Future[_Outcome]],
+    pending: set[Future[_CallResult]],
     lease_until: datetime,
     *,
     report: BatchReport,
     lease_seconds: float,
     started: float,
-) -> list[_Outcome]:
+) -> list[_CallResult]:
     """Wait for the calls; store new tokens as they arrive (the flush window); return the
     other outcomes."""
     window = _flush_interval()
-    waiting: list[_Outcome] = []
+    waiting: list[_CallResult] = []
     oldest: float | None = None
-    others: list[_Outcome] = []
+    others: list[_CallResult] = []
     while pending:
         timeout = None if oldest is None else max(0.0, oldest + window - time.monotonic())
         done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
@@ -689,7 +713,7 @@ def _collect(
 
 
 def _flush(
-    ok: list[_Outcome],
+    ok: list[_CallResult],
     lease_until: datetime,
     *,
     report: BatchReport,
@@ -715,47 +739,101 @@ def _flush(
         signals.token_refreshed.send(sender=ClientToken, token=row, account=row.account)
 
 
-def _classify(
-    outcome: _Outcome, now: datetime, delay: float, verdict: str | None
-) -> tuple[str, str, float | None, str]:
-    """Return ``(kind, error code, retry delay, needs-login reason)``; ``now`` is database time.
+@dataclass(frozen=True)
+class _Decision:
+    """How the final write ends one row that got no new token.
 
-    ``kind`` is ``login`` (to needs_login), ``retry``, ``halt`` (rejected while the workspace
-    is: left untouched) or ``release`` (not attempted). ``verdict`` is the batch's
-    :func:`~django_synerise.services.halt.judge_rejections` answer (``None``: no rejection).
+    ``outcome`` is never ``REFRESHED``; its :class:`RefreshOutcome` properties say what is
+    written. ``code`` is the error code stored in ``last_error`` when the outcome counts a
+    failure; ``retry_delay`` the seconds from now to ``retry_at`` (``TRANSIENT`` only);
+    ``reason`` why the row needs a login (``NEEDS_LOGIN`` only: ``expired``, ``rejected`` or
+    ``decryption_failed``).
     """
-    exc = outcome.error
+
+    result: _CallResult
+    outcome: RefreshOutcome
+    code: str = ""
+    retry_delay: float | None = None
+    reason: str = ""
+
+    @property
+    def row(self) -> ClientToken:
+        """The claimed row."""
+        return self.result.row
+
+    def retry_at(self, now: datetime) -> datetime | None:
+        """The ``retry_at`` to write: database time (``now`` plus the row's clock offset,
+        measured when it was claimed) plus the delay; ``None`` unless ``TRANSIENT``."""
+        if self.outcome is not RefreshOutcome.TRANSIENT:
+            return None
+        offset = getattr(self.row, "db_offset", timedelta(0))
+        return now + offset + timedelta(seconds=self.retry_delay or 0.0)
+
+
+def _classify(result: _CallResult, now: datetime, delay: float, verdict: str | None) -> _Decision:
+    """Decide how a row without a new token ends; ``now`` is database time.
+
+    ``verdict`` is the batch's :func:`~django_synerise.services.halt.judge_rejections` answer
+    (``None``: no rejection). Not attempted: ``SKIPPED`` (released); undecryptable or about to
+    expire: ``NEEDS_LOGIN``; a rejection: ``HALTED`` (the workspace's key is rejected) or
+    ``NEEDS_LOGIN`` (the key works); anything else: see :func:`_retry_or_expire`.
+    """
+    exc = result.error
     if exc is None:
-        return "release", "", None, ""
+        return _Decision(result, RefreshOutcome.SKIPPED)
     if isinstance(exc, TokenDecryptionError):
-        return "login", "decryption_failed", None, "decryption_failed"
-    if isinstance(exc, InvalidToken) and not outcome.attempted:
-        return "login", "expired", None, "expired"
+        return _Decision(
+            result, RefreshOutcome.NEEDS_LOGIN, "decryption_failed", reason="decryption_failed"
+        )
+    if isinstance(exc, TokenVerificationError) and not result.attempted:
+        return _Decision(result, RefreshOutcome.NEEDS_LOGIN, "expired", reason="expired")
     code = _error_code(exc)
     if halt.is_rejection(exc):
         if verdict == halt.WORKSPACE:
-            return "halt", code, None, ""
+            return _Decision(result, RefreshOutcome.HALTED, code)
         if verdict == halt.TOKEN:
-            return "login", code, None, "rejected"
+            return _Decision(result, RefreshOutcome.NEEDS_LOGIN, code, reason="rejected")
+    return _retry_or_expire(result, code, now, delay)
+
+
+def _retry_or_expire(result: _CallResult, code: str, now: datetime, delay: float) -> _Decision:
+    """``TRANSIENT`` with ``max(delay, Retry-After)`` (capped at ``RETRY_AFTER_MAX``), moved
+    back to the last retry time before the expiry safety margin; ``NEEDS_LOGIN`` (``expired``)
+    when Retry-After asks to wait past that time or no retry fits before it."""
+    exc = result.error
     retry_after = (
         getattr(exc, "retry_after", None) if isinstance(exc, TransientUpstreamError) else None
     )
     cap = synerise_settings.RETRY_AFTER_MAX
-    wanted = delay
-    if retry_after is not None:
-        wanted = max(delay, min(float(retry_after), cap))
-    latest = (outcome.row.expires_at - EXPIRY_SAFETY - now).total_seconds() - RETRY_SLACK
+    asked = None if retry_after is None else min(float(retry_after), cap)
+    wanted = delay if asked is None else max(delay, asked)
+    latest = (result.row.expires_at - EXPIRY_SAFETY - now).total_seconds() - RETRY_SLACK
     if wanted > latest:
-        if retry_after is not None and min(float(retry_after), cap) > latest:
-            return "login", code, None, "expired"
-        if latest < MIN_RETRY_DELAY:
-            return "login", code, None, "expired"
+        if (asked is not None and asked > latest) or latest < MIN_RETRY_DELAY:
+            return _Decision(result, RefreshOutcome.NEEDS_LOGIN, code, reason="expired")
         wanted = latest
-    return "retry", code, wanted, ""
+    return _Decision(result, RefreshOutcome.TRANSIENT, code, retry_delay=wanted)
+
+
+def _decide(
+    results: list[_CallResult], *, attempt: int, backoff: float, client: SyneriseClient
+) -> list[_Decision]:
+    """Classify every result; rejections first probe the API key, once for the batch."""
+    verdict = None
+    rejected = [result for result in results if halt.is_rejection(result.error)]
+    if rejected:
+        verdict = halt.judge_rejections(client, reason=_error_code(rejected[0].error))
+    now = timezone.now()
+    decisions = []
+    for result in results:
+        row = result.row
+        delay = backoff_delay(max(int(attempt), int(row.failure_count or 0)), base=backoff)
+        decisions.append(_classify(result, _db_now(row, now), delay, verdict))
+    return decisions
 
 
 def _write_outcomes(
-    outcomes: list[_Outcome],
+    results: list[_CallResult],
     lease_until: datetime,
     *,
     attempt: int,
@@ -763,108 +841,110 @@ def _write_outcomes(
     report: BatchReport,
     client: SyneriseClient,
 ) -> BatchReport:
-    """Classify and write every outcome but new tokens (one ``UPDATE``), then signal."""
-    if not outcomes:
+    """Classify and write every outcome but new tokens (one ``UPDATE``), then signal.
+
+    A row the write did not reach (no longer ours) is ``skipped``.
+    """
+    if not results:
         return report
-    verdict = None
-    rejected = [o for o in outcomes if halt.is_rejection(o.error)]
-    if rejected:
-        verdict = halt.judge_rejections(client, reason=_error_code(rejected[0].error))
-    now = timezone.now()
-    failed: list[tuple[_Outcome, str, str, float | None]] = []
-    reasons: dict[int, str] = {}
-    for outcome in outcomes:
-        row = outcome.row
-        delay = backoff_delay(max(int(attempt), int(row.failure_count or 0)), base=backoff)
-        kind, code, retry_delay, reason = _classify(outcome, _db_now(row, now), delay, verdict)
-        failed.append((outcome, kind, code, retry_delay))
-        reasons[row.pk] = reason
-
-    written = _store_failures(failed, lease_until)
-    if written < len(failed):
-        _, fail_pks = _reconcile([], failed)
+    decisions = _decide(results, attempt=attempt, backoff=backoff, client=client)
+    written = _store_failures(decisions, lease_until)
+    if written < len(decisions):
+        _, kept = _reconcile([], decisions)
     else:
-        fail_pks = {o.row.pk for o, *_ in failed}
-
-    for outcome, kind, code, retry_delay in failed:
-        row = outcome.row
-        if row.pk not in fail_pks or kind == "release":
-            report.skipped.append(row.pk)
-            continue
-        if kind == "halt":
-            report.halted.append(row.pk)
-            continue
-        exc = outcome.error
-        error = exc if isinstance(exc, SyneriseError) else SyneriseError(code=code)
-        if kind == "retry":
-            report.failed_transient.append(row.pk)
-            report.retry_after = max(report.retry_after or 0.0, retry_delay or 0.0)
-            logger.warning(
-                "Refresh of Synerise token %s failed (%s%s); retry in %.1f s",
-                row.pk,
-                code,
-                _reason_suffix(exc),
-                retry_delay or 0.0,
-            )
-            signals.token_refresh_failed.send(
-                sender=ClientToken, token=row, account=row.account, error=error, will_retry=True
-            )
-            continue
-        report.needs_login.append(row.pk)
-        reason = reasons[row.pk]
-        report.reasons[row.pk] = reason
-        logger.info("Synerise token %s needs a new login (%s)", row.pk, reason)
-        if outcome.attempted or isinstance(exc, TokenDecryptionError):
-            signals.token_refresh_failed.send(
-                sender=ClientToken, token=row, account=row.account, error=error, will_retry=False
-            )
-        signals.token_expired.send(
-            sender=ClientToken, token=row, account=row.account, reason=reason
-        )
+        kept = {decision.row.pk for decision in decisions}
+    for decision in decisions:
+        if decision.row.pk in kept:
+            _announce(decision, report)
+        else:
+            report.add(decision.row.pk, RefreshOutcome.SKIPPED)
     return report
 
 
-class _Sql:
-    """Raw ``UPDATE`` building blocks for ``ClientToken`` (quoted names, prepared values).
-
-    Batch writes use one ``UPDATE ... SET col = CASE id WHEN ... END`` statement; Django's
-    ``Case``/``When`` expressions cost milliseconds per row to resolve, the SQL costs none.
-    """
-
-    def __init__(self) -> None:
-        self.alias = router.db_for_write(ClientToken)
-        self.connection = connections[self.alias]
-        self.meta = ClientToken._meta
-        self.table = self.connection.ops.quote_name(self.meta.db_table)
-        self.pk = self.col("id")
-
-    def field(self, name: str) -> Field[Any, Any]:
-        field = self.meta.pk if name == "id" else self.meta.get_field(name)
-        assert isinstance(field, Field)  # a concrete column, not a relation's reverse side
-        return field
-
-    def col(self, name: str) -> str:
-        return self.connection.ops.quote_name(self.field(name).column)
-
-    def value(self, name: str, value: Any) -> Any:
-        return self.field(name).get_db_prep_save(value, self.connection)
-
-    def case(self, name: str, pairs: list[tuple[int, Any]], default: str, params: list[Any]) -> str:
-        """``CASE id WHEN pk THEN value ... ELSE default END`` (appends to ``params``)."""
-        parts = []
-        for pk, value in pairs:
-            parts.append("WHEN %s THEN %s")
-            params.extend([pk, self.value(name, value) if name else value])
-        return f"CASE {self.pk} {' '.join(parts)} ELSE {default} END"
-
-    def execute(self, sql: str, params: list[Any]) -> int:
-        with self.connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            count: int = cursor.rowcount
-            return count
+def _announce(decision: _Decision, report: BatchReport) -> None:
+    """List a written row in ``report`` under its outcome; log and signal it."""
+    report.add(decision.row.pk, decision.outcome)
+    if decision.outcome is RefreshOutcome.TRANSIENT:
+        _announce_retry(decision, report)
+    elif decision.outcome is RefreshOutcome.NEEDS_LOGIN:
+        _announce_needs_login(decision, report)
 
 
-def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
+def _signalled_error(decision: _Decision) -> SyneriseError:
+    exc = decision.result.error
+    return exc if isinstance(exc, SyneriseError) else SyneriseError(code=decision.code)
+
+
+def _announce_retry(decision: _Decision, report: BatchReport) -> None:
+    """``TRANSIENT``: ``retry_after`` grows to the delay; ``token_refresh_failed`` (will retry)."""
+    row, delay = decision.row, decision.retry_delay or 0.0
+    report.retry_after = max(report.retry_after or 0.0, delay)
+    logger.warning(
+        "Refresh of Synerise token %s failed (%s%s); retry in %.1f s",
+        row.pk,
+        decision.code,
+        _reason_suffix(decision.result.error),
+        delay,
+    )
+    signals.token_refresh_failed.send(
+        sender=ClientToken,
+        token=row,
+        account=row.account,
+        error=_signalled_error(decision),
+        will_retry=True,
+    )
+
+
+def _announce_needs_login(decision: _Decision, report: BatchReport) -> None:
+    """``NEEDS_LOGIN``: the reason in ``report.reasons``; ``token_refresh_failed`` (no retry,
+    when a call failed or the token was undecryptable), then ``token_expired``."""
+    row, result = decision.row, decision.result
+    report.reasons[row.pk] = decision.reason
+    logger.info("Synerise token %s needs a new login (%s)", row.pk, decision.reason)
+    if result.attempted or isinstance(result.error, TokenDecryptionError):
+        signals.token_refresh_failed.send(
+            sender=ClientToken,
+            token=row,
+            account=row.account,
+            error=_signalled_error(decision),
+            will_retry=False,
+        )
+    signals.token_expired.send(
+        sender=ClientToken, token=row, account=row.account, reason=decision.reason
+    )
+
+
+#: Columns a new token sets, each with its own value per row. The predecessor columns come
+#: first: the compare-and-swap guarantees they hold what the row read, and MySQL assigns left
+#: to right.
+_TOKEN_COLUMNS = (
+    "previous_fingerprint",
+    "previous_valid_until",
+    "encrypted_token",
+    "fingerprint",
+    "expires_at",
+    "refresh_at",
+    "issued_at",
+    "origin",
+)
+
+
+def _per_row(name: str, values: dict[int, Any], *, keep: bool = True) -> CaseByPk:
+    """Column ``name`` set to ``values[pk]`` on each listed row; other rows keep the column
+    (``keep``) or get ``NULL``."""
+    field = ClientToken._meta.get_field(name)
+    assert isinstance(field, Field)  # a concrete column
+    return CaseByPk(values, default=F(name) if keep else None, output_field=field)
+
+
+def _ours(pks: list[int], lease_until: datetime) -> Any:
+    """The rows of ``pks`` still ``refreshing`` under this batch's lease (the fence)."""
+    return ClientToken.objects.filter(
+        pk__in=pks, status=TokenStatus.REFRESHING, lease_until=lease_until
+    )
+
+
+def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
     """One compare-and-swap ``UPDATE`` for every new token; returns the rows written.
 
     ``WHERE id IN (...) AND version = CASE id WHEN ... END AND status = 'refreshing' AND
@@ -873,54 +953,35 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
     """
     if not ok:
         return 0
-    sql = _Sql()
     now = timezone.now()
-    params: list[Any] = []
-    sets = []
     values = {
         o.row.pk: supersede_values(o.row, now) | o.prepared.row_values()
         for o in ok
         if o.prepared is not None
     }
-    # The predecessor columns first: they read the old token (MySQL assigns left to right).
-    for name in (
-        "previous_fingerprint",
-        "previous_valid_until",
-        "encrypted_token",
-        "fingerprint",
-        "expires_at",
-        "refresh_at",
-        "issued_at",
-        "origin",
-    ):
-        pairs = [(pk, row_values[name]) for pk, row_values in values.items()]
-        sets.append(f"{sql.col(name)} = {sql.case(name, pairs, sql.col(name), params)}")
-    sets.append(f"{sql.col('refreshed_at')} = %s")
-    sets.append(f"{sql.col('updated_at')} = %s")
-    sets.append(f"{sql.col('status')} = %s")
-    params.extend(
-        [sql.value("refreshed_at", now), sql.value("updated_at", now), TokenStatus.ACTIVE.value]
+    versions = CaseByPk(
+        {o.row.pk: o.row.version for o in ok}, default=None, output_field=IntegerField()
     )
-    version = sql.col("version")
-    sets.append(f"{version} = {version} + 1")
-    sets.append(f"{sql.col('lease_until')} = NULL")
-    sets.append(f"{sql.col('retry_at')} = NULL")
-    sets.append(f"{sql.col('failure_count')} = 0")
-    sets.append(f"{sql.col('last_error')} = ''")
-    pks = [o.row.pk for o in ok]
-    where_params: list[Any] = list(pks)
-    versions = sql.case("", [(o.row.pk, o.row.version) for o in ok], "NULL", where_params)
-    where_params.extend([TokenStatus.REFRESHING.value, sql.value("lease_until", lease_until)])
-    count = sql.execute(
-        # Only quoted column/table names are interpolated; every value is a parameter.
-        f"UPDATE {sql.table} SET {', '.join(sets)} "  # nosec B608 # noqa: S608
-        f"WHERE {sql.pk} IN ({', '.join(['%s'] * len(pks))}) AND {version} = {versions} "
-        f"AND {sql.col('status')} = %s AND {sql.col('lease_until')} = %s",
-        params + where_params,
+    count: int = (
+        _ours([o.row.pk for o in ok], lease_until)
+        .filter(version=versions)
+        .update(
+            **{
+                name: _per_row(name, {pk: row[name] for pk, row in values.items()})
+                for name in _TOKEN_COLUMNS
+            },
+            refreshed_at=now,
+            updated_at=now,
+            status=TokenStatus.ACTIVE,
+            version=F("version") + 1,
+            lease_until=None,
+            retry_at=None,
+            failure_count=0,
+            last_error="",
+        )
     )
     for outcome in ok:
-        row, prepared = outcome.row, outcome.prepared
-        assert prepared is not None
+        row = outcome.row
         for name, value in values[row.pk].items():
             setattr(row, name, value)
         row.version += 1
@@ -933,77 +994,47 @@ def _store_successes(ok: list[_Outcome], lease_until: datetime) -> int:
     return count
 
 
-def _store_failures(
-    failed: list[tuple[_Outcome, str, str, float | None]], lease_until: datetime
-) -> int:
+def _store_failures(decisions: list[_Decision], lease_until: datetime) -> int:
     """One ``UPDATE`` for every other outcome (needs_login, retry time, halt, release).
 
-    Every row's lease is cleared. Retry times are database time: the row's database clock
-    offset, measured when it was claimed, is added to this process's clock. ``halt`` and
-    ``release`` rows go back to ``active`` with nothing counted.
+    Every row's lease is cleared. Retry times are database time (:meth:`_Decision.retry_at`).
+    ``halt`` and ``release`` rows go back to ``active`` with nothing counted.
     """
-    if not failed:
+    if not decisions:
         return 0
-    sql = _Sql()
     now = timezone.now()
-    statuses, retries, errors, counted = [], [], [], []
-    for outcome, kind, code, retry_delay in failed:
-        pk = outcome.row.pk
-        statuses.append(
-            (pk, TokenStatus.NEEDS_LOGIN.value if kind == "login" else TokenStatus.ACTIVE.value)
-        )
-        if kind == "retry":
-            offset = getattr(outcome.row, "db_offset", timedelta(0))
-            retries.append((pk, now + offset + timedelta(seconds=retry_delay or 0.0)))
-        if kind in ("login", "retry"):
-            errors.append((pk, code[:64]))
-            counted.append((pk, 1))
-    params: list[Any] = []
-    status, lease, retry, error, failures = (
-        sql.col(name)
-        for name in ("status", "lease_until", "retry_at", "last_error", "failure_count")
+    statuses, retries, errors = {}, {}, {}
+    for decision in decisions:
+        pk, outcome = decision.row.pk, decision.outcome
+        statuses[pk] = outcome.status.value
+        retry_at = decision.retry_at(now)
+        if retry_at is not None:
+            retries[pk] = retry_at
+        if outcome.counts_failure:
+            errors[pk] = decision.code[:64]
+    counted = CaseByPk(dict.fromkeys(errors, 1), default=0, output_field=IntegerField())
+    count: int = _ours([decision.row.pk for decision in decisions], lease_until).update(
+        status=_per_row("status", statuses),
+        lease_until=None,
+        retry_at=_per_row("retry_at", retries, keep=False),
+        last_error=_per_row("last_error", errors),
+        failure_count=F("failure_count") + counted,
+        updated_at=now,
     )
-    sets = [f"{status} = {sql.case('status', statuses, status, params)}"]
-    sets.append(f"{lease} = NULL")
-    sets.append(
-        f"{retry} = {sql.case('retry_at', retries, 'NULL', params)}"
-        if retries
-        else f"{retry} = NULL"
-    )
-    if errors:
-        sets.append(f"{error} = {sql.case('last_error', errors, error, params)}")
-        sets.append(f"{failures} = {failures} + {sql.case('', counted, '0', params)}")
-    sets.append(f"{sql.col('updated_at')} = %s")
-    params.append(sql.value("updated_at", now))
-    pks = [o.row.pk for o, *_ in failed]
-    params.extend(pks)
-    params.extend([TokenStatus.REFRESHING.value, sql.value("lease_until", lease_until)])
-    count = sql.execute(
-        # Only quoted column/table names are interpolated; every value is a parameter.
-        f"UPDATE {sql.table} SET {', '.join(sets)} "  # nosec B608 # noqa: S608
-        f"WHERE {sql.pk} IN ({', '.join(['%s'] * len(pks))}) "
-        f"AND {status} = %s AND {lease} = %s",
-        params,
-    )
-    for outcome, kind, code, retry_delay in failed:
-        row = outcome.row
-        row.status = TokenStatus.NEEDS_LOGIN if kind == "login" else TokenStatus.ACTIVE
+    for decision in decisions:
+        row, outcome = decision.row, decision.outcome
+        row.status = outcome.status
         row.lease_until = None
-        row.retry_at = None
-        if kind == "retry":
-            offset = getattr(row, "db_offset", timedelta(0))
-            row.retry_at = now + offset + timedelta(seconds=retry_delay or 0.0)
-        if kind in ("login", "retry"):
+        row.retry_at = decision.retry_at(now)
+        if outcome.counts_failure:
             row.failure_count += 1
-            row.last_error = code
+            row.last_error = decision.code
     return count
 
 
-def _reconcile(
-    ok: list[_Outcome], failed: list[tuple[_Outcome, str, str, float | None]]
-) -> tuple[set[int], set[int]]:
+def _reconcile(ok: list[_CallResult], decisions: list[_Decision]) -> tuple[set[int], set[int]]:
     """After a partial write, find which rows carry what this batch wrote (one query)."""
-    pks = [o.row.pk for o in ok] + [o.row.pk for o, *_ in failed]
+    pks = [o.row.pk for o in ok] + [decision.row.pk for decision in decisions]
     current = {
         pk: (ciphertext, status, lease)
         for pk, ciphertext, status, lease in ClientToken.objects.filter(pk__in=pks).values_list(
@@ -1016,13 +1047,13 @@ def _reconcile(
         if o.prepared is not None and current.get(o.row.pk, ("",))[0] == o.prepared.ciphertext
     }
     fail_pks = set()
-    for outcome, kind, _code, _delay in failed:
-        state = current.get(outcome.row.pk)
+    for decision in decisions:
+        row = decision.row
+        state = current.get(row.pk)
         if state is None:
             continue
-        expected = TokenStatus.NEEDS_LOGIN if kind == "login" else TokenStatus.ACTIVE
-        if state[1] == expected and state[0] == outcome.row.encrypted_token:
-            fail_pks.add(outcome.row.pk)
+        if state[1] == decision.outcome.status and state[0] == row.encrypted_token:
+            fail_pks.add(row.pk)
     return ok_pks, fail_pks
 
 

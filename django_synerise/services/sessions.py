@@ -28,6 +28,7 @@ def sessions_are_enumerable() -> bool:
     user: Django's ``db`` and ``cached_db`` engines (and subclasses of their store)."""
     if "django.contrib.sessions" not in settings.INSTALLED_APPS:
         return False
+    # Optional app: imported only when django.contrib.sessions is installed.
     from django.contrib.sessions.backends.db import SessionStore as DatabaseStore
 
     try:

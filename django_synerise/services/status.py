@@ -7,12 +7,17 @@ from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
 from typing import Any
 
+from django.core.cache import cache
+from django.db import connections, router
 from django.db.models import CharField, Count, Q, Value
 from django.db.models.functions import ExtractMinute, Now, TruncHour
 from django.utils import timezone
 
+from ..adapter_loader import get_adapter
 from ..breaker import all_breakers, get_breaker
 from ..exceptions import SyneriseError
+from ..models import ClientToken, RefreshHalt, TokenStatus
+from .halt import current_halt
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +42,6 @@ def refresh_halt_state() -> dict[str, Any] | None:
     API key probe), ``since`` and ``probe_at`` (ISO 8601) and ``probes`` (rejected probes so
     far); see :mod:`django_synerise.services.halt`. One query, shared by every process.
     """
-    from .halt import current_halt
-
     halt = current_halt()
     return halt.as_dict() if halt is not None else None
 
@@ -53,9 +56,6 @@ def token_status_counts() -> dict[str, int]:
     in database time: the pipeline missed them and their owners must log in again). Two
     queries; claims and locks nothing.
     """
-    from ..models import ClientToken, TokenStatus
-    from .refresh import count_due_tokens
-
     live = [TokenStatus.ACTIVE, TokenStatus.REFRESHING]
     aggregates: dict[str, Any] = {
         value: Count("pk", filter=Q(status=value)) for value in TokenStatus.values
@@ -64,7 +64,7 @@ def token_status_counts() -> dict[str, int]:
     aggregates["expired_active"] = Count("pk", filter=Q(status__in=live, expires_at__lte=Now()))
     counts = ClientToken.objects.aggregate(**aggregates)
     result = {key: int(value or 0) for key, value in counts.items()}
-    result["due"] = count_due_tokens()
+    result["due"] = ClientToken.objects.due().count()
     return result
 
 
@@ -74,16 +74,11 @@ def fleet_counts_sql() -> tuple[str, str, list[Any]]:
     Built from the ORM (the backlog part is :func:`~django_synerise.services.due_tokens`
     itself), so the metric and the pipeline agree on what "due" means.
     """
-    from django.db import router
-
-    from ..models import ClientToken, RefreshHalt
-    from .refresh import due_tokens
-
     alias = router.db_for_read(ClientToken)
     parts = [
         # COUNT(*), not COUNT(id): the status index alone answers it (index-only scan).
         ClientToken.objects.using(alias).order_by().values("status").annotate(n=Count("*")),
-        due_tokens()
+        ClientToken.objects.due()
         .using(alias)
         .order_by()
         .annotate(label=Value("due", output_field=CharField()))
@@ -116,10 +111,6 @@ def fleet_counts() -> dict[str, int]:
     read), the halt its primary key; never a scan of the token table (the test suite checks
     the plan on PostgreSQL with 100,000 rows). Used by the metrics scrape and the admin dashboard.
     """
-    from django.db import connections
-
-    from ..models import TokenStatus
-
     alias, sql, params = fleet_counts_sql()
     connection = connections[alias]
     result = dict.fromkeys(TokenStatus.values, 0)
@@ -146,8 +137,6 @@ def expiry_histogram(*, now: datetime | None = None, slots: int = 12) -> list[di
 
     :returns: ``[{"start": datetime, "end": datetime, "count": int}, ...]``, oldest first.
     """
-    from ..models import ClientToken, TokenStatus
-
     now = now or timezone.now()
     step = timedelta(minutes=EXPIRY_SLOT_MINUTES)
     first = now.astimezone(dt_timezone.utc).replace(second=0, microsecond=0)
@@ -203,8 +192,6 @@ def probe_upstream() -> dict[str, Any]:
 
     :returns: ``{"ok": bool, "error": code or None, "status": HTTP status or None}``.
     """
-    from ..adapter import get_adapter
-
     try:
         get_adapter().get_client().public_key()
     except SyneriseError as exc:
@@ -224,8 +211,6 @@ def record_refusal(reason: str) -> None:
     Shared by every process when the cache is (Redis, Memcached); best effort: a cache
     failure is logged, never raised.
     """
-    from django.core.cache import cache
-
     key = _REFUSAL_KEY.format(reason=reason)
     try:
         if not cache.add(key, 1, timeout=None):
@@ -237,8 +222,6 @@ def record_refusal(reason: str) -> None:
 def refusal_counts() -> dict[str, int]:
     """Return how many tokens were refused per reason since the cache was last cleared:
     ``{"lifetime": n}`` (tokens living longer than ``MAX_TOKEN_LIFETIME``)."""
-    from django.core.cache import cache
-
     counts: dict[str, int] = {}
     for reason in REFUSAL_REASONS:
         try:

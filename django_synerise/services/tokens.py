@@ -5,7 +5,6 @@ from __future__ import annotations
 import hmac
 import logging
 import random
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -26,15 +25,16 @@ from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
-from ..bulkhead import interactive_call
+from ..adapter_loader import resolve_client
 from ..conf import synerise_settings
+from ..crypto import encrypt_token, token_fingerprint
 from ..exceptions import (
-    InvalidToken,
-    LoginRequired,
-    SyneriseBusy,
-    TokenDecryptionError,
+    TokenVerificationError,
 )
-from .activity import touch_token_activity
+from ..models import ClientToken, SyneriseAccount, TokenStatus
+from ..verification import claims_for
+from .sessions import end_sessions as end_user_sessions
+from .status import record_refusal
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -43,20 +43,13 @@ if TYPE_CHECKING:
     from django.db.models.expressions import CombinedExpression
 
     from ..client import AuthResult, SyneriseClient
-    from ..models import ClientToken, SyneriseAccount
     from ..verification import TokenClaims
 
 logger = logging.getLogger(__name__)
 
 #: Default of the ``MAX_TOKEN_LIFETIME`` setting: the longest accepted lifetime of a token
-#: Synerise hands us (R-JWT-3). Use :func:`max_token_lifetime` for the configured value.
+#: Synerise hands us. Use :func:`max_token_lifetime` for the configured value.
 MAX_TOKEN_LIFETIME = timedelta(hours=24)
-#: ``refresh_user_token`` returns the stored token when it was stored this recently.
-RECENT_REFRESH = timedelta(seconds=60)
-
-_POLL_FIRST = 0.02
-_POLL_MAX = 0.2
-_LEASE_GRACE = 0.5
 
 
 @dataclass(frozen=True, repr=False)
@@ -92,12 +85,6 @@ class PreparedToken:
 # --------------------------------------------------------------------------- helpers
 
 
-def _models() -> tuple[type[ClientToken], type[SyneriseAccount], Any]:
-    from ..models import ClientToken, SyneriseAccount, TokenStatus
-
-    return ClientToken, SyneriseAccount, TokenStatus
-
-
 def _lease_expression() -> ExpressionWrapper[CombinedExpression]:
     """``now() + LEASE_SECONDS`` evaluated by the database (one clock for every worker)."""
     seconds = synerise_settings.LEASE_SECONDS
@@ -117,23 +104,30 @@ def _expected_business_profile(account: SyneriseAccount | None) -> str | None:
     return str(stored) if stored else None
 
 
-def check_business_profile(claims: TokenClaims, account: SyneriseAccount | None = None) -> None:
-    """Refuse a token of another Synerise workspace.
+def check_business_profile(
+    claims: TokenClaims, account: SyneriseAccount | None = None, *, presented: bool = False
+) -> None:
+    """Refuse a token of another Synerise workspace: the one business-profile rule.
 
     The expected business profile is ``BUSINESS_PROFILE_ID`` when set, else the one stored on
-    ``account`` at its first login. A verified token must carry a matching ``bpi`` claim; an
-    unverified one (``VERIFY_SIGNATURE`` off) is checked only when it carries the claim.
+    ``account`` at its first login; a token must carry a matching ``bpi`` claim. Where the
+    rule has nothing to compare, the token's source decides:
 
-    :raises InvalidToken: ``reason="business_profile"`` on a mismatch.
+    - a token Synerise just answered with (login, refresh; ``presented=False``) came back for
+      our API key, so with nothing expected yet it is accepted (the first login learns the
+      workspace), and an unverified one (``VERIFY_SIGNATURE`` off, opaque token) is checked
+      only when it carries the claim;
+    - a token a caller *presents* (``Authorization: Bearer``; ``presented=True``) fails
+      closed: with no expected business profile, or no ``bpi`` claim, it is refused.
+
+    :raises TokenVerificationError: ``reason="business_profile"`` on a mismatch.
     """
     expected = _expected_business_profile(account)
-    if expected is None:
-        return
     actual = claims.business_profile_id
-    if actual is None and not claims.verified:
+    if not presented and (expected is None or (actual is None and not claims.verified)):
         return
-    if actual is None or str(actual) != expected:
-        raise InvalidToken(
+    if expected is None or actual is None or str(actual) != expected:
+        raise TokenVerificationError(
             "The token belongs to another business profile.", reason="business_profile"
         )
 
@@ -153,23 +147,21 @@ def compute_refresh_at(expires_at: datetime) -> datetime:
 @sensitive_variables("token")
 def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> PreparedToken:
     """Check ``claims`` against ``account`` and encrypt ``token`` for its row."""
-    from ..crypto import encrypt_token, token_fingerprint
-
     if account.pk is None:
         raise ValueError("The account must be saved before a token is stored for it.")
     if claims.is_anonymous:
-        raise InvalidToken("Anonymous tokens are not stored.", reason="anonymous")
+        raise TokenVerificationError("Anonymous tokens are not stored.", reason="anonymous")
     if str(claims.client_id) != str(account.client_id):
-        raise InvalidToken("The token belongs to another client.", reason="client_mismatch")
+        raise TokenVerificationError(
+            "The token belongs to another client.", reason="client_mismatch"
+        )
     check_business_profile(claims, account)
     now = timezone.now()
     expires_at = claims.expires_at
     if expires_at <= now:
-        raise InvalidToken("The token has already expired.", reason="expired")
+        raise TokenVerificationError("The token has already expired.", reason="expired")
     cap = max_token_lifetime()
     if expires_at > now + cap:
-        from .status import record_refusal
-
         logger.warning(
             "Refused a Synerise token of client %s: it lives %.0f s, more than "
             "MAX_TOKEN_LIFETIME (%.0f s); raise the setting if your workspace issues "
@@ -179,7 +171,9 @@ def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> Prepa
             cap.total_seconds(),
         )
         record_refusal("lifetime")
-        raise InvalidToken("The token lives longer than MAX_TOKEN_LIFETIME.", reason="lifetime")
+        raise TokenVerificationError(
+            "The token lives longer than MAX_TOKEN_LIFETIME.", reason="lifetime"
+        )
     ciphertext = encrypt_token(token, account_id=account.pk, client_id=account.client_id)
     return PreparedToken(
         ciphertext=ciphertext,
@@ -202,12 +196,10 @@ def prepare_token(
     business profile, and expiring within ``(now, now + MAX_TOKEN_LIFETIME]`` (a longer
     lifetime is logged and counted in ``synerise_status`` as ``refused: lifetime``).
 
-    :raises InvalidToken: when any check fails (nothing is stored).
+    :raises TokenVerificationError: when any check fails (nothing is stored).
     :raises UpstreamError: when ``claims_for`` needs Synerise (no signature verification) and
         that call fails.
     """
-    from ..verification import claims_for
-
     claims = claims_for(result, client=client)
     return _prepare(account, result.token, claims)
 
@@ -247,7 +239,6 @@ def _supersede_expressions(now: datetime) -> dict[str, Any]:
     read the old ``status``, ``fingerprint`` and ``expires_at`` on every backend (MySQL
     assigns left to right).
     """
-    _, _, TokenStatus = _models()
     live = Q(status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING]) & ~Q(fingerprint="")
     return {
         "previous_fingerprint": Case(
@@ -270,13 +261,11 @@ def check_presented_token(row: ClientToken, token: str, *, now: datetime | None 
     token issued before them is ever accepted again, even after the user signs in anew.
     Costs no query: the row is already loaded. Digests are compared in constant time.
 
-    :raises InvalidToken: ``reason="revoked"`` when the row holds no token,
+    :raises TokenVerificationError: ``reason="revoked"`` when the row holds no token,
         ``reason="superseded"`` for any other token.
     """
-    from ..crypto import token_fingerprint
-
     if not row.fingerprint:
-        raise InvalidToken("The stored token was revoked.", reason="revoked")
+        raise TokenVerificationError("The stored token was revoked.", reason="revoked")
     presented = token_fingerprint(token)
     if hmac.compare_digest(presented, row.fingerprint):
         return
@@ -288,7 +277,7 @@ def check_presented_token(row: ClientToken, token: str, *, now: datetime | None 
         and hmac.compare_digest(presented, previous)
     ):
         return
-    raise InvalidToken("The token was replaced by a newer one.", reason="superseded")
+    raise TokenVerificationError("The token was replaced by a newer one.", reason="superseded")
 
 
 def _write_prepared(
@@ -298,7 +287,6 @@ def _write_prepared(
 
     The token the row held becomes its predecessor (see :func:`supersede_values`).
     """
-    ClientToken, _, TokenStatus = _models()
     now = now or timezone.now()
     values = prepared.row_values() | {
         "status": TokenStatus.ACTIVE,
@@ -333,8 +321,8 @@ def store_token(account: SyneriseAccount, token: str, claims: TokenClaims) -> Cl
     Creates the row or updates it in place: status active, ``version`` + 1, lease, failure
     count and last error cleared, ``last_used_at`` now. Short transaction, no HTTP.
 
-    :raises InvalidToken: when ``claims`` do not belong to ``account`` (client id, business
-        profile), the token is anonymous, or its expiry is outside ``(now, now +
+    :raises TokenVerificationError: when ``claims`` do not belong to ``account`` (client id,
+        business profile), the token is anonymous, or its expiry is outside ``(now, now +
         MAX_TOKEN_LIFETIME]``.
     """
     return _write_prepared(account, _prepare(account, token, claims))
@@ -342,7 +330,6 @@ def store_token(account: SyneriseAccount, token: str, claims: TokenClaims) -> Cl
 
 def get_token_for(user: Any) -> ClientToken | None:
     """Return the stored token row of ``user`` (with its account), or ``None``."""
-    ClientToken, _, _ = _models()
     pk = getattr(user, "pk", None)
     if pk is None:
         return None
@@ -355,7 +342,6 @@ def mark_needs_login(token: ClientToken, *, reason: str) -> None:
     Leaves revoked rows alone; the signal is sent only when the row actually changed, so a
     burst of callers sends it once.
     """
-    ClientToken, _, TokenStatus = _models()
     changed = ClientToken.objects.filter(
         pk=token.pk, status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING]
     ).update(
@@ -375,7 +361,6 @@ def mark_needs_login(token: ClientToken, *, reason: str) -> None:
 
 
 def _revoke_rows(rows: list[ClientToken], *, reason: str) -> int:
-    ClientToken, _, TokenStatus = _models()
     if not rows:
         return 0
     now = timezone.now()
@@ -427,8 +412,6 @@ def logout(user: Any, *, reason: str = "logout", end_sessions: bool = True) -> b
     already revoked). A refresh in flight cannot bring it back (its compare-and-swap
     requires the row still to be refreshing).
     """
-    from .sessions import end_sessions as end_user_sessions
-
     row = get_token_for(user)
     revoked = row is not None and _revoke_rows([row], reason=reason) > 0
     if end_sessions:
@@ -449,9 +432,6 @@ def revoke_tokens(
     ``end_sessions`` the Django sessions of the tokens' users end (one pass over the
     sessions for the whole batch).
     """
-    from .sessions import end_sessions as end_user_sessions
-
-    ClientToken, _, _ = _models()
     if hasattr(queryset_or_ids, "model") and hasattr(queryset_or_ids, "values_list"):
         ids = list(queryset_or_ids.values_list("pk", flat=True))
     else:
@@ -468,190 +448,6 @@ def revoke_tokens(
 # --------------------------------------------------------------------------- single flight
 
 
-def resolve_client(client: SyneriseClient | None) -> SyneriseClient:
-    """Return ``client``, or the adapter's client when it is ``None``."""
-    if client is not None:
-        return client
-    from ..adapter import get_adapter
-
-    return get_adapter().get_client()
-
-
-def _refuse_status(row: ClientToken) -> None:
-    _, _, TokenStatus = _models()
-    if row.status == TokenStatus.REVOKED:
-        raise LoginRequired(reason="revoked")
-    if row.status == TokenStatus.NEEDS_LOGIN:
-        raise LoginRequired(reason="needs_login")
-
-
-@sensitive_variables()
-def _decrypt(row: ClientToken) -> str:
-    """Decrypt ``row``; on failure move it to needs_login and raise (fail closed)."""
-    try:
-        return row.get_token()
-    except TokenDecryptionError:
-        logger.error("Stored Synerise token %s could not be decrypted", row.pk)
-        mark_needs_login(row, reason="decryption_failed")
-        raise LoginRequired(reason="decryption_failed") from None
-
-
-def _load_row(user: Any) -> ClientToken:
-    if not getattr(user, "is_active", False):
-        raise LoginRequired(reason="inactive")
-    row = get_token_for(user)
-    if row is None:
-        raise LoginRequired(reason="no_token")
-    _refuse_status(row)
-    return row
-
-
-def _still_valid(row: ClientToken, now: datetime | None = None) -> bool:
-    return row.expires_at > (now or timezone.now())
-
-
-def _last_stored(row: ClientToken) -> datetime | None:
-    stamps = [stamp for stamp in (row.refreshed_at, row.issued_at) if stamp is not None]
-    return max(stamps) if stamps else None
-
-
-@sensitive_variables("current")
-def _refresh_single_flight(
-    row: ClientToken, current: str, *, client: SyneriseClient | None
-) -> tuple[ClientToken, str]:
-    """Refresh ``row`` once across every process; return the (row, token) to use.
-
-    A batch of one through the refresh engine
-    (:func:`~django_synerise.services.refresh.refresh_single`), so every upstream answer
-    leaves the row exactly as a background batch would. The caller that claims the row
-    calls Synerise with no transaction or lock held; every other caller waits (bounded by
-    ``SINGLE_FLIGHT_WAIT``) for the version to move. A row backing off after a transient
-    failure (``retry_at`` ahead) is not refreshed: its current token is served while valid.
-    """
-    from .refresh import refresh_single
-
-    ClientToken, _, _ = _models()
-    if not _still_valid(row):
-        # Synerise refreshes only a token that is still valid: do not ask.
-        mark_needs_login(row, reason="expired")
-        raise LoginRequired(reason="expired")
-    if row.retry_at is not None and row.retry_at > timezone.now():
-        return row, current
-
-    version = row.version
-    try:
-        # A request waits for this call: it takes a slot of the interactive bulkhead. A full
-        # bulkhead claims nothing and calls nobody; the current token is still valid.
-        with interactive_call():
-            report = refresh_single(row, client=client)
-    except SyneriseBusy as exc:
-        logger.warning("Refresh of Synerise token %s deferred: %s", row.pk, exc.code)
-        signals.token_refresh_failed.send(
-            sender=ClientToken, token=row, account=row.account, error=exc, will_retry=True
-        )
-        return row, current
-    if report is None:
-        return _wait_for_refresh(row, current)
-    if report.refreshed:
-        logger.debug("Synerise token %s refreshed (version %s)", row.pk, row.version)
-        return row, _decrypt(row)
-    if report.needs_login:
-        raise LoginRequired(reason=report.reasons.get(row.pk, "needs_login"))
-    if report.skipped and not (report.failed_transient or report.halted):
-        # Lost the race (the row changed while Synerise answered): use what is stored now.
-        fresh = ClientToken.objects.select_related("account").filter(pk=row.pk).first()
-        if fresh is None:
-            raise LoginRequired(reason="no_token")
-        _refuse_status(fresh)
-        if fresh.version != version:
-            return fresh, _decrypt(fresh)
-    # Transient failure, or Synerise rejects the workspace (refresh halted): keep serving.
-    if _still_valid(row):
-        return row, current
-    raise LoginRequired(reason="expired")
-
-
-@sensitive_variables("current")
-def _wait_for_refresh(row: ClientToken, current: str) -> tuple[ClientToken, str]:
-    """Poll until another caller's refresh lands; bounded by ``SINGLE_FLIGHT_WAIT``."""
-    ClientToken, _, TokenStatus = _models()
-    started = time.monotonic()
-    deadline = started + synerise_settings.SINGLE_FLIGHT_WAIT
-    # The winner's lease may not be committed yet when we first look: keep looking briefly.
-    grace = min(deadline, started + _LEASE_GRACE)
-    pause = _POLL_FIRST
-    while True:
-        fresh = ClientToken.objects.select_related("account").filter(pk=row.pk).first()
-        if fresh is None:
-            raise LoginRequired(reason="no_token")
-        _refuse_status(fresh)
-        if fresh.version != row.version:
-            return fresh, _decrypt(fresh)
-        lease_held = fresh.status == TokenStatus.REFRESHING and (
-            fresh.lease_until is not None and fresh.lease_until > timezone.now()
-        )
-        now = time.monotonic()
-        if (not lease_held and now >= grace) or now >= deadline:
-            # The refresher gave up (or is slow): keep serving the current token while valid.
-            if _still_valid(fresh):
-                return fresh, current
-            raise LoginRequired(reason="expired")
-        time.sleep(pause)
-        pause = min(pause * 2, _POLL_MAX)
-
-
-def _obtain(user: Any, *, client: SyneriseClient | None, force: bool) -> tuple[ClientToken, str]:
-    row = _load_row(user)
-    current = _decrypt(row)
-    now = timezone.now()
-    if force:
-        last = _last_stored(row)
-        if last is not None and now - last < RECENT_REFRESH and _still_valid(row, now):
-            return row, current
-    else:
-        margin = timedelta(seconds=synerise_settings.REFRESH_MARGIN)
-        if row.expires_at - now > margin:
-            return row, current
-    return _refresh_single_flight(row, current, client=client)
-
-
-def get_valid_token(user: Any, *, client: SyneriseClient | None = None) -> str:
-    """Return a usable Synerise client token of ``user``, refreshing it first when needed.
-
-    A token with more than ``REFRESH_MARGIN`` seconds left is returned as is (no upstream
-    call). Otherwise exactly one caller across all processes refreshes it (lease + version
-    compare-and-swap) while the others wait up to ``SINGLE_FLIGHT_WAIT`` seconds for the new
-    token. The refresh goes through the same engine as the background batches (a batch of
-    one), so the row ends in the same state for every upstream answer. When the refresh
-    fails transiently, or Synerise rejects the workspace's API key (background refresh then
-    halts), the current token is returned while it is still valid; a row whose ``retry_at``
-    is ahead is not refreshed. Moves ``last_used_at`` (at most once per
-    ``ACTIVITY_INTERVAL``). Never call it inside ``transaction.atomic()``: the refresh must
-    not hold a transaction open over HTTP.
-
-    :raises LoginRequired: ``reason`` ``inactive``, ``no_token``, ``needs_login``, ``revoked``,
-        ``decryption_failed`` (nothing sent upstream), ``rejected`` (Synerise rejected the
-        token while accepting the API key; the row moves to needs_login and
-        ``token_expired`` is sent) or ``expired``.
-    """
-    row, token = _obtain(user, client=client, force=False)
-    touch_token_activity(row.pk, last_used_at=row.last_used_at)
-    return token
-
-
-def refresh_user_token(user: Any, *, client: SyneriseClient | None = None) -> ClientToken:
-    """Refresh the token of ``user`` now (single flight) and return the stored row.
-
-    When a token was stored in the last 60 seconds (login or refresh) it is returned without
-    an upstream call, so a burst of refresh requests costs one Synerise call.
-
-    :raises LoginRequired: as :func:`get_valid_token`.
-    """
-    row, _ = _obtain(user, client=client, force=True)
-    touch_token_activity(row.pk, last_used_at=row.last_used_at)
-    return row
-
-
 __all__ = [
     "MAX_TOKEN_LIFETIME",
     "PreparedToken",
@@ -659,12 +455,11 @@ __all__ = [
     "check_presented_token",
     "compute_refresh_at",
     "get_token_for",
-    "get_valid_token",
     "logout",
     "max_token_lifetime",
     "mark_needs_login",
     "prepare_token",
-    "refresh_user_token",
+    "resolve_client",
     "revoke_tokens",
     "store_token",
     "superseded_grace",

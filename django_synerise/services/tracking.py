@@ -9,6 +9,7 @@ from typing import Any
 from django.views.decorators.debug import sensitive_variables
 
 from ..conf import synerise_settings
+from ..models import SyneriseAccount
 from ..profile_uuid import email_uuid, parse_uuid
 from ..web_sdk import WebSdkToken, mint
 
@@ -58,7 +59,6 @@ def web_sdk_token(user: Any) -> WebSdkToken | None:
         return None
     if not getattr(user, "is_active", True):
         return None
-    from ..models import SyneriseAccount
 
     account = SyneriseAccount.objects.filter(user=user).only("uuid", "email", "custom_id").first()
     if account is None:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from requests.structures import CaseInsensitiveDict
 
+from ..providers import IDENTITY_PROVIDERS, SOCIAL_PROVIDERS
 from .faults import FaultRule, FaultSet
 from .records import FakeClient, ProviderIdentity, RecordedRequest, TokenRecord
 from .tokens import get_public_key_pem, next_created_ms, sign_claims
@@ -73,8 +74,7 @@ DEFAULT_CONDITIONS: dict[str, list[dict[str, Any]]] = {
 }
 
 #: Identity providers the login endpoints accept.
-PROVIDERS = ("SYNERISE", "GOOGLE", "APPLE", "FACEBOOK", "OAUTH")
-SOCIAL_PROVIDERS = frozenset(PROVIDERS) - {"SYNERISE"}
+PROVIDERS = IDENTITY_PROVIDERS
 
 _AUTH_RE = re.compile(
     r"^/sauth/(?P<version>v2|v3)/auth/"

@@ -8,6 +8,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from django_synerise.exceptions import SyneriseConfigurationError
 
+from ...services.keys import rotate_encryption_keys
+
 
 class Command(BaseCommand):
     """Thin wrapper over :func:`django_synerise.services.keys.rotate_encryption_keys`."""
@@ -26,8 +28,6 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from django_synerise.services.keys import rotate_encryption_keys
-
         if options["batch_size"] < 1:
             raise CommandError("--batch-size must be at least 1.")
         try:
