@@ -159,6 +159,7 @@ def _sql_successes(ok: list[Any], lease_until: datetime) -> int:
     from django.utils import timezone
 
     from django_synerise.models import ClientToken, TokenStatus
+    from django_synerise.services.refresh import _TOKEN_COLUMNS
     from django_synerise.services.tokens import supersede_values
 
     connection = connections[router.db_for_write(ClientToken)]
@@ -182,16 +183,7 @@ def _sql_successes(ok: list[Any], lease_until: datetime) -> int:
     params: list[Any] = []
     values = {o.row.pk: supersede_values(o.row, now) | o.prepared.row_values() for o in ok}
     sets = []
-    for name in (
-        "previous_fingerprint",
-        "previous_valid_until",
-        "encrypted_token",
-        "fingerprint",
-        "expires_at",
-        "refresh_at",
-        "issued_at",
-        "origin",
-    ):
+    for name in _TOKEN_COLUMNS:
         pairs = [(pk, row_values[name]) for pk, row_values in values.items()]
         sets.append(f"{col(name)} = {case(name, pairs, col(name), params)}")
     sets += [f"{col('refreshed_at')} = %s", f"{col('updated_at')} = %s", f"{col('status')} = %s"]

@@ -90,14 +90,9 @@ def fleet_counts_sql() -> tuple[str, str, list[Any]]:
         .values("label")
         .annotate(n=Count("pk")),
     ]
-    sql_parts: list[str] = []
-    params: list[Any] = []
-    for queryset in parts:
-        sql, part_params = queryset.query.get_compiler(alias).as_sql()
-        # The compiled SQL of the querysets above; every value stays a parameter.
-        sql_parts.append(f"SELECT * FROM ({sql}) part")  # nosec B608 # noqa: S608
-        params.extend(part_params)
-    return alias, " UNION ALL ".join(sql_parts), params
+    first, *rest = parts
+    sql, params = first.union(*rest, all=True).query.get_compiler(alias).as_sql()
+    return alias, sql, list(params)
 
 
 def fleet_counts() -> dict[str, int]:
