@@ -515,6 +515,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=15, help="repetitions per variant (15)")
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database")
     args = parser.parse_args()
+    if args.repeat < 2:
+        parser.error("--repeat must be at least 2 (the spread needs two figures)")
 
     configure_django()
     from django.db import connection
