@@ -30,12 +30,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["generation", "register", "registered", "reset"]
+__all__ = ["WarningGate", "generation", "register", "registered", "reset"]
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,37 @@ def generation() -> int:
             if os.getpid() != _pid:
                 _run_after_fork()
     return _generation
+
+
+class WarningGate:
+    """Lets one warning through at most once every ``every`` seconds in this process.
+
+    For warnings about a failing dependency that would otherwise be logged on every call
+    (a cache that is down). Registered here as ``name``: :func:`reset` forgets the last
+    warning, and a forked child gets a new lock.
+    """
+
+    def __init__(self, name: str, *, every: float) -> None:
+        self.every = every
+        self.warned_at = 0.0
+        self._lock = threading.Lock()
+        register(name, after_fork=self._new_lock, reset=self.forget)
+
+    def allow(self) -> bool:
+        """True when no warning went through in the last ``every`` seconds (and record now)."""
+        with self._lock:
+            now = time.monotonic()
+            if self.warned_at and now - self.warned_at < self.every:
+                return False
+            self.warned_at = now
+            return True
+
+    def forget(self) -> None:
+        """Let the next warning through."""
+        self.warned_at = 0.0
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
 
 def _run_after_fork() -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -73,8 +72,7 @@ KEY_TTL = 3
 #: Seconds between two warnings about a failing cache (per process).
 WARN_EVERY = 60.0
 
-_warned_at = 0.0
-_warn_lock = threading.Lock()
+_warnings = process_state.WarningGate("ratelimit.warnings", every=WARN_EVERY)
 
 
 @dataclass(frozen=True)
@@ -160,7 +158,7 @@ def refresh_rate_limiter() -> RateLimiter | None:
 
 
 def _warn_cache_failure(alias: str, exc: BaseException) -> None:
-    if _may_warn():
+    if _warnings.allow():
         logger.warning(
             "REFRESH_RATE_LIMIT: cache %r failed (%s); refresh calls are not rate limited",
             alias,
@@ -169,34 +167,10 @@ def _warn_cache_failure(alias: str, exc: BaseException) -> None:
 
 
 def _warn_slow_cache(alias: str, slots: int) -> None:
-    if _may_warn():
+    if _warnings.allow():
         logger.warning(
             "REFRESH_RATE_LIMIT: cache %r answers slower than a slot (%.0f ms); refresh calls "
             "may exceed the limit",
             alias,
             1000 / slots,
         )
-
-
-def _may_warn() -> bool:
-    """True at most once every ``WARN_EVERY`` seconds per process."""
-    global _warned_at
-    with _warn_lock:
-        now = time.monotonic()
-        if _warned_at and now - _warned_at < WARN_EVERY:
-            return False
-        _warned_at = now
-        return True
-
-
-def _forget_warnings() -> None:
-    global _warned_at
-    _warned_at = 0.0
-
-
-def _new_warn_lock() -> None:
-    global _warn_lock
-    _warn_lock = threading.Lock()
-
-
-process_state.register("ratelimit.warnings", after_fork=_new_warn_lock, reset=_forget_warnings)

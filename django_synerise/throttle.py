@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
@@ -87,8 +86,7 @@ NO_CLIENT = "-"
 WARN_EVERY = 60.0
 
 _PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_warned_at = 0.0
-_warn_lock = threading.Lock()
+_warnings = process_state.WarningGate("throttle.warnings", every=WARN_EVERY)
 
 
 def parse_rate(rate: str | None) -> tuple[int, int] | None:
@@ -298,27 +296,10 @@ def _is_known(alias: str, account: str, client: str) -> bool:
 
 
 def _warn_cache_failure(alias: str, exc: BaseException) -> None:
-    global _warned_at
-    with _warn_lock:
-        now = time.monotonic()
-        if _warned_at and now - _warned_at < WARN_EVERY:
-            return
-        _warned_at = now
+    if not _warnings.allow():
+        return
     logger.warning(
         "LOGIN_THROTTLE_CACHE: cache %r failed (%s); login attempts are not throttled",
         alias,
         type(exc).__name__,
     )
-
-
-def _forget_warnings() -> None:
-    global _warned_at
-    _warned_at = 0.0
-
-
-def _new_warn_lock() -> None:
-    global _warn_lock
-    _warn_lock = threading.Lock()
-
-
-process_state.register("throttle.warnings", after_fork=_new_warn_lock, reset=_forget_warnings)

@@ -68,11 +68,11 @@ def test_reset_forgets_the_default_client_keys_and_warnings(settings):
 
     first = client.get_client()
     crypto.get_multifernet()
-    ratelimit._warned_at = 123.0  # noqa: SLF001
+    ratelimit._warnings.warned_at = 123.0  # noqa: SLF001
     process_state.reset()
     assert client.get_client() is not first
     assert not crypto._cache  # noqa: SLF001
-    assert ratelimit._warned_at == 0.0  # noqa: SLF001
+    assert ratelimit._warnings.warned_at == 0.0  # noqa: SLF001
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")

@@ -205,7 +205,7 @@ def test_a_place_counted_in_a_slot_that_ended_is_not_used() -> None:
 def test_a_cache_slower_than_a_slot_never_stops_refreshes(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit, "_warned_at", 0.0)
+    ratelimit._warnings.forget()  # noqa: SLF001
     caplog.set_level(logging.WARNING, "django_synerise.ratelimit")
     clock = SlowClock(1000.0, [1.01 / 17])  # every place comes back after its slot
     with slow_cache(clock):
@@ -252,7 +252,7 @@ def test_a_call_that_cannot_start_before_the_deadline_is_refused(fresh_cache: An
 def test_a_failing_cache_never_stops_refreshes(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ratelimit, "_warned_at", 0.0)  # another test may have warned
+    ratelimit._warnings.forget()  # noqa: SLF001  # another test may have warned
     unreachable = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": "redis://127.0.0.1:1/0",  # nothing listens on port 1
