@@ -15,14 +15,23 @@ from importlib import metadata
 from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.apps import apps
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
+from jwt.algorithms import get_default_algorithms
 
 from .conf import DEFAULTS, synerise_settings
 from .conversions import timeout_pair
+from .crypto import derive_key
+from .signing import key_problem
+from .web_sdk import signing_key_problem
 
 #: Custom tag: ``manage.py check --tag django_synerise`` runs only these checks.
 TAG = "django_synerise"
@@ -737,9 +746,6 @@ def _check_sizes() -> list[CheckMessage]:
 
 
 def _public_key_problem(value: Any) -> str | None:
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
 
     if isinstance(value, str):
         data = value.encode("utf-8", "replace")
@@ -810,7 +816,6 @@ def _check_verification() -> list[CheckMessage]:
 
 
 def _check_algorithms() -> list[CheckMessage]:
-    from jwt.algorithms import get_default_algorithms
 
     value = _get("JWT_ALGORITHMS")
     obj = _obj("JWT_ALGORITHMS")
@@ -947,7 +952,6 @@ def _check_lifecycle() -> list[CheckMessage]:
 
 
 def _fernet_key_problem(key: Any) -> str | None:
-    from cryptography.fernet import Fernet
 
     if isinstance(key, bytes):
         try:
@@ -967,7 +971,6 @@ def _fernet_key_problem(key: Any) -> str | None:
 
 def _derived_from(key: Any, secret: Any) -> bool:
     """Return True when ``key`` is ``secret`` itself, its first 32 bytes, or its HKDF key."""
-    from .crypto import derive_key
 
     if not isinstance(secret, (str, bytes)) or not secret:
         return False
@@ -1163,7 +1166,6 @@ def _check_refresh_engine() -> list[CheckMessage]:
 
 
 def _check_identity_provider() -> list[CheckMessage]:
-    from .signing import key_problem
 
     messages: list[CheckMessage] = []
     keys = _get("OAUTH_SIGNING_KEYS")
@@ -1229,7 +1231,6 @@ def _web_sdk_lifetime_problem(value: Any) -> str | None:
 
 def _check_web_sdk_key(tracker_key: Any) -> list[CheckMessage]:
     """E104, W100: a usable ``WEB_SDK_SIGNING_KEY``, and a tracker to use it with."""
-    from .web_sdk import signing_key_problem
 
     key = _get("WEB_SDK_SIGNING_KEY")
     if key is None:
@@ -1520,8 +1521,8 @@ def check_refresh_halt(
     is halted because Synerise rejects the API key. Reads one row; never calls Synerise."""
     if not databases:
         return []
-    from django.db import DatabaseError
-
+    # Imported here: the services import the models, and this module loads with the app
+    # config, before the app registry is ready.
     from .services.halt import current_halt
 
     try:
@@ -1553,7 +1554,6 @@ def check_beat_tasks(
         return []
     if not _database_scheduler() or _schedule_has_refresh():
         return []
-    from django.db import DatabaseError
 
     model = apps.get_model("django_celery_beat", "PeriodicTask")
     try:
