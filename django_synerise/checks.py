@@ -797,71 +797,77 @@ def _check_verification() -> list[CheckMessage]:
             )
         )
     bpi = _get("BUSINESS_PROFILE_ID")
-    if bpi is not None:
-        problem = None
-        if _is_int(bpi):
-            if bpi < 0:
-                problem = "it must not be negative"
-        elif not isinstance(bpi, str):
-            problem = f"expected a string, got {type(bpi).__name__}"
-        elif not bpi.strip() or bpi != bpi.strip():
-            problem = "it is blank or has surrounding whitespace"
-        elif len(bpi) > MAX_BUSINESS_PROFILE_ID_LENGTH:
-            problem = f"it is longer than {MAX_BUSINESS_PROFILE_ID_LENGTH} characters"
-        if problem:
-            messages.append(
-                _message("E018", obj=_obj("BUSINESS_PROFILE_ID"), value=bpi, problem=problem)
-            )
+    problem = _business_profile_problem(bpi)
+    if problem:
+        messages.append(
+            _message("E018", obj=_obj("BUSINESS_PROFILE_ID"), value=bpi, problem=problem)
+        )
     return messages
 
 
-def _check_algorithms() -> list[CheckMessage]:
+def _business_profile_problem(bpi: Any) -> str | None:
+    """What is wrong with a ``BUSINESS_PROFILE_ID`` value (``None``: nothing, or unset)."""
+    if bpi is None:
+        return None
+    if _is_int(bpi):
+        return "it must not be negative" if bpi < 0 else None
+    if not isinstance(bpi, str):
+        return f"expected a string, got {type(bpi).__name__}"
+    if not bpi.strip() or bpi != bpi.strip():
+        return "it is blank or has surrounding whitespace"
+    if len(bpi) > MAX_BUSINESS_PROFILE_ID_LENGTH:
+        return f"it is longer than {MAX_BUSINESS_PROFILE_ID_LENGTH} characters"
+    return None
 
+
+def _check_algorithms() -> list[CheckMessage]:
     value = _get("JWT_ALGORITHMS")
-    obj = _obj("JWT_ALGORITHMS")
+    found = _algorithm_list_problem(value) or _algorithm_family_problem(value)
+    if found is None:
+        return []
+    check_id, problem = found
+    return [_message(check_id, obj=_obj("JWT_ALGORITHMS"), value=value, problem=problem)]
+
+
+def _algorithm_list_problem(value: Any) -> tuple[str, str] | None:
+    """``(check id, problem)`` when ``JWT_ALGORITHMS`` is not a list of known, asymmetric
+    algorithm names; ``None`` otherwise."""
     if not isinstance(value, (list, tuple)) or not value:
-        return [_message("E013", obj=obj, value=value, problem="expected a non-empty list")]
+        return "E013", "expected a non-empty list"
     if not all(isinstance(name, str) for name in value):
-        return [_message("E013", obj=obj, value=value, problem="every entry must be a string")]
+        return "E013", "every entry must be a string"
     if any(name.strip().lower() == "none" for name in value):
-        return [_message("E014", obj=obj, value=value, problem="'none' accepts unsigned tokens")]
+        return "E014", "'none' accepts unsigned tokens"
     hmac = [name for name in value if name.upper().startswith("HS")]
     if hmac:
-        return [
-            _message(
-                "E014",
-                obj=obj,
-                value=value,
-                problem=f"{', '.join(hmac)} is symmetric (HMAC key confusion)",
-            )
-        ]
+        return "E014", f"{', '.join(hmac)} is symmetric (HMAC key confusion)"
     unknown = [name for name in value if name not in get_default_algorithms()]
     if unknown:
-        return [
-            _message(
-                "E013",
-                obj=obj,
-                value=value,
-                problem=f"unknown algorithm {', '.join(map(repr, unknown))}",
-            )
-        ]
+        return "E013", f"unknown algorithm {', '.join(map(repr, unknown))}"
+    return None
+
+
+def _algorithm_family_problem(value: list[str] | tuple[str, ...]) -> tuple[str, str] | None:
+    """``(check id, problem)`` unless every algorithm is of the RSA family Synerise uses."""
     families = {_ALGORITHM_FAMILIES.get(str(name), str(name)) for name in value}
     if len(families) > 1:
-        return [
-            _message(
-                "E014",
-                obj=obj,
-                value=value,
-                problem=f"it mixes key families ({', '.join(sorted(families))})",
-            )
-        ]
+        return "E014", f"it mixes key families ({', '.join(sorted(families))})"
     if families != {"RSA"}:
-        return [
-            _message(
-                "E014", obj=obj, value=value, problem="Synerise signs client tokens with an RSA key"
-            )
-        ]
-    return []
+        return "E014", "Synerise signs client tokens with an RSA key"
+    return None
+
+
+def _check_lease() -> list[CheckMessage]:
+    """E022: ``LEASE_SECONDS`` is a positive number above ``TOTAL_TIMEOUT``."""
+    lease = _get("LEASE_SECONDS")
+    total = _get("TOTAL_TIMEOUT")
+    if not _positive(lease):
+        problem = "expected a positive number of seconds"
+    elif _positive(total) and lease <= total:
+        problem = f"it must exceed TOTAL_TIMEOUT ({total:g} s)"
+    else:
+        return []
+    return [_message("E022", obj=_obj("LEASE_SECONDS"), value=lease, problem=problem)]
 
 
 def _check_lifecycle() -> list[CheckMessage]:
@@ -912,26 +918,7 @@ def _check_lifecycle() -> list[CheckMessage]:
         )
     if not _positive(_get("KEEPALIVE_IDLE")):
         messages.append(_message("E021", obj=_obj("KEEPALIVE_IDLE"), value=_get("KEEPALIVE_IDLE")))
-    lease = _get("LEASE_SECONDS")
-    total = _get("TOTAL_TIMEOUT")
-    if not _positive(lease):
-        messages.append(
-            _message(
-                "E022",
-                obj=_obj("LEASE_SECONDS"),
-                value=lease,
-                problem="expected a positive number of seconds",
-            )
-        )
-    elif _positive(total) and lease <= total:
-        messages.append(
-            _message(
-                "E022",
-                obj=_obj("LEASE_SECONDS"),
-                value=lease,
-                problem=f"it must exceed TOTAL_TIMEOUT ({total:g} s)",
-            )
-        )
+    messages.extend(_check_lease())
     simple: list[tuple[str, str, Callable[[Any], bool]]] = [
         ("E023", "SINGLE_FLIGHT_WAIT", _non_negative),
         ("E024", "ACTIVITY_INTERVAL", _non_negative),
@@ -1342,6 +1329,20 @@ def _check_backend() -> list[CheckMessage]:
     return [_message("W005", obj="settings.AUTHENTICATION_BACKENDS")]
 
 
+def _backend_class(path: str) -> Any:
+    """The object ``path`` names in ``AUTHENTICATION_BACKENDS``, or ``None`` when it does not
+    import (Django's own check reports that)."""
+    try:
+        return import_string(path)
+    except (ImportError, ImproperlyConfigured, TypeError, ValueError):
+        return None
+
+
+def _subclass_of(obj: Any, classes: type | tuple[type, ...]) -> bool:
+    """``obj`` is a class and a subclass of ``classes``."""
+    return isinstance(obj, type) and issubclass(obj, classes)
+
+
 def _check_backend_order() -> list[CheckMessage]:
     """W070 / W071: backend order and UPSTREAM_PASSWORDS that send admin logins upstream."""
     backends = list(getattr(settings, "AUTHENTICATION_BACKENDS", []) or [])
@@ -1349,33 +1350,26 @@ def _check_backend_order() -> list[CheckMessage]:
         ours = import_string(BACKEND_PATH)
     except ImportError:
         return []
-    position = None
-    classes: list[Any] = []
-    for index, path in enumerate(backends):
-        try:
-            backend = import_string(path)
-        except (ImportError, ImproperlyConfigured, TypeError, ValueError):
-            backend = None
-        classes.append(backend)
-        if position is None and isinstance(backend, type) and issubclass(backend, ours):
-            position = index
+    classes = [_backend_class(path) for path in backends]
+    position = next((i for i, c in enumerate(classes) if _subclass_of(c, ours)), None)
     if position is None:
         return []
     messages: list[CheckMessage] = []
     policy = _get("UPSTREAM_PASSWORDS")
+    model = import_string(MODEL_BACKEND_PATH)
+    later = list(zip(backends[position + 1 :], classes[position + 1 :], strict=True))
     if policy == "all":
-        model = import_string(MODEL_BACKEND_PATH)
-        after = [c for c in classes[position + 1 :] if isinstance(c, type) and issubclass(c, model)]
+        after = [c for _, c in later if _subclass_of(c, model)]
         order = (
             ", before ModelBackend checks them" if after else ", after ModelBackend refused them"
         )
         messages.append(_message("W070", obj="settings.AUTHENTICATION_BACKENDS", order=order))
     if policy != "linked":
-        model = import_string(MODEL_BACKEND_PATH)
-        for path, backend in zip(backends[position + 1 :], classes[position + 1 :], strict=True):
-            if isinstance(backend, type) and issubclass(backend, (model, ours)):
-                continue
-            messages.append(_message("W071", obj="settings.AUTHENTICATION_BACKENDS", backend=path))
+        messages.extend(
+            _message("W071", obj="settings.AUTHENTICATION_BACKENDS", backend=path)
+            for path, backend in later
+            if not _subclass_of(backend, (model, ours))
+        )
     return messages
 
 

@@ -800,22 +800,25 @@ def _error_fields(response: _Response) -> dict[str, Any]:
     fields["message"] = _short(message) if isinstance(message, str) and message else None
     errors = data.get("errors")
     if isinstance(errors, list):
-        for item in errors[:50]:
-            if not isinstance(item, dict):
-                continue
-            field_name = item.get("field")
-            item_message = item.get("message") or item.get("defaultMessage") or ""
-            item_code = item.get("code")
-            fields["field_errors"].append(
-                FieldErrorDetail(
-                    field=_short(field_name) if isinstance(field_name, str) else None,
-                    message=(_short(item_message) or "") if isinstance(item_message, str) else "",
-                    code=item_code
-                    if isinstance(item_code, (str, int)) and not isinstance(item_code, bool)
-                    else None,
-                )
-            )
+        fields["field_errors"] = [
+            _field_error(item) for item in errors[:50] if isinstance(item, dict)
+        ]
     return fields
+
+
+def _field_error(item: dict[str, Any]) -> FieldErrorDetail:
+    """One entry of a Spring-style ``errors[]`` list (``field``, ``message`` or
+    ``defaultMessage``, ``code``); values of the wrong type are dropped."""
+    field_name = item.get("field")
+    item_message = item.get("message") or item.get("defaultMessage") or ""
+    item_code = item.get("code")
+    return FieldErrorDetail(
+        field=_short(field_name) if isinstance(field_name, str) else None,
+        message=(_short(item_message) or "") if isinstance(item_message, str) else "",
+        code=item_code
+        if isinstance(item_code, (str, int)) and not isinstance(item_code, bool)
+        else None,
+    )
 
 
 def _parse_object(response: _Response) -> dict[str, Any]:

@@ -232,6 +232,38 @@ def exception_handler(exc: Exception, context: Mapping[str, Any]) -> Response | 
     return response
 
 
+def _upstream_response(exc: UpstreamError, request: Any, view_name: str) -> Response:
+    """Synerise is the problem, not the caller: an answer that cannot be used is 502
+    ``synerise_bad_response``; any other failure (unreachable, 5xx, rate limited, circuit
+    open) 503 ``synerise_unavailable``; both with ``Retry-After``."""
+    retry_after = (
+        retry_after_seconds(exc) if isinstance(exc, TransientUpstreamError) else DEFAULT_RETRY_AFTER
+    )
+    status_code: int
+    if isinstance(exc, BadResponse):
+        status_code, detail, code = (
+            status.HTTP_502_BAD_GATEWAY,
+            error_detail("synerise_bad_response", request),
+            "synerise_bad_response",
+        )
+    else:
+        status_code, detail, code = (
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            error_detail("synerise_unavailable", request),
+            "synerise_unavailable",
+        )
+    logger.warning(
+        "%s: Synerise failed (%s, status %s); answering %s",
+        view_name,
+        type(exc).__name__,
+        getattr(exc, "status", None),
+        status_code,
+    )
+    return Response(
+        _body(detail, code), status=status_code, headers={"Retry-After": str(retry_after)}
+    )
+
+
 def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None:
     view = context.get("view")
     request = context.get("request")
@@ -245,15 +277,11 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
         exc = drf_exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = drf_exceptions.PermissionDenied()
-    if isinstance(exc, LoginRequired):
-        logger.info("%s: login required (%s)", view_name, exc.reason)
-        return Response(
-            _body(error_detail("login_required", request), "login_required"),
-            status=status.HTTP_401_UNAUTHORIZED,
-            headers={"WWW-Authenticate": WWW_AUTHENTICATE},
-        )
-    if isinstance(exc, TokenDecryptionError):
-        logger.warning("%s: stored token could not be decrypted", view_name)
+    if isinstance(exc, (LoginRequired, TokenDecryptionError)):
+        if isinstance(exc, LoginRequired):
+            logger.info("%s: login required (%s)", view_name, exc.reason)
+        else:
+            logger.warning("%s: stored token could not be decrypted", view_name)
         return Response(
             _body(error_detail("login_required", request), "login_required"),
             status=status.HTTP_401_UNAUTHORIZED,
@@ -273,36 +301,7 @@ def _response_for(exc: Exception, context: Mapping[str, Any]) -> Response | None
             headers={"WWW-Authenticate": WWW_AUTHENTICATE},
         )
     if isinstance(exc, UpstreamError):
-        # Synerise is the problem, not the caller. An answer that cannot be used -> 502; any
-        # other failure (unreachable, 5xx, rate limited, circuit open) -> 503.
-        retry_after = (
-            retry_after_seconds(exc)
-            if isinstance(exc, TransientUpstreamError)
-            else DEFAULT_RETRY_AFTER
-        )
-        status_code: int
-        if isinstance(exc, BadResponse):
-            status_code, detail, code = (
-                status.HTTP_502_BAD_GATEWAY,
-                error_detail("synerise_bad_response", request),
-                "synerise_bad_response",
-            )
-        else:
-            status_code, detail, code = (
-                status.HTTP_503_SERVICE_UNAVAILABLE,
-                error_detail("synerise_unavailable", request),
-                "synerise_unavailable",
-            )
-        logger.warning(
-            "%s: Synerise failed (%s, status %s); answering %s",
-            view_name,
-            type(exc).__name__,
-            getattr(exc, "status", None),
-            status_code,
-        )
-        return Response(
-            _body(detail, code), status=status_code, headers={"Retry-After": str(retry_after)}
-        )
+        return _upstream_response(exc, request, view_name)
     if isinstance(exc, AccountConflict):
         logger.warning("%s: account conflict", view_name)
         return Response(

@@ -77,38 +77,46 @@ def setup_beat_tasks(schedule: dict[str, dict[str, Any]] | None = None) -> list[
                 .order_by("pk")
                 .first()
             ) or IntervalSchedule.objects.create(every=every, period=IntervalSchedule.SECONDS)
-            expires = (entry.get("options") or {}).get("expires")
-            wanted = {
-                "task": entry["task"],
-                "interval": interval,
-                "crontab": None,
-                "solar": None,
-                "clocked": None,
-                "expire_seconds": None if expires is None else int(expires),
-                # As django-celery-beat stores them: JSON text.
-                "args": json.dumps(list(entry.get("args") or [])),
-                "kwargs": json.dumps(dict(entry.get("kwargs") or {}), sort_keys=True),
-            }
-            row = PeriodicTask.objects.select_for_update().filter(name=name).first()
-            if row is None:
-                PeriodicTask.objects.create(name=name, enabled=True, **wanted)
-                action = CREATED
-            else:
-                changed = [
-                    key
-                    for key, value in wanted.items()
-                    if getattr(row, f"{key}_id" if key in _FOREIGN_KEYS else key)
-                    != (value.pk if key in _FOREIGN_KEYS and value is not None else value)
-                ]
-                if changed:
-                    for key in changed:
-                        setattr(row, key, wanted[key])
-                    row.save()
-                    action = UPDATED
-                else:
-                    action = UNCHANGED
+            action = _store_task(PeriodicTask, name, _wanted_fields(entry, interval))
             results.append(BeatTaskResult(name, entry["task"], every, action))
     return results
+
+
+def _wanted_fields(entry: dict[str, Any], interval: Any) -> dict[str, Any]:
+    """The ``PeriodicTask`` fields a schedule entry asks for (``interval`` its schedule row)."""
+    expires = (entry.get("options") or {}).get("expires")
+    return {
+        "task": entry["task"],
+        "interval": interval,
+        "crontab": None,
+        "solar": None,
+        "clocked": None,
+        "expire_seconds": None if expires is None else int(expires),
+        # As django-celery-beat stores them: JSON text.
+        "args": json.dumps(list(entry.get("args") or [])),
+        "kwargs": json.dumps(dict(entry.get("kwargs") or {}), sort_keys=True),
+    }
+
+
+def _store_task(model: Any, name: str, wanted: dict[str, Any]) -> str:
+    """Create the task ``name`` (enabled) or bring its fields to ``wanted`` (keeping
+    ``enabled``); return ``CREATED``, ``UPDATED`` or ``UNCHANGED``."""
+    row = model.objects.select_for_update().filter(name=name).first()
+    if row is None:
+        model.objects.create(name=name, enabled=True, **wanted)
+        return CREATED
+    changed = [
+        key
+        for key, value in wanted.items()
+        if getattr(row, f"{key}_id" if key in _FOREIGN_KEYS else key)
+        != (value.pk if key in _FOREIGN_KEYS and value is not None else value)
+    ]
+    if not changed:
+        return UNCHANGED
+    for key in changed:
+        setattr(row, key, wanted[key])
+    row.save()
+    return UPDATED
 
 
 _FOREIGN_KEYS = frozenset({"interval", "crontab", "solar", "clocked"})

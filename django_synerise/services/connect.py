@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from django.contrib.auth import get_user_model
@@ -392,10 +392,10 @@ def _store_batch(
 
 
 @sensitive_variables("prepared")
-def _bulk_store(attempts: list[_Attempt]) -> set[int]:
-    """Create the accounts and tokens of first connections in bulk; return their user ids.
+def _first_connections(attempts: list[_Attempt]) -> list[_Attempt]:
+    """The attempts of active users where neither the user nor the client id has an account.
 
-    Attempts whose user or client id already has an account are left to the caller.
+    :raises ValueError: one client id answered for two users.
     """
     client_ids = [str(a.claims.client_id) for a in attempts]
     user_ids = [a.user.pk for a in attempts]
@@ -413,25 +413,35 @@ def _bulk_store(attempts: list[_Attempt]) -> set[int]:
     ]
     if len({str(a.claims.client_id) for a in fresh}) != len(fresh):
         raise ValueError("one client id answered for two users")
+    return fresh
+
+
+def _new_account(attempt: _Attempt, now: datetime) -> SyneriseAccount:
+    """The (unsaved) account of a first connection, from the login's claims."""
+    claims = attempt.claims
+    return SyneriseAccount(
+        user=attempt.user,
+        client_id=str(claims.client_id),
+        email=claims.email or "",
+        custom_id=claims.custom_id or "",
+        uuid=claims.uuid or "",
+        identity_provider=PROVIDER,
+        business_profile_id=str(claims.business_profile_id or ""),
+        last_login_at=now,
+    )
+
+
+def _bulk_store(attempts: list[_Attempt]) -> set[int]:
+    """Create the accounts and tokens of first connections in bulk; return their user ids.
+
+    Attempts whose user or client id already has an account are left to the caller.
+    """
+    fresh = _first_connections(attempts)
     if not fresh:
         return set()
     now = timezone.now()
     with transaction.atomic():
-        accounts = SyneriseAccount.objects.bulk_create(
-            [
-                SyneriseAccount(
-                    user=a.user,
-                    client_id=str(a.claims.client_id),
-                    email=a.claims.email or "",
-                    custom_id=a.claims.custom_id or "",
-                    uuid=a.claims.uuid or "",
-                    identity_provider=PROVIDER,
-                    business_profile_id=str(a.claims.business_profile_id or ""),
-                    last_login_at=now,
-                )
-                for a in fresh
-            ]
-        )
+        accounts = SyneriseAccount.objects.bulk_create([_new_account(a, now) for a in fresh])
         rows = []
         for account, attempt in zip(accounts, fresh, strict=True):
             prepared = _prepare(account, attempt.result.token, attempt.claims)
