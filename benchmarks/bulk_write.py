@@ -279,6 +279,7 @@ def _orm_successes(ok: list[Any], lease_until: datetime) -> int:
     from django.utils import timezone
 
     from django_synerise.models import ClientToken, TokenStatus
+    from django_synerise.services.refresh import _TOKEN_COLUMNS
     from django_synerise.services.tokens import supersede_values
 
     now = timezone.now()
@@ -301,16 +302,7 @@ def _orm_successes(ok: list[Any], lease_until: datetime) -> int:
     ).update(
         **{
             name: per_row(name)
-            for name in (
-                "previous_fingerprint",
-                "previous_valid_until",
-                "encrypted_token",
-                "fingerprint",
-                "expires_at",
-                "refresh_at",
-                "issued_at",
-                "origin",
-            )
+            for name in _TOKEN_COLUMNS
         },
         refreshed_at=now,
         updated_at=now,

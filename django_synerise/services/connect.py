@@ -42,7 +42,7 @@ from ..exceptions import (
 from ..models import ClientToken, IdentitySubject, SyneriseAccount, TokenStatus
 from ..ratelimit import RateLimiter, refresh_rate_limiter
 from .identity import identity_provider_enabled, mint_identity_token, subjects_for
-from .login import LoginResult, call_login, complete_login
+from .login import LoginResult, account_values, call_login, complete_login
 from .refresh import backoff_delay
 from .tokens import _prepare
 
@@ -418,16 +418,8 @@ def _first_connections(attempts: list[_Attempt]) -> list[_Attempt]:
 
 def _new_account(attempt: _Attempt, now: datetime) -> SyneriseAccount:
     """The (unsaved) account of a first connection, from the login's claims."""
-    claims = attempt.claims
     return SyneriseAccount(
-        user=attempt.user,
-        client_id=str(claims.client_id),
-        email=claims.email or "",
-        custom_id=claims.custom_id or "",
-        uuid=claims.uuid or "",
-        identity_provider=PROVIDER,
-        business_profile_id=str(claims.business_profile_id or ""),
-        last_login_at=now,
+        user=attempt.user, last_login_at=now, **account_values(attempt.claims, PROVIDER)
     )
 
 

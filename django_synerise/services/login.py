@@ -423,6 +423,18 @@ def call_login(
     return result, claims
 
 
+def account_values(claims: TokenClaims, provider: str) -> dict[str, str]:
+    """The ``SyneriseAccount`` fields a new account takes from its first token's claims."""
+    return {
+        "client_id": str(claims.client_id),
+        "email": claims.email or "",
+        "custom_id": claims.custom_id or "",
+        "uuid": claims.uuid or "",
+        "identity_provider": provider,
+        "business_profile_id": str(claims.business_profile_id or ""),
+    }
+
+
 def _link_to(user: Any, claims: TokenClaims, provider: str) -> SyneriseAccount:
     """Create the account of ``user`` for a client id seen for the first time.
 
@@ -432,15 +444,7 @@ def _link_to(user: Any, claims: TokenClaims, provider: str) -> SyneriseAccount:
         with transaction.atomic():
             if SyneriseAccount.objects.filter(user=user).exists():
                 raise AccountConflict()
-            return SyneriseAccount.objects.create(
-                user=user,
-                client_id=str(claims.client_id),
-                email=claims.email or "",
-                custom_id=claims.custom_id or "",
-                uuid=claims.uuid or "",
-                identity_provider=provider,
-                business_profile_id=str(claims.business_profile_id or ""),
-            )
+            return SyneriseAccount.objects.create(user=user, **account_values(claims, provider))
     except IntegrityError:
         account = _find_account(str(claims.client_id))
         if account is None or account.user_id != user.pk:
