@@ -755,12 +755,18 @@ class SyneriseUserAdminMixin(_MixinBase):
             inlines.append(SyneriseAccountInline)
         return inlines
 
-    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
-        """The admin's actions plus :func:`connect_to_synerise` (for users who may change
-        users), unless the admin turned actions off."""
-        actions: dict[str, Any] = super().get_actions(request)
+    def get_actions(self, request: HttpRequest, action_location: Any = None) -> dict[str, Any]:
+        """The admin's actions plus :func:`connect_to_synerise` on the change list (for users
+        who may change users), unless the admin turned actions off.
+
+        ``action_location`` is Django 6.1's ``ActionLocation`` (earlier versions pass none).
+        """
+        on_change_list = action_location is None or action_location.value == "CHANGE_LIST"
+        extra = {} if action_location is None else {"action_location": action_location}
+        actions: dict[str, Any] = super().get_actions(request, **extra)
         if (
-            self.actions is not None
+            on_change_list
+            and self.actions is not None
             and "connect_to_synerise" not in actions
             and self.has_change_permission(request)
         ):
