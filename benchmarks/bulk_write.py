@@ -279,7 +279,7 @@ def _orm_successes(ok: list[Any], lease_until: datetime) -> int:
     from django.utils import timezone
 
     from django_synerise.models import ClientToken, TokenStatus
-    from django_synerise.services.refresh import _TOKEN_COLUMNS
+    from django_synerise.services.refresh import _TOKEN_COLUMNS, _refreshed_fields
     from django_synerise.services.tokens import supersede_values
 
     now = timezone.now()
@@ -300,18 +300,8 @@ def _orm_successes(ok: list[Any], lease_until: datetime) -> int:
         status=TokenStatus.REFRESHING,
         lease_until=lease_until,
     ).update(
-        **{
-            name: per_row(name)
-            for name in _TOKEN_COLUMNS
-        },
-        refreshed_at=now,
-        updated_at=now,
-        status=TokenStatus.ACTIVE,
-        version=F("version") + 1,
-        lease_until=None,
-        retry_at=None,
-        failure_count=0,
-        last_error="",
+        **{name: per_row(name) for name in _TOKEN_COLUMNS},
+        **_refreshed_fields(now),
     )
 
 

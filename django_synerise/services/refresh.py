@@ -875,6 +875,18 @@ def _signalled_error(decision: _Decision) -> SyneriseError:
     return exc if isinstance(exc, SyneriseError) else SyneriseError(code=decision.code)
 
 
+def _send_refresh_failed(decision: _Decision, *, will_retry: bool) -> None:
+    """Send ``token_refresh_failed`` for the decision's row."""
+    row = decision.row
+    signals.token_refresh_failed.send(
+        sender=ClientToken,
+        token=row,
+        account=row.account,
+        error=_signalled_error(decision),
+        will_retry=will_retry,
+    )
+
+
 def _announce_retry(decision: _Decision, report: BatchReport) -> None:
     """``TRANSIENT``: ``retry_after`` grows to the delay; ``token_refresh_failed`` (will retry)."""
     row, delay = decision.row, decision.retry_delay or 0.0
@@ -886,13 +898,7 @@ def _announce_retry(decision: _Decision, report: BatchReport) -> None:
         _reason_suffix(decision.result.error),
         delay,
     )
-    signals.token_refresh_failed.send(
-        sender=ClientToken,
-        token=row,
-        account=row.account,
-        error=_signalled_error(decision),
-        will_retry=True,
-    )
+    _send_refresh_failed(decision, will_retry=True)
 
 
 def _announce_needs_login(decision: _Decision, report: BatchReport) -> None:
@@ -902,13 +908,7 @@ def _announce_needs_login(decision: _Decision, report: BatchReport) -> None:
     report.reasons[row.pk] = decision.reason
     logger.info("Synerise token %s needs a new login (%s)", row.pk, decision.reason)
     if result.attempted or isinstance(result.error, TokenDecryptionError):
-        signals.token_refresh_failed.send(
-            sender=ClientToken,
-            token=row,
-            account=row.account,
-            error=_signalled_error(decision),
-            will_retry=False,
-        )
+        _send_refresh_failed(decision, will_retry=False)
     signals.token_expired.send(
         sender=ClientToken, token=row, account=row.account, reason=decision.reason
     )
@@ -927,6 +927,21 @@ _TOKEN_COLUMNS = (
     "issued_at",
     "origin",
 )
+
+
+def _refreshed_fields(now: datetime) -> dict[str, Any]:
+    """The columns a successful refresh sets on every row besides the new token's own
+    (:data:`_TOKEN_COLUMNS`): active again, version bumped, lease, retry and failures cleared."""
+    return {
+        "refreshed_at": now,
+        "updated_at": now,
+        "status": TokenStatus.ACTIVE,
+        "version": F("version") + 1,
+        "lease_until": None,
+        "retry_at": None,
+        "failure_count": 0,
+        "last_error": "",
+    }
 
 
 def _per_row(name: str, values: dict[int, Any], *, keep: bool = True) -> CaseByPk:
@@ -970,14 +985,7 @@ def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
                 name: _per_row(name, {pk: row[name] for pk, row in values.items()})
                 for name in _TOKEN_COLUMNS
             },
-            refreshed_at=now,
-            updated_at=now,
-            status=TokenStatus.ACTIVE,
-            version=F("version") + 1,
-            lease_until=None,
-            retry_at=None,
-            failure_count=0,
-            last_error="",
+            **_refreshed_fields(now),
         )
     )
     for outcome in ok:
