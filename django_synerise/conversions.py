@@ -31,6 +31,8 @@ def to_float(value: object) -> float:
     :raises TypeError: ``value`` is not a number or a string.
     :raises ValueError: ``value`` is a string that is not a number.
     """
+    if type(value) is float or type(value) is int:  # the common case, without the protocol check
+        return float(value)
     if isinstance(value, (str, bytes, SupportsFloat, SupportsIndex)):
         return float(value)
     raise TypeError(
@@ -44,6 +46,8 @@ def to_int(value: object) -> int:
     :raises TypeError: ``value`` is not a number or a string.
     :raises ValueError: ``value`` is a string that is not an integer.
     """
+    if type(value) is int:  # the common case, without the protocol check
+        return value
     if isinstance(value, (str, bytes, SupportsInt, SupportsIndex)):
         return int(value)
     raise TypeError(
