@@ -4,7 +4,11 @@ Every request goes through :class:`SyneriseClient`:
 
 * one pooled :class:`requests.Session` per process **and** thread (created lazily, recreated
   after ``fork``), with a connect-phase retry of at most one attempt and no read or status
-  retries (login and refresh are non-idempotent POSTs);
+  retries (login and refresh are non-idempotent POSTs). The session's route to ``BASE_URL``
+  (its urllib3 connection pool, with the proxy and CA bundle of the environment as requests
+  resolves them) is worked out once per session and base URL, and each call goes straight to
+  that pool: the per-request work of ``Session.request`` (environment lookups, header and
+  cookie merging) is not repeated for every call;
 * ``timeout=(connect, read)`` from ``TIMEOUT`` plus a wall-clock ``TOTAL_TIMEOUT`` enforced
   while the body is streamed, and a ``MAX_RESPONSE_BYTES`` cap on the (decoded) body;
 * redirects are never followed (a 3xx is :class:`~django_synerise.exceptions.BadResponse`);
@@ -34,10 +38,20 @@ import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
-from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError
+from urllib3 import BaseHTTPResponse, HTTPConnectionPool
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    DecodeError,
+    HTTPError,
+    LocationValueError,
+    MaxRetryError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+)
 from urllib3.exceptions import SSLError as Urllib3SSLError
 from urllib3.util.retry import Retry
+from urllib3.util.timeout import Timeout
 
 from . import __version__, metrics, process_state
 from .breaker import CircuitBreaker, get_breaker
@@ -127,15 +141,6 @@ class ConditionalResult:
 # --------------------------------------------------------------------------- sessions
 
 
-class _NoNetrcAuth(AuthBase):
-    """A no-op auth object: stops ``requests`` from replacing our ``Authorization`` header
-    with credentials from ``~/.netrc`` while still honouring proxy environment variables."""
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        return request
-
-
-_NO_AUTH = _NoNetrcAuth()
 _local = threading.local()
 
 
@@ -178,7 +183,81 @@ def get_session() -> requests.Session:
         session = _new_session()
         _local.session = session
         _local.generation = generation
+        _local.routes = {}
     return session
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where this thread's session sends the requests for one base URL.
+
+    ``pool`` is the session adapter's urllib3 pool for the base URL (through the proxy the
+    environment names for it, with the CA bundle it names), ``prefix`` what goes before a path
+    in the request line (the base URL's path, or the whole base URL through a plain-HTTP
+    proxy) and ``retries`` the adapter's retry policy.
+    """
+
+    pool: HTTPConnectionPool
+    prefix: str
+    retries: Retry
+
+
+def _new_route(session: requests.Session, base_url: str) -> _Route:
+    """Resolve ``base_url`` the way ``Session.request`` resolves each request to it.
+
+    :raises requests.RequestException: the base URL is not a usable ``http(s)`` URL.
+    :raises OSError: the CA bundle named by the environment does not exist.
+    """
+    probe = requests.Request("GET", base_url + "/").prepare()
+    if probe.url is None:  # pragma: no cover - prepare() sets it or raises
+        raise requests.exceptions.InvalidURL(f"Invalid URL {base_url!r}")
+    env = session.merge_environment_settings(probe.url, {}, None, None, None)
+    adapter = session.get_adapter(probe.url)
+    if not isinstance(adapter, HTTPAdapter):  # pragma: no cover - only ours are mounted
+        raise requests.exceptions.InvalidSchema(f"No HTTP adapter for {base_url!r}")
+    try:
+        pool = adapter.get_connection_with_tls_context(
+            probe, env["verify"], proxies=env["proxies"], cert=env["cert"]
+        )
+    except LocationValueError as exc:
+        raise requests.exceptions.InvalidURL(exc) from exc
+    if not isinstance(pool, HTTPConnectionPool):  # pragma: no cover - http(s) pools only
+        raise requests.exceptions.InvalidSchema(f"No HTTP pool for {base_url!r}")
+    # requests leaves cert_verify unannotated.
+    adapter.cert_verify(pool, probe.url, env["verify"], env["cert"])  # type: ignore[no-untyped-call]
+    prefix = adapter.request_url(probe, env["proxies"])[:-1]  # without the probe's "/"
+    return _Route(pool=pool, prefix=prefix, retries=adapter.max_retries)
+
+
+def _route(base_url: str) -> _Route:
+    """This thread's route to ``base_url``, resolved on first use (and again when its pool
+    was closed, e.g. evicted by the adapter's pool manager)."""
+    session = get_session()
+    routes: dict[str, _Route] = _local.routes
+    route = routes.get(base_url)
+    if route is None or route.pool.pool is None:
+        route = routes[base_url] = _new_route(session, base_url)
+    return route
+
+
+def _transport_failure(exc: Exception) -> tuple[str, bool]:
+    """The message for a failed urllib3 call, and whether it is a configuration error.
+
+    The same classification as requests' ``HTTPAdapter.send``: a connect timeout, a read
+    timeout, a TLS failure, any other failure to reach Synerise.
+    """
+    reason: BaseException = exc.reason if isinstance(exc, MaxRetryError) and exc.reason else exc
+    if isinstance(reason, ConnectTimeoutError) and not isinstance(reason, NewConnectionError):
+        return "Timed out connecting to Synerise.", False
+    if isinstance(reason, ReadTimeoutError):
+        return "Synerise did not answer in time.", False
+    if isinstance(reason, Urllib3SSLError):
+        return "TLS error talking to Synerise.", False
+    if isinstance(reason, LocationValueError):
+        return "SYNERISE['BASE_URL'] is not a valid URL.", True
+    if isinstance(exc, (MaxRetryError, ProtocolError, OSError)) or not isinstance(exc, HTTPError):
+        return "Could not reach Synerise.", False
+    return "Synerise request failed.", False
 
 
 def close_session() -> None:
@@ -192,6 +271,7 @@ def close_session() -> None:
         session.close()
     _local.session = None
     _local.generation = None
+    _local.routes = {}
 
 
 # --------------------------------------------------------------------------- helpers
@@ -591,7 +671,6 @@ class SyneriseClient:
     def _send(
         self, method: str, path: str, *, json_body: Any, token: str | None, accept: str
     ) -> _Response:
-        url = self.base_url + path
         headers = {
             "Api-Version": str(
                 synerise_settings.API_VERSION if self._api_version is None else self._api_version
@@ -608,40 +687,33 @@ class SyneriseClient:
         connect_timeout, read_timeout = self.timeouts
         total = self.total_timeout
         max_bytes = self.max_response_bytes
+        base_url = self.base_url
         start = time.monotonic()
         deadline = start + total
-        session = get_session()
         try:
-            response = session.request(
-                method,
-                url,
-                data=data,
-                headers=headers,
-                timeout=(min(connect_timeout, total), min(read_timeout, total)),
-                stream=True,
-                allow_redirects=False,
-                auth=_NO_AUTH,
-            )
-        except requests.exceptions.ConnectTimeout as exc:
-            message = "Timed out connecting to Synerise."
-            raise self._unavailable(method, path, start, message) from exc
-        except requests.exceptions.ReadTimeout as exc:
-            message = "Synerise did not answer in time."
-            raise self._unavailable(method, path, start, message) from exc
-        except requests.exceptions.SSLError as exc:
-            message = "TLS error talking to Synerise."
-            raise self._unavailable(method, path, start, message) from exc
-        except requests.exceptions.ConnectionError as exc:
-            message = "Could not reach Synerise."
-            raise self._unavailable(method, path, start, message) from exc
-        except (
-            requests.exceptions.InvalidURL,
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-        ) as exc:
+            route = _route(base_url)
+        except (requests.RequestException, LocationValueError) as exc:
             raise SyneriseConfigurationError("SYNERISE['BASE_URL'] is not a valid URL.") from exc
-        except requests.exceptions.RequestException as exc:
-            raise self._unavailable(method, path, start, "Synerise request failed.") from exc
+        except OSError as exc:  # the CA bundle the environment names is missing
+            raise self._unavailable(method, path, start, "TLS error talking to Synerise.") from exc
+        try:
+            response = route.pool.urlopen(
+                method,
+                route.prefix + path,
+                body=data,
+                headers=headers,
+                redirect=False,
+                assert_same_host=False,
+                preload_content=False,
+                decode_content=False,
+                retries=route.retries,
+                timeout=Timeout(connect=min(connect_timeout, total), read=min(read_timeout, total)),
+            )
+        except (HTTPError, OSError) as exc:
+            message, configuration = _transport_failure(exc)
+            if configuration:
+                raise SyneriseConfigurationError(message) from exc
+            raise self._unavailable(method, path, start, message) from exc
         try:
             body = self._read_body(
                 response,
@@ -653,14 +725,16 @@ class SyneriseClient:
                 max_bytes=max_bytes,
             )
         finally:
-            response.close()
+            response.close()  # a body not read to its end must not go back to the pool
+            response.release_conn()
         elapsed_ms = (time.monotonic() - start) * 1000
         metrics.observe_upstream(path, elapsed_ms / 1000)
-        level = logging.DEBUG if response.status_code < 400 else logging.INFO
-        logger.log(
-            level, "Synerise %s %s -> %s in %.1f ms", method, path, response.status_code, elapsed_ms
-        )
-        return _Response(response.status_code, response.headers, body, elapsed_ms)
+        level = logging.DEBUG if response.status < 400 else logging.INFO
+        if logger.isEnabledFor(level):
+            logger.log(
+                level, "Synerise %s %s -> %s in %.1f ms", method, path, response.status, elapsed_ms
+            )
+        return _Response(response.status, response.headers, body, elapsed_ms)
 
     def _unavailable(
         self, method: str, path: str, start: float, message: str, status: int | None = None
@@ -677,7 +751,7 @@ class SyneriseClient:
 
     def _read_body(
         self,
-        response: requests.Response,
+        response: BaseHTTPResponse,
         *,
         method: str,
         path: str,
@@ -691,25 +765,30 @@ class SyneriseClient:
         A 2xx body over the cap is :class:`BadResponse`; an error body over the cap is cut
         (the status alone decides the exception).
         """
-        status = response.status_code
+        status = response.status
         success = 200 <= status < 300
         declared = response.headers.get("Content-Length")
         if success and declared and declared.strip().isdigit() and int(declared) > max_bytes:
             raise BadResponse(
                 "Synerise's answer is larger than MAX_RESPONSE_BYTES.", status=status, path=path
             )
-        raw = response.raw
         chunks: list[bytes] = []
         size = 0
+        socket_timeout: float | None = None
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise self._unavailable(
                     method, path, start, "Synerise's answer exceeded the total deadline.", status
                 )
-            _set_socket_timeout(raw, min(read_timeout, remaining))
+            # Set the socket's timeout only when it changes: the read timeout, then shorter
+            # ones as the total deadline comes near.
+            wanted = min(read_timeout, remaining)
+            if socket_timeout is None or wanted < read_timeout:
+                _set_socket_timeout(response, wanted)
+                socket_timeout = wanted
             try:
-                chunk = raw.read1(_CHUNK, decode_content=True)
+                chunk = response.read1(_CHUNK, decode_content=True)
             except ReadTimeoutError as exc:
                 if time.monotonic() >= deadline - 0.01:
                     message = "Synerise's answer exceeded the total deadline."

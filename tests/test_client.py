@@ -680,3 +680,110 @@ def test_parse_retry_after_unit():
     assert parse_retry_after("Wed, 31 Dec 2025 00:00:00 GMT", cap=300, now=now) == 0.0
     for bad in ("-5", "banana", "", "1e3", "\u0661\u0662", "x" * 100, None):
         assert parse_retry_after(bad, cap=300) is None
+
+
+# --------------------------------------------------------------------------- transport route
+
+
+class _ForwardProxy:
+    """A plain-HTTP forward proxy on loopback that records each request line it relays."""
+
+    def __init__(self) -> None:
+        import http.client
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        seen: list[str] = []
+        self.seen = seen
+
+        class Relay(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format, *args):  # noqa: A002
+                pass
+
+            def _relay(self) -> None:
+                seen.append(f"{self.command} {self.path}")
+                target = urlsplit(self.path)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+                upstream.request(self.command, target.path, body=body, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            do_GET = do_POST = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def forward_proxy():
+    proxy = _ForwardProxy()
+    yield proxy
+    proxy.close()
+
+
+def test_calls_go_through_the_proxy_the_environment_names(
+    client, account, fake_synerise, forward_proxy, monkeypatch
+):
+    """``HTTP_PROXY`` is honoured as requests honours it: the request line carries the whole
+    URL, and the answer comes back through the proxy."""
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    close_session()
+    result = login(client)
+    assert str(unverified(result.token)["clId"]) == account.client_id
+    path = "/sauth/v3/auth/login/client"
+    assert forward_proxy.seen == [f"POST {fake_synerise.url}{path}"]
+    assert [r.path for r in fake_synerise.requests] == [path]
+
+
+def test_the_environment_is_read_when_the_session_is_made(
+    client, account, fake_synerise, forward_proxy, monkeypatch
+):
+    """Proxy variables are resolved once per session and base URL, not on every call: a
+    change takes effect with the next session (``close_session()``, a new thread or
+    process)."""
+    monkeypatch.delenv("HTTP_PROXY", raising=False)
+    monkeypatch.delenv("http_proxy", raising=False)
+    close_session()
+    login(client)
+    monkeypatch.setenv("HTTP_PROXY", forward_proxy.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.delenv("no_proxy", raising=False)
+    login(client)
+    assert forward_proxy.seen == []  # the session's route was resolved without a proxy
+    close_session()
+    login(client)
+    assert len(forward_proxy.seen) == 1
+    assert fake_synerise.count() == 3
+
+
+def test_a_closed_pool_is_replaced_not_used(client, account, fake_synerise):
+    """A route whose pool was closed (the adapter's pool manager evicts and closes pools) is
+    resolved again on the next call instead of failing."""
+    login(client)
+    for adapter in get_session().adapters.values():
+        adapter.poolmanager.clear()  # closes every pool, as an eviction does
+    result = login(client)
+    assert str(unverified(result.token)["clId"]) == account.client_id
