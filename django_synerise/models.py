@@ -392,19 +392,23 @@ class IdentitySubject(models.Model):
 
 
 class RefreshOutcome(models.TextChoices):
-    """What happened to a token the refresh pipeline took, or a scheduler run (``run``)."""
+    """What happened to a token the refresh pipeline took, a scheduler run (``run``), or what
+    the refresh batches cost (``batch``, ``busy_us``, ``cpu_us``: sums per hour)."""
 
     REFRESHED = "refreshed", _("Refreshed")
     TRANSIENT = "transient", _("Failed transiently (retried)")
     NEEDS_LOGIN = "needs_login", _("Needs login")
     HALTED = "halted", _("Halted (API key rejected)")
     RUN = "run", _("Scheduler run")
+    BATCH = "batch", _("Refresh batch")
+    BUSY_US = "busy_us", _("Batch time (microseconds)")
+    CPU_US = "cpu_us", _("Batch CPU time (microseconds)")
 
 
 class RefreshOutcomeCount(models.Model):
     """How many refresh outcomes of one kind happened in one hour (UTC), for the dashboard.
 
-    At most one row per ``(hour, outcome)`` and five outcomes, so 24 hours are at most 120
+    At most one row per ``(hour, outcome)`` and eight kinds, so 24 hours are at most 192
     rows. Written by :mod:`django_synerise.services.outcomes` (one upsert per batch and one
     per scheduler run); rows older than :data:`~django_synerise.services.outcomes.RETENTION`
     are deleted by ``purge_tokens``. ``updated_at`` of the ``run`` rows is the last run.

@@ -108,6 +108,7 @@ NEEDS_REGISTRY = {
     "django_synerise.services.sessions",
     "django_synerise.services.single_flight",
     "django_synerise.services.status",
+    "django_synerise.services.take",
     "django_synerise.services.tokens",
     "django_synerise.services.tracking",
     "django_synerise.templatetags.synerise",

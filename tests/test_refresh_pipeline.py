@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import threading
@@ -134,6 +135,90 @@ def test_refresh_batch_uses_at_most_six_queries(fake: Any, settings: Any, size: 
     assert len(report.refreshed) == size - 2
     assert len(report.failed_transient) == 1 and len(report.needs_login) == 1
     assert len(rows) == size
+
+
+@pytest.mark.django_db
+def test_a_batch_of_100_from_a_message_costs_three_queries_on_postgresql(
+    fake: Any, settings: Any
+) -> None:
+    """A full default batch that all succeeds, as a worker receives it: take over the rows
+    (one statement on PostgreSQL: lock, renew the lease, read rows and accounts), store the
+    100 answers (one compare-and-swap ``UPDATE``: they all arrive within the window) and add
+    the hourly counts (one upsert)."""
+    synerise_settings(settings, REFRESH_FLUSH_INTERVAL=5, REFRESH_CONCURRENCY=16)
+    rows = [seed_token(fake) for _ in range(100)]
+    claim = claim_due_tokens(limit=100)
+    message = Claim.from_message(list(claim.ids), claim.lease_iso())
+
+    with CaptureQueriesContext(connection) as queries:
+        report = refresh_batch(message)
+
+    assert len(report.refreshed) == 100 == len(rows)
+    take = 1 if connection.vendor == "postgresql" else 2
+    assert len(queries) == take + 2, [q["sql"][:80] for q in queries]
+    assert {_reload(r).version for r in rows} == {2}
+
+
+@pytest.mark.django_db
+def test_the_cron_command_costs_at_most_four_queries_per_batch(fake: Any, settings: Any) -> None:
+    """Per batch of the cron path: the claim (2), one write of the answers and the hourly
+    counts; the run itself adds its start record, the halt check and the claim that finds
+    nothing due."""
+    synerise_settings(settings, REFRESH_FLUSH_INTERVAL=5, REFRESH_CONCURRENCY=16)
+    for _ in range(150):
+        seed_token(fake)
+    batches: list[list[str]] = [[]]
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if "SKIP LOCKED" in sql:
+            batches.append([])
+        batches[-1].append(sql[:60])
+        return execute(sql, params, many, context)
+
+    out = io.StringIO()
+    with connection.execute_wrapper(count):
+        call_command("synerise_refresh_tokens", "--batch-size", "100", stdout=out)
+
+    assert "refreshed=150" in out.getvalue()
+    run, *work, nothing_due = batches
+    assert [len(batch) for batch in work] == [4, 4], work
+    assert len(nothing_due) == 1 and len(run) <= 2, (run, nothing_due)
+
+
+@pytest.mark.django_db
+def test_the_cron_command_and_status_report_rate_and_cpu_per_token(fake: Any) -> None:
+    """The command prints what its run achieved; ``synerise_status`` prints what the batches
+    of the latest hour cost (from the hourly counts every process writes)."""
+    for _ in range(6):
+        seed_token(fake)
+    out = io.StringIO()
+    call_command("synerise_refresh_tokens", "--batch-size", "4", stdout=out)
+    figures = dict(part.split("=") for part in out.getvalue().split())
+    assert figures["refreshed"] == "6"
+    assert float(figures["seconds"]) > 0
+    assert float(figures["tokens_per_s"]) == pytest.approx(6 / float(figures["seconds"]), rel=0.05)
+    assert float(figures["cpu_ms_per_token"]) > 0
+
+    out = io.StringIO()
+    call_command("synerise_status", stdout=out)
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("refresh work"))
+    assert "batches=2 refreshed=6 " in line and "last run 20" in line
+    assert "tokens_per_s=n/a" not in line and "cpu_ms_per_token=n/a" not in line
+
+    out = io.StringIO()
+    call_command("synerise_status", "--json", stdout=out)
+    work = json.loads(out.getvalue())["work"]
+    assert work["batches"] == 2 and work["refreshed"] == 6
+    assert work["cpu_seconds"] > 0 and work["busy_seconds"] > 0
+    assert work["tokens_per_second"] == pytest.approx(6 / work["busy_seconds"])
+    assert work["cpu_ms_per_token"] == pytest.approx(work["cpu_seconds"] * 1000 / 6)
+
+
+@pytest.mark.django_db
+def test_status_says_when_no_batch_ran(fake: Any) -> None:
+    out = io.StringIO()
+    call_command("synerise_status", stdout=out)
+    assert "refresh work: no batch in the last 48 hours (no run recorded)" in out.getvalue()
 
 
 @pytest.mark.django_db

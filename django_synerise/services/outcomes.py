@@ -44,6 +44,7 @@ __all__ = [
     "record_login",
     "record_refresh_batch",
     "record_run",
+    "refresh_work",
 ]
 
 
@@ -168,6 +169,54 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
         logger.warning("Could not count Synerise refresh outcomes", exc_info=True)
 
 
+#: What the batches of an hour cost, counted beside their outcomes (see :func:`refresh_work`):
+#: batches, wall-clock and CPU microseconds.
+WORK = ("batch", "busy_us", "cpu_us")
+
+
+def _work_counts(report: BatchReport) -> dict[str, int]:
+    return {
+        "batch": 1,
+        "busy_us": round(report.busy_seconds * 1_000_000),
+        "cpu_us": round(report.cpu_seconds * 1_000_000),
+    }
+
+
+def refresh_work(*, now: datetime | None = None) -> dict[str, Any] | None:
+    """What the refresh batches of the latest hour that ran any cost (one query).
+
+    :returns: ``None`` when no batch ran within :data:`RETENTION`, else ``{"hour": start
+        (UTC), "batches", "refreshed", "busy_seconds", "cpu_seconds", "tokens_per_second"
+        (tokens refreshed per second of batch time: per worker process while it refreshes),
+        "cpu_ms_per_token" (CPU milliseconds per refreshed token)}``; a rate is ``None``
+        when nothing was refreshed.
+    """
+    since = _hour(now or timezone.now()) - RETENTION
+    rows = RefreshOutcomeCount.objects.filter(
+        hour__gte=since, outcome__in=(*WORK, RefreshOutcome.REFRESHED.value)
+    ).values_list("hour", "outcome", "count")
+    hours: dict[datetime, dict[str, int]] = {}
+    for hour, outcome, count in rows:
+        hours.setdefault(hour, {})[outcome] = int(count)
+    ran = [hour for hour, counts in hours.items() if counts.get("batch")]
+    if not ran:
+        return None
+    latest = max(ran)
+    counts = hours[latest]
+    refreshed = counts.get(RefreshOutcome.REFRESHED.value, 0)
+    busy = counts.get("busy_us", 0) / 1_000_000
+    cpu = counts.get("cpu_us", 0) / 1_000_000
+    return {
+        "hour": latest,
+        "batches": counts["batch"],
+        "refreshed": refreshed,
+        "busy_seconds": busy,
+        "cpu_seconds": cpu,
+        "tokens_per_second": refreshed / busy if refreshed and busy > 0 else None,
+        "cpu_ms_per_token": cpu * 1000 / refreshed if refreshed else None,
+    }
+
+
 def _kinds(rows: Iterable[ClientToken], report: BatchReport) -> dict[int, str]:
     pks = {row.pk for row in rows}
     kinds: dict[int, str] = {}
@@ -184,7 +233,7 @@ def record_refresh_batch(rows: list[ClientToken], report: BatchReport) -> None:
     Per row: one ``refresh`` event (token id, client id, outcome, upstream status, call
     duration, error code) and its claim lag (database time when the row was taken minus its
     ``refresh_at``; only rows that were due). Per batch: the outcome counters and one
-    upsert of the hourly counts. Never raises.
+    upsert of the hourly counts, with what the batch cost (:data:`WORK`). Never raises.
     """
     try:
         kinds = _kinds(rows, report)
@@ -211,7 +260,7 @@ def record_refresh_batch(rows: list[ClientToken], report: BatchReport) -> None:
                     lags.append(lag)
         metrics.observe_refresh_outcomes(counts)
         metrics.observe_claim_lag(lags)
-        add_outcome_counts(counts)
+        add_outcome_counts({**counts, **_work_counts(report)})
     except Exception:
         logger.warning("Could not record a Synerise refresh batch", exc_info=True)
 

@@ -31,10 +31,11 @@ import random
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import timezone as dt_timezone
+from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
@@ -58,6 +59,7 @@ from ..ratelimit import RateLimiter, refresh_rate_limiter
 from ..token_status import CLAIMABLE
 from . import halt
 from .outcomes import RefreshOutcome, prune_outcome_counts, record_refresh_batch, record_run
+from .take import supports_take_returning, take_returning
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
 
 if TYPE_CHECKING:
@@ -100,8 +102,9 @@ MIN_RETRY_DELAY = 0.2
 #: when the retry claims them); the expiry deadline accounts for it.
 RETRY_SLACK = 0.5
 #: A batch stores its new tokens once this many answers wait, even inside the flush window
-#: (``REFRESH_FLUSH_INTERVAL``).
-FLUSH_ANSWERS = 50
+#: (``REFRESH_FLUSH_INTERVAL``): the default ``REFRESH_BATCH_SIZE``, so a default batch whose
+#: answers arrive within one window is stored with one statement.
+FLUSH_ANSWERS = 100
 
 _CLAIMABLE = CLAIMABLE
 
@@ -163,6 +166,10 @@ class BatchReport:
     untouched (background refresh halts, see :mod:`~django_synerise.services.halt`).
     ``skipped``: not refreshed by this call and left for a later run (held by someone else,
     changed meanwhile, or not attempted before the batch deadline).
+
+    ``busy_seconds`` is the wall-clock time the batch ran and ``cpu_seconds`` the CPU time it
+    cost: the process's (all threads) for a background batch, the calling thread's for a
+    batch of one refreshed in place; a merged report holds the sums.
     """
 
     refreshed: list[int] = field(default_factory=list)
@@ -172,6 +179,8 @@ class BatchReport:
     halted: list[int] = field(default_factory=list)
     retry_after: float | None = None
     reasons: dict[int, str] = field(default_factory=dict)
+    busy_seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     def pks(self, outcome: RefreshOutcome) -> list[int]:
         """The rows listed under ``outcome`` (the list itself, not a copy)."""
@@ -190,6 +199,8 @@ class BatchReport:
         self.skipped.extend(other.skipped)
         self.halted.extend(other.halted)
         self.reasons.update(other.reasons)
+        self.busy_seconds += other.busy_seconds
+        self.cpu_seconds += other.cpu_seconds
         if other.retry_after is not None:
             self.retry_after = max(self.retry_after or 0.0, other.retry_after)
 
@@ -218,6 +229,19 @@ class RefreshReport:
     halted: int = 0
     #: The refresh halt in force when the run stopped (``RefreshHalt.as_dict()``), or None.
     halt: dict[str, Any] | None = None
+    #: Wall-clock seconds of the run, and the CPU seconds its batches cost.
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        """Tokens refreshed per second of the run (``None`` for an empty run)."""
+        return self.refreshed / self.seconds if self.refreshed and self.seconds > 0 else None
+
+    @property
+    def cpu_ms_per_token(self) -> float | None:
+        """CPU milliseconds per refreshed token (``None`` when none was refreshed)."""
+        return self.cpu_seconds * 1000 / self.refreshed if self.refreshed else None
 
     def __str__(self) -> str:
         text = (
@@ -321,13 +345,27 @@ def claim_tokens(ids: Iterable[int], *, due_only: bool = False) -> Claim:
 
 
 def _take(claim: Claim) -> tuple[list[ClientToken], datetime | None]:
-    """Take over the rows of a claim received in a message, renewing the lease (two queries).
+    """Take over the rows of a claim received in a message, renewing the lease (two queries,
+    one on PostgreSQL).
 
     Only rows still ``refreshing`` under ``claim.lease_until`` are taken; the new lease
     differs from the old one, so a second delivery of the same message takes nothing. Locked
     rows are waited for, not skipped: a concurrent claim may hold them for a moment (it then
-    leaves them alone), and a concurrent duplicate delivery commits a new lease first.
+    leaves them alone), and a concurrent duplicate delivery commits a new lease first. On
+    PostgreSQL the same is one statement (:func:`~django_synerise.services.take.
+    take_returning`).
     """
+    if claim.lease_until is None:
+        return [], None
+    if supports_take_returning():
+        taken, renewed, taken_at = take_returning(
+            list(claim.ids), claim.lease_until, _lease_seconds()
+        )
+        if taken_at is not None:
+            skew = taken_at - timezone.now()
+            for row in taken:
+                row.db_offset = skew
+        return taken, renewed
     with transaction.atomic(savepoint=False):
         rows = list(
             ClientToken.objects.select_for_update(of=("self",))
@@ -378,12 +416,16 @@ _executor: ThreadPoolExecutor | None = None
 _executor_key: tuple[int, int] | None = None
 
 
+def _pool_size() -> int:
+    return max(1, int(synerise_settings.REFRESH_CONCURRENCY))
+
+
 def _get_executor() -> ThreadPoolExecutor:
     """The process's refresh thread pool (``REFRESH_CONCURRENCY`` threads, recreated after
     ``fork`` or when the setting changes). Threads live on, so each keeps its pooled HTTP
     session between batches."""
     global _executor, _executor_key
-    size = max(1, int(synerise_settings.REFRESH_CONCURRENCY))
+    size = _pool_size()
     generation = process_state.generation()
     key = (generation, size)
     with _executor_lock:
@@ -625,6 +667,8 @@ def _refresh_rows(
     report: BatchReport,
     inline: bool = False,
 ) -> BatchReport:
+    cpu_clock = time.thread_time if inline else time.process_time
+    cpu_started = cpu_clock()
     now = timezone.now()
     lease = _lease_seconds()
     total = synerise_settings.TOTAL_TIMEOUT
@@ -661,39 +705,80 @@ def _refresh_rows(
     else:
         limiter = refresh_rate_limiter()
         executor = _get_executor()
-        pending: set[Future[_CallResult]] = set()
-        for row, token in calls:
-            pending.add(executor.submit(_call, row, token, client, start_deadline, limiter))
+        work: SimpleQueue[tuple[ClientToken, str]] = SimpleQueue()
+        done: SimpleQueue[_CallResult] = SimpleQueue()
+        for call in calls:
+            work.put(call)
+        count = len(calls)
         calls.clear()
+        # One task per pool thread, each making calls until none is left: a hand-off per
+        # thread and one per answer, rather than a future per token.
+        for _ in range(min(count, _pool_size())):
+            executor.submit(_call_until_done, work, done, client, start_deadline, limiter)
         others.extend(
-            _collect(pending, lease_until, report=report, lease_seconds=lease, started=started)
+            _collect(done, count, lease_until, report=report, lease_seconds=lease, started=started)
         )
     report = _write_outcomes(
         others, lease_until, attempt=attempt, backoff=backoff, report=report, client=client
     )
+    report.busy_seconds = time.monotonic() - started
+    report.cpu_seconds = max(0.0, cpu_clock() - cpu_started)
     record_refresh_batch(rows, report)  # events, metrics, hourly counts: the one place
     return report
 
 
+def _call_until_done(
+    work: SimpleQueue[tuple[ClientToken, str]],
+    done: SimpleQueue[_CallResult],
+    client: SyneriseClient,
+    start_deadline: float,
+    limiter: RateLimiter | None,
+) -> None:
+    """Pool thread: make the calls waiting in ``work`` until it is empty, putting each
+    outcome on ``done`` as it is known (every row taken from ``work`` gets one)."""
+    while True:
+        try:
+            row, token = work.get_nowait()
+        except Empty:
+            return
+        try:
+            outcome = _call(row, token, client, start_deadline, limiter)
+        except BaseException as exc:  # never leave the collector waiting for this row
+            done.put(_CallResult(row, error=exc))
+            raise
+        done.put(outcome)
+
+
 def _collect(
-    pending: set[Future[_CallResult]],
+    done: SimpleQueue[_CallResult],
+    count: int,
     lease_until: datetime,
     *,
     report: BatchReport,
     lease_seconds: float,
     started: float,
 ) -> list[_CallResult]:
-    """Wait for the calls; store new tokens as they arrive (the flush window); return the
-    other outcomes."""
+    """Wait for the outcomes of the ``count`` calls, which arrive on ``done`` as they are
+    known; store new tokens as they arrive (the flush window); return the other outcomes.
+
+    Each outcome is handed over once (a queue, not a scan of pending futures), so collecting
+    a batch costs time in proportion to its size.
+    """
     window = _flush_interval()
     waiting: list[_CallResult] = []
     oldest: float | None = None
     others: list[_CallResult] = []
-    while pending:
+    while count:
         timeout = None if oldest is None else max(0.0, oldest + window - time.monotonic())
-        done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in done:
-            outcome = future.result()
+        finished: list[_CallResult] = []
+        try:
+            finished.append(done.get(timeout=timeout))
+            while True:  # and every other call finished meanwhile
+                finished.append(done.get_nowait())
+        except Empty:
+            pass
+        count -= len(finished)
+        for outcome in finished:
             if outcome.prepared is None:
                 others.append(outcome)
                 continue
@@ -701,7 +786,7 @@ def _collect(
             if oldest is None:
                 oldest = time.monotonic()
         if waiting and (
-            not pending
+            not count
             or len(waiting) >= FLUSH_ANSWERS
             or (oldest is not None and time.monotonic() - oldest >= window)
         ):
@@ -1069,10 +1154,17 @@ def _reconcile(ok: list[_CallResult], decisions: list[_Decision]) -> tuple[set[i
 
 
 def _summarise(
-    requested: int, claimed: int, report: BatchReport, *, halted: bool = False
+    requested: int,
+    claimed: int,
+    report: BatchReport,
+    *,
+    halted: bool = False,
+    started: float | None = None,
 ) -> RefreshReport:
     stop = halt.current_halt() if halted or report.halted else None
     return RefreshReport(
+        seconds=0.0 if started is None else time.monotonic() - started,
+        cpu_seconds=report.cpu_seconds,
         requested=requested,
         claimed=claimed,
         refreshed=len(report.refreshed),
@@ -1115,6 +1207,7 @@ def refresh_due_tokens(
     ``limit`` tokens when given, when a batch makes no progress, or when a batch halts
     refresh. Transient failures carry their retry time and are picked up by a later run.
     """
+    started = time.monotonic()
     size = max(1, _batch_size(batch_size))
     report = BatchReport()
     claimed = 0
@@ -1131,7 +1224,7 @@ def refresh_due_tokens(
         report.merge(batch)
         if batch.halted or not (batch.refreshed or batch.failed_transient or batch.needs_login):
             break
-    return _summarise(claimed, claimed, report)
+    return _summarise(claimed, claimed, report, started=started)
 
 
 def purge_tokens(*, now: datetime | None = None, batch_size: int = 1000) -> int:

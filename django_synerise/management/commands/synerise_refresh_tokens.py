@@ -49,8 +49,11 @@ class Command(BaseCommand):
             if options[option] is not None and options[option] < 1:
                 raise CommandError(f"--{option.replace('_', '-')} must be at least 1.")
         report = refresh_due_tokens(limit=options["limit"], batch_size=options["batch_size"])
+        rate, cpu = report.tokens_per_second, report.cpu_ms_per_token
         self.stdout.write(
             f"claimed={report.claimed} refreshed={report.refreshed} "
             f"failed={report.failed} needs_login={report.needs_login} "
-            f"skipped={report.skipped}"
+            f"skipped={report.skipped} seconds={report.seconds:.3f} "
+            f"tokens_per_s={'n/a' if rate is None else f'{rate:.1f}'} "
+            f"cpu_ms_per_token={'n/a' if cpu is None else f'{cpu:.2f}'}"
         )

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from django_synerise.services.outcomes import last_run, refresh_work
 from django_synerise.services.status import (
     breaker_states,
     probe_upstream,
@@ -48,6 +49,8 @@ class Command(BaseCommand):
         tokens = token_status_counts()
         halt = refresh_halt_state()
         refused = refusal_counts()
+        work = refresh_work()
+        ran = last_run()
         if options["json"]:
             payload = {
                 "breakers": breakers,
@@ -55,6 +58,8 @@ class Command(BaseCommand):
                 "probe": probe,
                 "halt": halt,
                 "refused": refused,
+                "last_run": ran.isoformat() if ran else None,
+                "work": None if work is None else {**work, "hour": work["hour"].isoformat()},
             }
             self.stdout.write(json.dumps(payload, sort_keys=True))
         else:
@@ -95,5 +100,23 @@ class Command(BaseCommand):
             self.stdout.write(
                 "refused: " + " ".join(f"{key}={value}" for key, value in refused.items())
             )
+            self.stdout.write(_work_line(work, ran))
         if options["fail_on_open"] and any(b["state"] == "open" for b in breakers):
             raise SystemExit(1)
+
+
+def _work_line(work: dict[str, Any] | None, ran: Any) -> str:
+    """``refresh work ...``: the latest hour's batches, their rate and CPU per token."""
+    last = f"last run {ran.isoformat(timespec='seconds')}" if ran else "no run recorded"
+    if work is None:
+        return f"refresh work: no batch in the last 48 hours ({last})"
+
+    def figure(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    return (
+        f"refresh work (hour from {work['hour']:%Y-%m-%d %H:%M} UTC): "
+        f"batches={work['batches']} refreshed={work['refreshed']} "
+        f"tokens_per_s={figure(work['tokens_per_second'], 1)} "
+        f"cpu_ms_per_token={figure(work['cpu_ms_per_token'], 2)} ({last})"
+    )
