@@ -83,9 +83,11 @@ def run_fake(conn: Any, n: int, latency: float, tokens_per_client: int) -> None:
         time.sleep(ahead - 10)
     conn.send({"url": fake.url, "api_key": fake.api_key, "public_key": fake.public_key_pem,
                "clients": seeded})
+    conn.recv()  # "measure": the clock starts (set-up and pre-signing are not counted)
+    cpu_start, served_start = _cpu(), fake.stats().get("requests") or 0
     conn.recv()  # wait for "stop"
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    conn.send({**fake.stats(), "cpu": usage.ru_utime + usage.ru_stime})
+    conn.send({"requests": (fake.stats().get("requests") or 0) - served_start,
+               "cpu": _cpu() - cpu_start})
     fake.stop()
 
 
@@ -154,6 +156,18 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def machine_line(connection: Any) -> str:
+    """``machine: <cores> cores, Python x.y.z, PostgreSQL n``: what the figures ran on."""
+    import platform
+
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0].split()[0]
+    return (f"machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+            f"Python {platform.python_version()}, PostgreSQL {server}, "
+            f"load average {os.getloadavg()[0]:.1f}")
+
+
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -217,6 +231,57 @@ def pipeline_worker(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def cron_worker(config: dict[str, Any]) -> dict[str, Any]:
+    """Run ``manage.py synerise_refresh_tokens`` once; CPU and time exclude start-up.
+
+    Start-up (interpreter, Django set-up, imports, the public key) happens before the clock
+    starts; the figures cover the command's ``handle`` from its first claim to its summary
+    line. Queries are counted per batch: a batch starts at its claim (the ``SKIP LOCKED``
+    select).
+    """
+    configure_django(config["db_name"], config["synerise"])
+    from io import StringIO
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    import django_synerise.management.commands.synerise_refresh_tokens  # noqa: F401
+    from django_synerise.verification import get_public_key
+
+    get_public_key()
+    batches: list[int] = []
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if "SKIP LOCKED" in sql or not batches:
+            batches.append(0)
+        batches[-1] += 1
+        return execute(sql, params, many, context)
+
+    out = StringIO()
+    rss_before = peak_rss_mb()
+    cpu_before = _cpu()
+    start = time.perf_counter()
+    with connection.execute_wrapper(count):
+        call_command("synerise_refresh_tokens", stdout=out)
+    elapsed = time.perf_counter() - start
+    cpu = _cpu() - cpu_before
+    summary = dict(part.split("=") for part in out.getvalue().split())
+    # The last segment is the claim that found nothing due (one query).
+    work = batches[:-1] if batches and batches[-1] == 1 else batches
+    return {
+        "refreshed": int(summary["refreshed"]),
+        "failed": int(summary["failed"]) + int(summary["needs_login"]),
+        "elapsed": elapsed,
+        "batches": len(work),
+        "claim_queries_max": 2,
+        "refresh_queries_max": max(work or [0]) - 2,
+        "queries_per_batch_max": max(work or [0]),
+        "rss_before_mb": rss_before,
+        "cpu": cpu,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
 def naive_worker(config: dict[str, Any]) -> dict[str, Any]:
     """Refresh ``naive_n`` due tokens one at a time: plain requests.post and save() per row."""
     configure_django(config["db_name"], config["synerise"])
@@ -233,6 +298,7 @@ def naive_worker(config: dict[str, Any]) -> dict[str, Any]:
     rows = list(ClientToken.objects.select_related("account")
                 .filter(pk__in=config["naive_ids"]))
     refreshed = 0
+    cpu_before = _cpu()
     start = time.perf_counter()
     for row in rows:
         response = requests.post(
@@ -251,7 +317,8 @@ def naive_worker(config: dict[str, Any]) -> dict[str, Any]:
         row.save()
         refreshed += 1
     elapsed = time.perf_counter() - start
-    return {"refreshed": refreshed, "elapsed": elapsed, "peak_rss_mb": peak_rss_mb()}
+    return {"refreshed": refreshed, "elapsed": elapsed, "cpu": _cpu() - cpu_before,
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def _run_child(role: str, config: dict[str, Any]) -> subprocess.Popen[str]:
@@ -295,13 +362,18 @@ def main() -> None:
     parser.add_argument("--in-process", action="store_true",
                         help="refresh the claimed rows directly (the cron path) instead of "
                              "rebuilding each claim from a task message (the Celery path)")
+    parser.add_argument("--cron", action="store_true",
+                        help="run the cron command (manage.py synerise_refresh_tokens) in one "
+                             "fresh process instead of the worker loop")
     parser.add_argument("--keep-db", action="store_true", help="keep the scratch database")
     parser.add_argument("--role", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.role:
         config = json.loads(sys.stdin.read())
-        worker = pipeline_worker if args.role == "pipeline" else naive_worker
+        worker = {"pipeline": pipeline_worker, "cron": cron_worker, "naive": naive_worker}[
+            args.role
+        ]
         if os.environ.get("BENCH_PROFILE"):
             import cProfile
             import pstats
@@ -346,10 +418,15 @@ def main() -> None:
         }
         config = {"db_name": db_name, "synerise": synerise, "via_message": not args.in_process,
                   "claim_batches": 1 if args.in_process else max(1, args.claim_batches)}
+        print(machine_line(connection))
         print(f"setup: fake with {args.n} clients in {fake_seconds:.1f} s, "
               f"seeded {len(token_ids)} due tokens in {seed_seconds:.1f} s")
 
-        processes = [_run_child("pipeline", config) for _ in range(max(1, args.workers))]
+        parent.send("measure")
+        if args.cron:
+            processes = [_run_child("cron", config)]
+        else:
+            processes = [_run_child("pipeline", config) for _ in range(max(1, args.workers))]
         results = [_child_result(p) for p in processes]
         total = sum(r["refreshed"] for r in results)
         elapsed = max(r["elapsed"] for r in results)
@@ -357,13 +434,21 @@ def main() -> None:
 
         print(f"pipeline tokens refreshed: {total} of {args.n} "
               f"({sum(r['failed'] for r in results)} failed)")
+        if args.cron:
+            mode = "cron command (manage.py synerise_refresh_tokens)"
+        elif args.in_process:
+            mode = "cron path (claim, refresh_batch)"
+        else:
+            mode = "Celery path (claim, message, take)"
         print(f"pipeline workers x threads: {len(results)} x {args.concurrency}, "
               f"batch size {args.batch_size}, latency {args.latency * 1000:.0f} ms, "
-              f"{'cron path' if args.in_process else 'Celery path (claim, message, take)'}")
+              f"{mode}")
         print(f"pipeline tokens/s: {pipeline_rate:.1f}")
         print(f"pipeline batches: {sum(r['batches'] for r in results)}")
         per_worker = ", ".join(f"{r['refreshed']} tokens/{r['cpu']:.1f} s CPU" for r in results)
         print(f"pipeline per worker: {per_worker}, wall {elapsed:.1f} s")
+        pipeline_cpu = sum(r["cpu"] for r in results) * 1000 / max(1, total)
+        print(f"pipeline CPU ms per token (start-up excluded): {pipeline_cpu:.2f}")
         print(f"queries per batch, refresh_batch: "
               f"{max(r['refresh_queries_max'] for r in results)} (max)")
         print(f"queries per batch, claim share + refresh_batch: "
@@ -386,13 +471,17 @@ def main() -> None:
             naive_rate = naive["refreshed"] / naive["elapsed"]
             print(f"naive tokens refreshed: {naive['refreshed']}")
             print(f"naive tokens/s: {naive_rate:.1f}")
+            print(f"naive CPU ms per token: {naive['cpu'] * 1000 / max(1, naive['refreshed']):.2f}")
             print("naive queries per token: 1 (save)")
             print(f"ratio pipeline/naive: {pipeline_rate / naive_rate:.1f}x")
     finally:
         parent.send("stop")
         stats = parent.recv() if parent.poll(10) else {}
         if stats:
-            print(f"fake requests served: {stats.get('requests')} (fake CPU {stats['cpu']:.1f} s)")
+            served = stats.get("requests") or 0
+            print(f"fake requests served while measuring: {served} (fake CPU {stats['cpu']:.1f} s, "
+                  f"{stats['cpu'] * 1000 / max(1, served):.2f} ms per request, on the same "
+                  "cores)")
         fake_process.join(timeout=10)
         if not args.keep_db:
             connection.creation.destroy_test_db(original_name, verbosity=0)
