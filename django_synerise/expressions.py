@@ -30,6 +30,7 @@ class CaseByPk(Expression):
     parameter. ``default`` is an expression for the rows not listed (``F(name)`` keeps the
     column, ``Value(None)`` writes ``NULL``). An empty ``values`` compiles to the default
     alone. Usable wherever an expression is: ``update(col=...)`` or ``filter(col=...)``.
+    On PostgreSQL the keys and values are sent as two arrays (:meth:`as_postgresql`).
     """
 
     def __init__(
@@ -63,3 +64,35 @@ class CaseByPk(Expression):
         params.extend(default_params)
         whens = " ".join(["WHEN %s THEN %s"] * len(self.values))
         return f"CASE {key_sql} {whens} ELSE {default_sql} END", tuple(params)
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        """PostgreSQL: the keys and the values as two array parameters, whatever the number
+        of rows. The statement's text then stays the same from batch to batch (the driver
+        parses it once, not 2 placeholders per row and column every time)."""
+        if not self.values:
+            return self.as_sql(compiler, connection, **extra_context)
+        default_sql, default_params = compiler.compile(self.default)
+        key_sql, key_params = compiler.compile(self.key)
+        field = self.output_field
+        key_type = self.key.output_field.db_type(connection)
+        value_type = field.db_type(connection)
+        if not key_type or not value_type:  # pragma: no cover - columns always have a type
+            return self.as_sql(compiler, connection, **extra_context)
+        keys = list(self.values)
+        values = [field.get_db_prep_save(value, connection) for value in self.values.values()]
+        position = f"array_position(%s::{key_type}[], {key_sql})"
+        sql = (
+            f"CASE WHEN {position} IS NULL THEN {default_sql} "
+            f"ELSE (%s::{value_type}[])[{position}] END"
+        )
+        params = (
+            keys,
+            *key_params,
+            *default_params,
+            values,
+            keys,
+            *key_params,
+        )
+        return sql, params

@@ -1,0 +1,61 @@
+"""``CaseByPk``: one value per listed row in one ``UPDATE`` (arrays on PostgreSQL)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.models import F, IntegerField
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from django_synerise.expressions import CaseByPk
+from django_synerise.models import ClientToken
+from tests.fixtures_refresh import seed_token
+
+
+@pytest.mark.django_db
+def test_listed_rows_get_their_value_others_keep_theirs(fake_synerise: Any) -> None:
+    a, b, c = (seed_token(fake_synerise) for _ in range(3))
+    when = timezone.now().replace(microsecond=0) + timedelta(minutes=7)
+    ClientToken.objects.filter(pk=b.pk).update(retry_at=when)
+    kept = ClientToken.objects.get(pk=c.pk).retry_at
+    field = ClientToken._meta.get_field("retry_at")
+
+    with CaptureQueriesContext(connection) as queries:
+        written = ClientToken.objects.filter(pk__in=[a.pk, b.pk, c.pk]).update(
+            retry_at=CaseByPk({a.pk: when, b.pk: None}, default=F("retry_at"), output_field=field),
+            failure_count=CaseByPk(
+                {a.pk: 3, c.pk: 5}, default=F("failure_count"), output_field=IntegerField()
+            ),
+        )
+
+    assert written == 3 and len(queries) == 1
+    values = {
+        row.pk: (row.retry_at, row.failure_count)
+        for row in ClientToken.objects.filter(pk__in=[a.pk, b.pk, c.pk])
+    }
+    assert values == {a.pk: (when, 3), b.pk: (None, 0), c.pk: (kept, 5)}
+
+
+@pytest.mark.django_db
+def test_statement_text_does_not_grow_with_the_rows_on_postgresql(fake_synerise: Any) -> None:
+    """On PostgreSQL the keys and values travel as two arrays, so the statement's text is the
+    same for 2 rows and for 20; elsewhere it is ``CASE pk WHEN ... THEN ...``."""
+    rows = [seed_token(fake_synerise) for _ in range(20)]
+    texts = []
+    for size in (2, 20):
+        chosen = rows[:size]
+        versions = CaseByPk(
+            {row.pk: row.version for row in chosen}, default=None, output_field=IntegerField()
+        )
+        queryset = ClientToken.objects.filter(pk__in=[row.pk for row in chosen], version=versions)
+        assert queryset.count() == size
+        sql, _ = queryset.query.sql_with_params()
+        texts.append(sql.split(" AND ", 1)[1])  # the CaseByPk part (pk__in grows)
+    if connection.vendor == "postgresql":
+        assert texts[0] == texts[1]
+    else:
+        assert texts[1].count("WHEN") == 20
