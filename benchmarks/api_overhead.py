@@ -41,6 +41,7 @@ from django.test.utils import CaptureQueriesContext, setup_test_environment  # n
 from django.utils import timezone  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
+from django_synerise import throttle  # noqa: E402
 from django_synerise.client import SyneriseClient  # noqa: E402
 from django_synerise.models import ClientToken  # noqa: E402
 from django_synerise.testing import FakeSynerise  # noqa: E402
@@ -97,7 +98,7 @@ def _measure(requests: int) -> dict[str, Any]:
             **settings.SYNERISE,
             "BASE_URL": fake.url,
             "API_KEY": fake.api_key,
-            "LOGIN_THROTTLE_RATES": {"ip": None, "account": None},
+            "LOGIN_THROTTLE_RATES": dict.fromkeys(throttle.SCOPES),
         }
         clear_public_key_cache()
         fake.add_client(email=EMAIL, password=PASSWORD)
