@@ -21,6 +21,7 @@ from .api_helpers import (
     TOKEN_URL,
     max_statements,
     provider_token,
+    round_trips,
     provider_url,
     sign_in,
     upstream_calls,
@@ -241,7 +242,7 @@ def test_query_budget_refresh(fake_synerise) -> None:
     result = sign_in(fake_synerise, "ivy@example.com")
     _age_token(result.user_id)
     client = result.bearer()
-    with max_statements(6):
+    with max_statements(5):
         response = client.post(REFRESH_URL)
     assert response.status_code == 200
     assert fake_synerise.count(path_contains="refresh") == 1
@@ -252,9 +253,36 @@ def test_query_budget_token(fake_synerise) -> None:
     result = sign_in(fake_synerise, "jack@example.com")
     client = result.bearer()
     client.get(TOKEN_URL)  # activity recorded; the next request is the steady state
-    with max_statements(3):
+    with max_statements(1):  # the token row Bearer authentication read serves the view too
         response = client.get(TOKEN_URL)
     assert response.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_round_trips_refresh_postgres(require_postgres, fake_synerise) -> None:
+    """Authentication's read (account, user and token row in one query) serves the refresh;
+    then the claim (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT), the compare-and-swap write
+    of the new token and the hourly outcome count."""
+    result = sign_in(fake_synerise, "ivy@example.com")
+    _age_token(result.user_id)
+    client = result.bearer()
+    with round_trips(7) as queries:
+        response = client.post(REFRESH_URL)
+    assert response.status_code == 200
+    assert response.json()["token"] != result.token
+    token_reads = [sql for sql in queries if 'FROM "django_synerise_clienttoken"' in sql]
+    assert len(token_reads) == 1 and "FOR UPDATE" in token_reads[0]  # the claim's only
+
+
+@pytest.mark.django_db(transaction=True)
+def test_round_trips_token_postgres(require_postgres, fake_synerise) -> None:
+    result = sign_in(fake_synerise, "jack@example.com")
+    client = result.bearer()
+    client.get(TOKEN_URL)
+    with round_trips(1):
+        response = client.get(TOKEN_URL)
+    assert response.status_code == 200
+    assert response.json()["token"] == result.token
 
 
 def test_provider_login_links_by_synerise_client_id_not_token_claims(fake_synerise, api) -> None:
