@@ -12,14 +12,11 @@ from typing import TYPE_CHECKING, Any
 from django.db import IntegrityError, connections, router, transaction
 from django.db.models import (
     BooleanField,
-    Case,
     CharField,
     DateTimeField,
     ExpressionWrapper,
     F,
-    Q,
     Value,
-    When,
 )
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Least, Now
@@ -35,6 +32,7 @@ from ..crypto import encrypt_token, token_fingerprint
 from ..exceptions import (
     TokenVerificationError,
 )
+from ..expressions import IfStatusIn
 from ..models import ClientToken, SyneriseAccount, TokenStatus
 from ..verification import claims_for
 from .sessions import end_sessions as end_user_sessions
@@ -243,13 +241,14 @@ def _supersede_expressions(now: datetime) -> dict[str, Any]:
     read the old ``status``, ``fingerprint`` and ``expires_at`` on every backend (MySQL
     assigns left to right).
     """
-    live = Q(status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING]) & ~Q(fingerprint="")
+    live = (TokenStatus.ACTIVE, TokenStatus.REFRESHING)
     return {
-        "previous_fingerprint": Case(
-            When(live, then=F("fingerprint")), default=Value(""), output_field=CharField()
+        "previous_fingerprint": IfStatusIn(
+            live, then=F("fingerprint"), default=Value(""), output_field=CharField()
         ),
-        "previous_valid_until": Case(
-            When(live, then=Least(F("expires_at"), Value(now + superseded_grace()))),
+        "previous_valid_until": IfStatusIn(
+            live,
+            then=Least(F("expires_at"), Value(now + superseded_grace())),
             default=Value(None, output_field=DateTimeField()),
             output_field=DateTimeField(),
         ),
