@@ -37,6 +37,7 @@ __all__ = [
     "ValidToken",
     "get_valid_client_token",
     "get_valid_token",
+    "refresh_client_token",
     "refresh_user_token",
 ]
 
@@ -254,6 +255,15 @@ def refresh_user_token(
 
     :raises LoginRequired: as :func:`get_valid_token`.
     """
-    row, _ = _obtain(user, client=client, force=True, loaded=loaded)
-    touch_token_activity(row.pk, last_used_at=row.last_used_at)
+    row, _ = refresh_client_token(user, client=client, loaded=loaded)
     return row
+
+
+def refresh_client_token(
+    user: Any, *, client: SyneriseClient | None = None, loaded: ClientToken | None = None
+) -> tuple[ClientToken, str]:
+    """:func:`refresh_user_token`, returning the plaintext token too (decrypted once, where
+    the refresh needs it anyway: a decryption costs some 0.1 ms)."""
+    row, token = _obtain(user, client=client, force=True, loaded=loaded)
+    touch_token_activity(row.pk, last_used_at=row.last_used_at)
+    return row, token
