@@ -357,9 +357,10 @@ def _upsert_prepared(account: SyneriseAccount, prepared: PreparedToken, now: dat
         if pk is None:
             try:
                 with transaction.atomic(using=db):
-                    return ClientToken.objects.using(db).create(
+                    row = ClientToken.objects.using(db).create(
                         account=account, **_row_write_values(prepared, now)
-                    ).pk
+                    )
+                return row.pk
             except IntegrityError:
                 pk = _update_row(account, _row_update_values(prepared, now), db)
     if pk is None:
