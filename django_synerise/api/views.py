@@ -30,7 +30,6 @@ from ..authentication import SyneriseTokenAuthentication
 from ..conf import synerise_settings
 from ..models import ClientToken
 from ..profile_uuid import parse_uuid, set_tracker_cookies
-from ..services.single_flight import refresh_client_token
 from .errors import exception_handler
 from .parsers import StrictJSONParser
 from .serializers import (
@@ -240,7 +239,9 @@ class RefreshView(_AuthenticatedView):
     selects the user. 401 ``login_required`` when the token can no longer be refreshed."""
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        stored, token = refresh_client_token(request.user, loaded=_authenticated_row(request))
+        stored, token = services.refresh_client_token(
+            request.user, loaded=_authenticated_row(request)
+        )
         return _token_response(
             token=token,
             expires_at=stored.expires_at,
