@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.exceptions import ObjectDoesNotExist
+from django.utils import timezone
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
@@ -15,6 +16,9 @@ from .conf import synerise_settings
 from .exceptions import TokenVerificationError
 from .services.activity import account_for_client_id, touch_token_activity
 from .services.tokens import check_business_profile, check_presented_token
+
+if TYPE_CHECKING:
+    from .models import ClientToken, SyneriseAccount
 
 __all__ = ["SyneriseTokenAuthentication"]
 
@@ -47,7 +51,8 @@ class SyneriseTokenAuthentication(BaseAuthentication):
        good, even after the user signs in again.
 
     Steps 4 to 7 cost one indexed query (account by client id, joined with its user and
-    token row); the fingerprint comparison needs no decryption.
+    token row); the fingerprint comparison needs no decryption. The row read is kept in
+    :attr:`stored_token` for the view.
 
     Returns ``None`` when there is no Bearer header (so session authentication can run),
     ``(user, claims)`` on success (``request.auth`` is the
@@ -59,6 +64,12 @@ class SyneriseTokenAuthentication(BaseAuthentication):
 
     keyword = "Bearer"
     www_authenticate_realm = "api"
+
+    #: The stored token row (with its account) read by the last successful
+    #: :meth:`authenticate_credentials`. DRF makes one authenticator per request, so a view
+    #: finds the row of its own request in ``request.successful_authenticator.stored_token``
+    #: and need not read it again.
+    stored_token: ClientToken | None = None
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
         header = get_authorization_header(request)
@@ -105,7 +116,10 @@ class SyneriseTokenAuthentication(BaseAuthentication):
             check_presented_token(stored, token)
         except TokenVerificationError as exc:
             raise self._failed(exc.reason) from None
-        touch_token_activity(stored.pk, last_used_at=stored.last_used_at)
+        now = timezone.now()
+        if touch_token_activity(stored.pk, now=now, last_used_at=stored.last_used_at):
+            stored.last_used_at = now
+        self.stored_token = stored
         return user, claims
 
     def authenticate_header(self, request: Request) -> str:
@@ -118,7 +132,7 @@ class SyneriseTokenAuthentication(BaseAuthentication):
         return AuthenticationFailed("Invalid credentials.", code="invalid_credentials")
 
 
-def _stored_token(account: Any) -> Any:
+def _stored_token(account: SyneriseAccount) -> ClientToken | None:
     try:
         return account.token
     except ObjectDoesNotExist:

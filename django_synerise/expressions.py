@@ -1,4 +1,4 @@
-"""Query expressions of the package's bulk writes (internal).
+"""Query expressions of the package's writes (internal).
 
 :class:`CaseByPk` gives each row of one ``UPDATE`` its own value, like a ``Case`` of
 ``When(pk=...)`` clauses, at the cost of a raw statement: Django's ``When(pk=...)`` resolves a
@@ -7,6 +7,10 @@ a searched ``CASE`` the database evaluates several times slower; see
 ``benchmarks/bulk_write.py``), while this expression only prepares each value for the
 database and compiles to the simple ``CASE pk WHEN ...``. Django's compiler still writes the
 statement (quoting, the ``WHERE`` clause), so no SQL is assembled by hand.
+
+:class:`IfStatusIn` is the same trade for a login's ``UPDATE`` of a token row: a ``Case`` of a
+``When(Q(status__in=...) & ~Q(fingerprint=""))`` costs about 0.4 ms of CPU to resolve, twice
+per login; this costs a few microseconds and compiles to the same ``CASE WHEN``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from django.db.models import F, Field, Value
 from django.db.models.expressions import Expression
 from django.db.models.sql.compiler import SQLCompiler
 
-__all__ = ["CaseByPk"]
+__all__ = ["CaseByPk", "IfStatusIn"]
 
 
 class CaseByPk(Expression):
@@ -94,5 +98,60 @@ class CaseByPk(Expression):
             values,
             keys,
             *key_params,
+        )
+        return sql, params
+
+
+class IfStatusIn(Expression):
+    """``CASE WHEN status IN (%s, ...) AND fingerprint <> '' THEN <then> ELSE <default> END``.
+
+    For the row being updated: ``then`` when its ``status`` is one of ``statuses`` and it
+    holds a token (a non-empty ``fingerprint``), else ``default`` (both expressions, or values
+    wrapped in ``Value``). Columns are compiled by Django (quoted, with the table).
+    """
+
+    def __init__(
+        self,
+        statuses: Sequence[str],
+        *,
+        then: Any,
+        default: Any,
+        output_field: Field[Any, Any],
+    ) -> None:
+        super().__init__(output_field=output_field)
+        self.statuses = tuple(str(status) for status in statuses)
+        self.status: Any = F("status")
+        self.fingerprint: Any = F("fingerprint")
+        self.then: Any = then if hasattr(then, "resolve_expression") else Value(then)
+        self.default: Any = default if hasattr(default, "resolve_expression") else Value(default)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.statuses!r}, then={self.then!r})"
+
+    def get_source_expressions(self) -> list[Any]:
+        return [self.status, self.fingerprint, self.then, self.default]
+
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
+        self.status, self.fingerprint, self.then, self.default = exprs
+
+    def as_sql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        status_sql, status_params = compiler.compile(self.status)
+        fingerprint_sql, fingerprint_params = compiler.compile(self.fingerprint)
+        then_sql, then_params = compiler.compile(self.then)
+        default_sql, default_params = compiler.compile(self.default)
+        placeholders = ", ".join(["%s"] * len(self.statuses))
+        sql = (
+            f"CASE WHEN {status_sql} IN ({placeholders}) AND {fingerprint_sql} <> %s "
+            f"THEN {then_sql} ELSE {default_sql} END"
+        )
+        params = (
+            *status_params,
+            *self.statuses,
+            *fingerprint_params,
+            "",
+            *then_params,
+            *default_params,
         )
         return sql, params

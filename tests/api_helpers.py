@@ -121,6 +121,22 @@ def max_statements(limit: int) -> Iterator[list[str]]:
 
 
 @contextmanager
+def round_trips(expected: int) -> Iterator[list[str]]:
+    """Assert exactly ``expected`` database round trips ran in the block, ``BEGIN`` and
+    ``COMMIT`` included: each is a request to the server on PostgreSQL. Use in a
+    ``transaction=True`` test, where transactions are the ones production has."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    queries: list[str] = []
+    with CaptureQueriesContext(connection) as context:
+        yield queries
+    queries.extend(q["sql"] for q in context.captured_queries)
+    assert len(queries) == expected, (
+        f"{len(queries)} round trips (expected {expected}):\n" + "\n".join(queries))
+
+
+@contextmanager
 def live_server_thread(thread_class: type[LiveServerThread] = LiveServerThread) -> Iterator[str]:
     """Serve the test project from a ``thread_class`` on a free port; yield its base URL.
 

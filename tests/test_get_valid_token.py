@@ -252,6 +252,21 @@ def test_refresh_user_token_forces_unless_recent(fake_synerise):
     assert fake_synerise.count("refresh") == 1
 
 
+@pytest.mark.django_db
+def test_loaded_row_is_used_only_for_its_own_user(fake_synerise, django_assert_num_queries):
+    mine = login_email(fake_synerise, "mine@example.com")
+    other = login_email(fake_synerise, "other@example.com")
+    loaded = ClientToken.objects.select_related("account").get(account__user=mine.user)
+    with django_assert_num_queries(0):  # the row read in this request serves the call
+        assert services.refresh_user_token(mine.user, loaded=loaded) is loaded
+        valid = services.get_valid_client_token(mine.user, loaded=loaded)
+    assert valid.token == mine.token
+    # Another user's row is never used: the user's own row is read.
+    row = services.refresh_user_token(other.user, loaded=loaded)
+    assert row.account.user_id == other.user.pk
+    assert row.get_token() == other.token
+
+
 # --------------------------------------------------------------------------- PostgreSQL
 
 

@@ -7,6 +7,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
+from django.db.models.signals import post_save
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
@@ -19,6 +20,7 @@ from django_synerise.exceptions import (
     SyneriseUnavailable,
     TokenVerificationError,
 )
+from django_synerise.crypto import token_fingerprint
 from django_synerise.models import ClientToken, SyneriseAccount, TokenStatus
 from django_synerise.verification import claims_for
 from tests.factories import make_account, make_token, make_user
@@ -90,6 +92,72 @@ def test_second_login_reuses_link_and_bumps_version(fake_synerise):
     assert row.get_token() == second.token
     # A known client id needs no personal-information call.
     assert fake_synerise.count("personal-information") == 0
+
+
+def _login_writes(ctx: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in ctx.captured_queries
+            if q["sql"].startswith(("UPDATE", "INSERT", "WITH"))]
+
+
+def _recorded_token_ids(monkeypatch) -> list[int | None]:
+    """The ``token_id`` of every login event recorded from now on."""
+    import importlib
+
+    login_module = importlib.import_module("django_synerise.services.login")
+    ids: list[int | None] = []
+    record = login_module.record_login
+
+    def spy(**kwargs):
+        ids.append(kwargs.get("token_id"))
+        record(**kwargs)
+
+    monkeypatch.setattr(login_module, "record_login", spy)
+    return ids
+
+
+def test_second_login_stores_account_and_token_together(fake_synerise, monkeypatch):
+    first = login_email(fake_synerise)
+    account = SyneriseAccount.objects.get(user=first.user)
+    SyneriseAccount.objects.filter(pk=account.pk).update(email="old@example.com")
+    token_ids = _recorded_token_ids(monkeypatch)
+    with CaptureQueriesContext(connection) as ctx:
+        second = services.login(email="ann@example.com", password=PASSWORD)
+    writes = _login_writes(ctx)
+    if connection.vendor == "postgresql":  # one statement writes both rows
+        assert len(writes) == 1 and writes[0].startswith("WITH")
+    account.refresh_from_db()
+    assert account.email == "ann@example.com"
+    assert account.last_login_at == second.account.last_login_at
+    assert account.updated_at == second.account.updated_at
+    row = ClientToken.objects.get(account=account)
+    assert token_ids == [row.pk]
+    assert row.version == 2 and row.get_token() == second.token
+    assert row.previous_fingerprint == token_fingerprint(first.token)
+
+
+def test_login_saves_the_account_when_its_save_signals_are_listened_to(fake_synerise):
+    """Receivers of the account's post_save see a login's save, as before."""
+    first = login_email(fake_synerise)
+    with capture(post_save) as saves:
+        second = services.login(email="ann@example.com", password=PASSWORD)
+    account_saves = [call for call in saves if call["sender"] is SyneriseAccount]
+    assert len(account_saves) == 1
+    assert "last_login_at" in account_saves[0]["update_fields"]
+    row = ClientToken.objects.get(account__user=first.user)
+    assert row.version == 2 and row.get_token() == second.token
+
+
+def test_login_recreates_a_missing_token_row(fake_synerise, monkeypatch):
+    first = login_email(fake_synerise)
+    ClientToken.objects.filter(account__user=first.user).delete()
+    token_ids = _recorded_token_ids(monkeypatch)
+    second = services.login(email="ann@example.com", password=PASSWORD)
+    row = ClientToken.objects.get(account__user=first.user)
+    assert token_ids == [row.pk]
+    assert row.version == 1 and row.status == TokenStatus.ACTIVE
+    assert row.get_token() == second.token
+    assert SyneriseAccount.objects.get(user=first.user).last_login_at == (
+        second.account.last_login_at)
 
 
 def test_login_by_custom_id(fake_synerise):

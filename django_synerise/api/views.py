@@ -28,6 +28,7 @@ from .. import services
 from .. import throttle as login_throttle
 from ..authentication import SyneriseTokenAuthentication
 from ..conf import synerise_settings
+from ..models import ClientToken
 from ..profile_uuid import parse_uuid, set_tracker_cookies
 from .errors import exception_handler
 from .parsers import StrictJSONParser
@@ -224,15 +225,25 @@ class _AuthenticatedView(SyneriseAPIView):
     throttle_classes = []
 
 
+def _authenticated_row(request: Request) -> ClientToken | None:
+    """The token row Bearer authentication read for this request, or ``None`` (session)."""
+    authenticator = request.successful_authenticator
+    if isinstance(authenticator, SyneriseTokenAuthentication):
+        return authenticator.stored_token
+    return None
+
+
 class RefreshView(_AuthenticatedView):
     """``POST auth/refresh/``: refresh the caller's own Synerise token now (single flight;
     a token refreshed in the last minute is returned as is). Nothing in the body or query
     selects the user. 401 ``login_required`` when the token can no longer be refreshed."""
 
     def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        stored = services.refresh_user_token(request.user)
+        stored, token = services.refresh_client_token(
+            request.user, loaded=_authenticated_row(request)
+        )
         return _token_response(
-            token=stored.get_token(),
+            token=token,
             expires_at=stored.expires_at,
             client_id=stored.account.client_id,
             user=request.user,
@@ -244,7 +255,7 @@ class TokenView(_AuthenticatedView):
     inside ``REFRESH_MARGIN``. 401 ``login_required`` when the user must sign in again."""
 
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        valid = services.get_valid_client_token(request.user)
+        valid = services.get_valid_client_token(request.user, loaded=_authenticated_row(request))
         user = request.user
         assert not isinstance(user, AnonymousUser)  # IsAuthenticated let the request in
         return _token_response(

@@ -37,6 +37,7 @@ from .single_flight import (
     ValidToken,
     get_valid_client_token,
     get_valid_token,
+    refresh_client_token,
     refresh_user_token,
 )
 from .tokens import (
@@ -91,6 +92,7 @@ __all__ = [
     "purge_tokens",
     "refresh_allowed",
     "refresh_batch",
+    "refresh_client_token",
     "refresh_due_tokens",
     "refresh_now",
     "refresh_user_token",

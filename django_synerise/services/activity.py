@@ -40,16 +40,18 @@ def touch_activity(user: Any, *, now: datetime | None = None) -> None:
 
 def touch_token_activity(
     token_pk: int, *, now: datetime | None = None, last_used_at: datetime | None = None
-) -> None:
+) -> bool:
     """Like :func:`touch_activity` for a known ``ClientToken`` primary key (no join).
 
     ``last_used_at`` is the value the caller just read from the row: when it is recent
-    enough, no query is made at all.
+    enough, no query is made at all. Returns ``True`` when the ``UPDATE`` was sent (the row's
+    ``last_used_at`` is then recent, whoever moved it).
     """
     now = now or timezone.now()
     if last_used_at is not None and last_used_at >= _cutoff(now):
-        return
+        return False
     _touch(ClientToken.objects.filter(pk=token_pk), now)
+    return True
 
 
 def _cutoff(now: datetime) -> datetime:

@@ -37,7 +37,7 @@ from ..profile_uuid import (
 from ..providers import IDENTITY_PROVIDERS
 from ..verification import claims_for
 from .outcomes import record_login
-from .tokens import _prepare, _write_prepared, check_business_profile
+from .tokens import _prepare, check_business_profile, store_with_account
 
 if TYPE_CHECKING:
     from django.contrib.auth.base_user import AbstractBaseUser
@@ -143,13 +143,27 @@ def _link(
     return account, user_created
 
 
+#: The account fields a login sets (:func:`_update_account`).
+_LOGIN_FIELDS = (
+    "email",
+    "custom_id",
+    "uuid",
+    "identity_provider",
+    "business_profile_id",
+    "last_login_at",
+    "updated_at",
+)
+
+
 def _update_account(
     account: SyneriseAccount, claims: TokenClaims, provider: str, sent_uuid: str | None = None
-) -> None:
+) -> tuple[str, ...]:
     """Refresh the account's copy of the Synerise identity; ``last_login_at`` now.
 
-    The uuid stored is the one Synerise now knows: the token's ``uuid`` claim, else the uuid
-    this login sent, else the one stored before.
+    Sets the fields on ``account`` and returns their names; the caller saves them (with the
+    token, :func:`~django_synerise.services.tokens.store_with_account`). The uuid stored is
+    the one Synerise now knows: the token's ``uuid`` claim, else the uuid this login sent,
+    else the one stored before.
     """
     account.email = claims.email or account.email
     account.custom_id = claims.custom_id or account.custom_id
@@ -158,17 +172,7 @@ def _update_account(
     if not account.business_profile_id and claims.business_profile_id:
         account.business_profile_id = str(claims.business_profile_id)
     account.last_login_at = timezone.now()
-    account.save(
-        update_fields=[
-            "email",
-            "custom_id",
-            "uuid",
-            "identity_provider",
-            "business_profile_id",
-            "last_login_at",
-            "updated_at",
-        ]
-    )
+    return _LOGIN_FIELDS
 
 
 @sensitive_variables("password", "identity_provider_token", "result", "token", "prepared")
@@ -500,11 +504,10 @@ def complete_login(
         raise AccountInactive()
 
     prepared = _prepare(account, result.token, claims)
-    with transaction.atomic():
-        _update_account(account, claims, provider, sent_uuid)
-        row = _write_prepared(account, prepared)
+    fields = _update_account(account, claims, provider, sent_uuid)
+    token_id = store_with_account(account, prepared, fields=fields, now=account.last_login_at)
     if trace is not None:
-        trace["token_id"] = row.pk
+        trace["token_id"] = token_id
     remember_profile_uuid(request, account.uuid)
     logger.info(
         "Synerise client %s signed in as user %s (provider %s, user created %s, uuid from %s)",

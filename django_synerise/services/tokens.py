@@ -9,18 +9,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
 from django.db.models import (
-    Case,
+    BooleanField,
     CharField,
     DateTimeField,
     ExpressionWrapper,
     F,
-    Q,
     Value,
-    When,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Least, Now
+from django.db.models.signals import post_save, pre_save
+from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
@@ -31,13 +32,14 @@ from ..crypto import encrypt_token, token_fingerprint
 from ..exceptions import (
     TokenVerificationError,
 )
+from ..expressions import IfStatusIn
 from ..models import ClientToken, SyneriseAccount, TokenStatus
 from ..verification import claims_for
 from .sessions import end_sessions as end_user_sessions
 from .status import record_refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
 
     from django.db.models import QuerySet
     from django.db.models.expressions import CombinedExpression
@@ -239,13 +241,14 @@ def _supersede_expressions(now: datetime) -> dict[str, Any]:
     read the old ``status``, ``fingerprint`` and ``expires_at`` on every backend (MySQL
     assigns left to right).
     """
-    live = Q(status__in=[TokenStatus.ACTIVE, TokenStatus.REFRESHING]) & ~Q(fingerprint="")
+    live = (TokenStatus.ACTIVE, TokenStatus.REFRESHING)
     return {
-        "previous_fingerprint": Case(
-            When(live, then=F("fingerprint")), default=Value(""), output_field=CharField()
+        "previous_fingerprint": IfStatusIn(
+            live, then=F("fingerprint"), default=Value(""), output_field=CharField()
         ),
-        "previous_valid_until": Case(
-            When(live, then=Least(F("expires_at"), Value(now + superseded_grace()))),
+        "previous_valid_until": IfStatusIn(
+            live,
+            then=Least(F("expires_at"), Value(now + superseded_grace())),
             default=Value(None, output_field=DateTimeField()),
             output_field=DateTimeField(),
         ),
@@ -280,6 +283,91 @@ def check_presented_token(row: ClientToken, token: str, *, now: datetime | None 
     raise TokenVerificationError("The token was replaced by a newer one.", reason="superseded")
 
 
+def _row_write_values(prepared: PreparedToken, now: datetime) -> dict[str, Any]:
+    """The plain column values every write of ``prepared`` sets: active, lease cleared."""
+    return prepared.row_values() | {
+        "status": TokenStatus.ACTIVE,
+        "lease_until": None,
+        "failure_count": 0,
+        "last_error": "",
+        "last_used_at": now,
+    }
+
+
+def _row_update_values(prepared: PreparedToken, now: datetime) -> dict[str, Any]:
+    """The ``UPDATE`` of an existing row with ``prepared``: the old token becomes the
+    predecessor (expressions first, see :func:`_supersede_expressions`), version + 1."""
+    return {
+        **_supersede_expressions(now),
+        "version": F("version") + 1,
+        "updated_at": now,
+        **_row_write_values(prepared, now),
+    }
+
+
+def _compiled_update(queryset: QuerySet[Any], values: dict[str, Any]) -> tuple[str, Any]:
+    """The ``UPDATE`` that ``queryset.update(**values)`` sends, as SQL and parameters."""
+    query = queryset.query.chain(UpdateQuery)
+    assert isinstance(query, UpdateQuery)
+    query.add_update_values(values)
+    query.annotations = {}
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    return str(sql), params
+
+
+def _update_returns_rows(db: str) -> bool:
+    """Whether ``UPDATE ... RETURNING`` works on database ``db`` (PostgreSQL, SQLite 3.35+)."""
+    connection = connections[db]
+    return connection.vendor == "postgresql" or (
+        connection.vendor == "sqlite" and connection.features.can_return_columns_from_insert
+    )
+
+
+def _returning_pk(db: str, sql: str, params: Any) -> int | None:
+    """Run ``sql`` (an ``UPDATE``) with ``RETURNING`` the token's primary key; return it, or
+    ``None`` when no row was updated."""
+    connection = connections[db]
+    pk = connection.ops.quote_name(ClientToken._meta.pk.column)
+    with transaction.mark_for_rollback_on_error(using=db), connection.cursor() as cursor:
+        cursor.execute(f"{sql} RETURNING {pk}", params)
+        found = cursor.fetchone()
+    return None if found is None else int(found[0])
+
+
+def _update_row(account: SyneriseAccount, values: dict[str, Any], db: str) -> int | None:
+    """``UPDATE`` the token row of ``account``; return its primary key (``None``: no row).
+
+    One statement where ``UPDATE ... RETURNING`` works, else the update and a read of the key.
+    """
+    queryset = ClientToken.objects.using(db).filter(account=account)
+    if _update_returns_rows(db):
+        return _returning_pk(db, *_compiled_update(queryset, values))
+    if not queryset.update(**values):
+        return None
+    pk: int | None = queryset.values_list("pk", flat=True).first()
+    return pk
+
+
+def _upsert_prepared(account: SyneriseAccount, prepared: PreparedToken, now: datetime) -> int:
+    """Upsert the row of ``account`` with ``prepared``; return the row's primary key."""
+    db = router.db_for_write(ClientToken)
+    # Inside a caller's transaction this joins it without a savepoint of its own.
+    with transaction.atomic(using=db, savepoint=False):
+        pk = _update_row(account, _row_update_values(prepared, now), db)
+        if pk is None:
+            try:
+                with transaction.atomic(using=db):
+                    row = ClientToken.objects.using(db).create(
+                        account=account, **_row_write_values(prepared, now)
+                    )
+                return row.pk
+            except IntegrityError:
+                pk = _update_row(account, _row_update_values(prepared, now), db)
+    if pk is None:
+        raise ClientToken.DoesNotExist("The token row was deleted while it was written.")
+    return pk
+
+
 def _write_prepared(
     account: SyneriseAccount, prepared: PreparedToken, *, now: datetime | None = None
 ) -> ClientToken:
@@ -287,31 +375,79 @@ def _write_prepared(
 
     The token the row held becomes its predecessor (see :func:`supersede_values`).
     """
+    pk = _upsert_prepared(account, prepared, now or timezone.now())
+    return ClientToken.objects.select_related("account").get(pk=pk)
+
+
+#: Name of the ``WITH`` query of :func:`store_with_account`'s one statement.
+_ACCOUNT_CTE = "synerise_account_saved"
+
+
+def store_with_account(
+    account: SyneriseAccount,
+    prepared: PreparedToken,
+    *,
+    fields: Sequence[str],
+    now: datetime | None = None,
+) -> int:
+    """Save ``fields`` of ``account`` and store ``prepared`` as its token, atomically; return
+    the token row's primary key (what a login does once Synerise has answered).
+
+    The row is written as :func:`store_token` writes it. On PostgreSQL, when the row exists,
+    this is one statement: the account's ``UPDATE`` in a ``WITH`` query, the token's
+    ``UPDATE ... RETURNING`` applied only if the account row was updated. It is not used when
+    receivers of the account model's ``pre_save`` or ``post_save`` are connected (they would
+    not see the save), nor when the row does not exist yet (the account may already be saved
+    then; it is saved again, with the same values). Otherwise: ``account.save(update_fields=
+    fields)`` and the upsert in one transaction. ``fields`` should include ``updated_at``.
+    """
     now = now or timezone.now()
-    values = prepared.row_values() | {
-        "status": TokenStatus.ACTIVE,
-        "lease_until": None,
-        "failure_count": 0,
-        "last_error": "",
-        "last_used_at": now,
-    }
-    # Inside a caller's transaction (login) this joins it without a savepoint of its own.
-    with transaction.atomic(savepoint=False):
-        updated = ClientToken.objects.filter(account=account).update(
-            **_supersede_expressions(now), version=F("version") + 1, updated_at=now, **values
-        )
-        if not updated:
-            try:
-                with transaction.atomic():
-                    ClientToken.objects.create(account=account, **values)
-            except IntegrityError:
-                ClientToken.objects.filter(account=account).update(
-                    **_supersede_expressions(now),
-                    version=F("version") + 1,
-                    updated_at=now,
-                    **values,
-                )
-    return ClientToken.objects.select_related("account").get(account=account)
+    db = router.db_for_write(type(account), instance=account)
+    if _one_statement(account, db):
+        account.updated_at = now
+        pk = _store_in_one_statement(account, prepared, fields, db, now)
+        if pk is not None:
+            return pk
+    with transaction.atomic(using=db):
+        account.save(using=db, update_fields=list(fields))
+        return _upsert_prepared(account, prepared, now)
+
+
+def _one_statement(account: SyneriseAccount, db: str) -> bool:
+    model = type(account)
+    return (
+        connections[db].vendor == "postgresql"
+        and db == router.db_for_write(ClientToken)
+        and not pre_save.has_listeners(model)
+        and not post_save.has_listeners(model)
+    )
+
+
+def _store_in_one_statement(
+    account: SyneriseAccount,
+    prepared: PreparedToken,
+    fields: Sequence[str],
+    db: str,
+    now: datetime,
+) -> int | None:
+    model = type(account)
+    values = {name: getattr(account, name) for name in fields}
+    account_sql, account_params = _compiled_update(
+        model._base_manager.using(db).filter(pk=account.pk), values
+    )
+    quote = connections[db].ops.quote_name
+    # A constant: the name of the WITH query above, no outside input.
+    saved = RawSQL(  # noqa: S611
+        f"EXISTS (SELECT 1 FROM {quote(_ACCOUNT_CTE)})",  # noqa: S608
+        (),
+        BooleanField(),
+    )
+    token_sql, token_params = _compiled_update(
+        ClientToken.objects.using(db).filter(saved, account=account),
+        _row_update_values(prepared, now),
+    )
+    sql = f"WITH {quote(_ACCOUNT_CTE)} AS ({account_sql} RETURNING 1) {token_sql}"
+    return _returning_pk(db, sql, (*account_params, *token_params))
 
 
 @sensitive_variables("token")
@@ -462,6 +598,7 @@ __all__ = [
     "resolve_client",
     "revoke_tokens",
     "store_token",
+    "store_with_account",
     "superseded_grace",
     "supersede_values",
 ]
