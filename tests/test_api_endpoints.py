@@ -292,12 +292,12 @@ def test_round_trips_login_postgres(require_postgres, fake_synerise, settings) -
 @pytest.mark.django_db(transaction=True)
 def test_round_trips_refresh_postgres(require_postgres, fake_synerise) -> None:
     """Authentication's read (account, user and token row in one query) serves the refresh;
-    then the claim (BEGIN, SELECT ... FOR UPDATE, UPDATE, COMMIT), the compare-and-swap write
-    of the new token and the hourly outcome count."""
+    then the claim (one statement: lock, lease, read back), the compare-and-swap write of the
+    new token and the hourly outcome count."""
     result = sign_in(fake_synerise, "ivy@example.com")
     _age_token(result.user_id)
     client = result.bearer()
-    with round_trips(7) as queries:
+    with round_trips(4) as queries:
         response = client.post(REFRESH_URL)
     assert response.status_code == 200
     assert response.json()["token"] != result.token

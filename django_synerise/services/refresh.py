@@ -59,7 +59,7 @@ from ..ratelimit import RateLimiter, refresh_rate_limiter
 from ..token_status import CLAIMABLE
 from . import halt
 from .outcomes import RefreshOutcome, prune_outcome_counts, record_refresh_batch, record_run
-from .take import supports_take_returning, take_returning
+from .take import claim_returning, supports_take_returning, take_returning
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
 
 if TYPE_CHECKING:
@@ -280,12 +280,21 @@ def count_due_tokens() -> int:
 
 
 def _claim(queryset: Any, limit: int | None) -> Claim:
-    """Lock, lease and mark ``refreshing`` the rows of ``queryset`` (two queries).
+    """Lock, lease and mark ``refreshing`` the rows of ``queryset`` (two queries; one
+    statement on PostgreSQL, :func:`~django_synerise.services.take.claim_returning`).
 
     The lease is ``database now() + LEASE_SECONDS``: the first query reads the database
     clock along with the rows, the second writes the lease as a literal so that the same
     value can fence later writes.
     """
+    if supports_take_returning():
+        taken, lease, taken_at = claim_returning(queryset, limit, _lease_seconds())
+        if not taken or lease is None or taken_at is None:
+            return Claim(ids=(), lease_until=None, rows=())
+        skew = taken_at - timezone.now()
+        for row in taken:
+            row.db_offset = skew
+        return Claim(ids=tuple(row.pk for row in taken), lease_until=lease, rows=tuple(taken))
     with transaction.atomic(savepoint=False):
         locked = (
             queryset.select_for_update(skip_locked=True, of=("self",))
@@ -315,7 +324,8 @@ def claim_due_tokens(*, limit: int | None = None) -> Claim:
 
     One short transaction: ``SELECT ... FOR UPDATE SKIP LOCKED`` over :func:`due_tokens`,
     then ``UPDATE`` to status ``refreshing`` with ``lease_until = database now +
-    LEASE_SECONDS``. Concurrent callers get disjoint rows. Two queries; no HTTP.
+    LEASE_SECONDS``. Concurrent callers get disjoint rows. Two queries (one statement on
+    PostgreSQL); no HTTP.
 
     :returns: a :class:`Claim` (empty when nothing is due).
     """
@@ -326,7 +336,8 @@ def claim_due_tokens(*, limit: int | None = None) -> Claim:
 
 
 def claim_tokens(ids: Iterable[int], *, due_only: bool = False) -> Claim:
-    """Claim exactly the rows of ``ids`` whose lease is free (two queries).
+    """Claim exactly the rows of ``ids`` whose lease is free (two queries; one statement on
+    PostgreSQL).
 
     Rows must be ``active`` (or ``refreshing`` with a lapsed lease), past any ``retry_at``
     and not expired;
@@ -601,7 +612,7 @@ def refresh_single(row: ClientToken, *, client: SyneriseClient | None = None) ->
     any ``retry_at``, not expired; ``SKIP LOCKED``, never waiting for a row lock). The call
     is made in this thread, without the background rate limit. When it was claimed, ``row``
     takes the state written (new token, or failure count, ``retry_at``, status). Costs the
-    claim's two queries and one write.
+    claim (two queries, one statement on PostgreSQL) and one write.
 
     :returns: the report, or ``None`` when the row could not be claimed (someone else holds
         it, or it changed).

@@ -1,29 +1,42 @@
-"""Take over the rows of a claimed batch in one statement (PostgreSQL).
+"""Claim and take over token rows in one statement (PostgreSQL).
 
-A Celery worker that receives a batch message must fence off a duplicate delivery before it
-calls Synerise: it renews the lease of the rows still ``refreshing`` under the message's lease,
-so a second delivery of the same message finds nothing. With the ORM that is a locking
-``SELECT`` and an ``UPDATE`` in a transaction (four round trips with ``BEGIN`` and
-``COMMIT``). On PostgreSQL :func:`take_returning` does the same in one statement: it locks the
-rows in primary-key order (as the ``SELECT ... FOR UPDATE`` did), renews their lease and
-returns them with their accounts.
+Both leases of the refresh engine are a locking ``SELECT`` and an ``UPDATE`` in a transaction
+with the ORM: four round trips with ``BEGIN`` and ``COMMIT``.
+
+* A **claim** selects due (or requested) rows with ``FOR UPDATE SKIP LOCKED``, marks them
+  ``refreshing`` and sets ``lease_until = database now + LEASE_SECONDS``
+  (:func:`claim_returning`).
+* A **take-over** is what a Celery worker does with a batch message before it calls
+  Synerise: it renews the lease of the rows still ``refreshing`` under the message's lease,
+  so a second delivery of the same message finds nothing (:func:`take_returning`).
+
+On PostgreSQL each is one statement: a locking common table expression picks the rows (in the
+same order and with the same locking as the ORM's ``SELECT ... FOR UPDATE``), an ``UPDATE``
+writes them and ``RETURNING`` hands back the rows, their accounts and the database time.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router
 from django.db.models import Field
 
 from ..models import ClientToken, SyneriseAccount, TokenStatus
 
-__all__ = ["supports_take_returning", "take_returning"]
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+__all__ = ["claim_returning", "supports_take_returning", "take_returning"]
+
+#: What the statements return: the rows, their lease and the database time; the lease and
+#: the time are ``None`` when no row was written.
+Taken = tuple[list[ClientToken], datetime | None, datetime | None]
 
 
 def supports_take_returning() -> bool:
-    """Whether the database that writes tokens runs :func:`take_returning` (PostgreSQL)."""
+    """Whether the database that writes tokens runs these statements (PostgreSQL)."""
     return connections[router.db_for_write(ClientToken)].vendor == "postgresql"
 
 
@@ -41,9 +54,86 @@ def _instance(model: type[Any], alias: str, fields: list[Field[Any, Any]], value
     return model.from_db(alias, [f.attname for f in fields], converted)
 
 
-def take_returning(
-    ids: list[int], lease_until: datetime, lease_seconds: float
-) -> tuple[list[ClientToken], datetime | None, datetime | None]:
+def _column(name: str, model: type[Any] = ClientToken) -> str:
+    """The quoted column of field ``name``."""
+    alias = router.db_for_write(ClientToken)
+    return connections[alias].ops.quote_name(model._meta.get_field(name).column)
+
+
+def _update_returning(
+    picked: str, picked_params: list[Any], set_sql: str, set_params: list[Any]
+) -> Taken:
+    """``WITH picked AS (<picked>) UPDATE token SET <set_sql> ... RETURNING`` the rows and their
+    accounts; ``picked`` selects and locks the primary keys (a column named as the pk's)."""
+    alias = router.db_for_write(ClientToken)
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    token_fields, account_fields = _fields(ClientToken), _fields(SyneriseAccount)
+    token = quote(ClientToken._meta.db_table)
+    account = quote(SyneriseAccount._meta.db_table)
+    pk = _column("id")
+    returned = [f"{token}.{quote(f.column)}" for f in token_fields] + [
+        f"{account}.{quote(f.column)}" for f in account_fields
+    ]
+    # Only quoted names and compiled SQL are interpolated; every value is a parameter.
+    sql = (
+        f"WITH picked ({pk}) AS ({picked}) "  # nosec B608 # noqa: S608
+        f"UPDATE {token} SET {set_sql} FROM picked, {account} "
+        f"WHERE {token}.{pk} = picked.{pk} "
+        f"AND {account}.{_column('id', SyneriseAccount)} = {token}.{_column('account')} "
+        f"RETURNING STATEMENT_TIMESTAMP(), {', '.join(returned)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*picked_params, *set_params])
+        records = cursor.fetchall()
+    if not records:
+        return [], None, None
+    rows: list[ClientToken] = []
+    split = len(token_fields)
+    for record in records:
+        row = _instance(ClientToken, alias, token_fields, record[1 : 1 + split])
+        row.account = _instance(SyneriseAccount, alias, account_fields, record[1 + split :])
+        # The attribute the ORM path's annotate(db_now=Now()) sets, read by the outcome events.
+        setattr(row, "db_now", record[0])  # noqa: B010
+        rows.append(row)
+    return rows, rows[0].lease_until, records[0][0]
+
+
+def claim_returning(
+    queryset: QuerySet[ClientToken], limit: int | None, lease_seconds: float
+) -> Taken:
+    """Lock the rows of ``queryset`` not locked by anyone (``SKIP LOCKED``; at most ``limit``,
+    oldest ``refresh_at`` first, else in ``pk`` order), mark them ``refreshing`` with
+    ``lease_until = statement time + lease_seconds`` and return them, in one statement.
+
+    :returns: the rows (accounts loaded, in the order they were picked), the lease and the
+        statement's database time; ``([], None, None)`` when nothing could be claimed.
+    """
+    alias = router.db_for_write(ClientToken)
+    ordered = queryset.order_by("refresh_at", "pk") if limit is not None else queryset
+    keys = ordered.values("pk")
+    if limit is not None:
+        keys = keys[:limit]
+    # Compiled without select_for_update (which the compiler refuses outside a transaction);
+    # the locking clause goes after ORDER BY and LIMIT, where PostgreSQL expects it.
+    inner, params = keys.query.sql_with_params()
+    table = connections[alias].ops.quote_name(ClientToken._meta.db_table)
+    picked = f"{inner} FOR UPDATE OF {table} SKIP LOCKED"
+    rows, lease, now = _update_returning(
+        picked,
+        list(params),
+        f"{_column('status')} = %s, "
+        f"{_column('lease_until')} = STATEMENT_TIMESTAMP() + %s * INTERVAL '1 second'",
+        [TokenStatus.REFRESHING.value, lease_seconds],
+    )
+    if limit is not None:
+        rows.sort(key=lambda row: (row.refresh_at, row.pk))
+    else:
+        rows.sort(key=lambda row: row.pk)
+    return rows, lease, now
+
+
+def take_returning(ids: list[int], lease_until: datetime, lease_seconds: float) -> Taken:
     """Renew the lease of the rows of ``ids`` still ``refreshing`` under ``lease_until`` and
     return them (accounts loaded, ``pk`` order) with the new lease, in one statement.
 
@@ -55,49 +145,19 @@ def take_returning(
     :returns: the rows, the new lease and the statement's database time; ``([], None,
         None)`` when no row is still held under ``lease_until``.
     """
-    alias = router.db_for_write(ClientToken)
-    connection = connections[alias]
-    quote = connection.ops.quote_name
-    token_fields, account_fields = _fields(ClientToken), _fields(SyneriseAccount)
-    token = quote(ClientToken._meta.db_table)
-    account = quote(SyneriseAccount._meta.db_table)
-    pk = quote(ClientToken._meta.get_field("id").column)
-    account_pk = quote(SyneriseAccount._meta.get_field("id").column)
-    account_id = quote(ClientToken._meta.get_field("account").column)
-    status = quote(ClientToken._meta.get_field("status").column)
-    lease = quote(ClientToken._meta.get_field("lease_until").column)
-    returned = [f"{token}.{quote(f.column)}" for f in token_fields] + [
-        f"{account}.{quote(f.column)}" for f in account_fields
-    ]
-    # Only quoted names are interpolated; every value is a parameter.
-    sql = (
-        f"WITH locked AS (SELECT {pk} FROM {token} "  # nosec B608 # noqa: S608
-        f"WHERE {pk} = ANY(%s) AND {status} = %s AND {lease} = %s ORDER BY {pk} FOR UPDATE) "
-        f"UPDATE {token} SET {lease} = GREATEST(STATEMENT_TIMESTAMP() + %s * INTERVAL '1 second', "
-        f"%s + INTERVAL '1 microsecond') "
-        f"FROM locked, {account} "
-        f"WHERE {token}.{pk} = locked.{pk} AND {account}.{account_pk} = {token}.{account_id} "
-        f"RETURNING STATEMENT_TIMESTAMP(), {', '.join(returned)}"
+    table = connections[router.db_for_write(ClientToken)].ops.quote_name(ClientToken._meta.db_table)
+    pk, lease = _column("id"), _column("lease_until")
+    picked = (
+        f"SELECT {pk} FROM {table} "  # nosec B608 # noqa: S608
+        f"WHERE {pk} = ANY(%s) AND {_column('status')} = %s AND {lease} = %s "
+        f"ORDER BY {pk} FOR UPDATE"
     )
-    params: list[Any] = [
-        list(ids),
-        TokenStatus.REFRESHING.value,
-        lease_until,
-        lease_seconds,
-        lease_until,
-    ]
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        records = cursor.fetchall()
-    rows: list[ClientToken] = []
-    split = len(token_fields)
-    for record in records:
-        row = _instance(ClientToken, alias, token_fields, record[1 : 1 + split])
-        row.account = _instance(SyneriseAccount, alias, account_fields, record[1 + split :])
-        # The attribute the ORM path's annotate(db_now=Now()) sets, read by the outcome events.
-        setattr(row, "db_now", record[0])  # noqa: B010
-        rows.append(row)
-    if not rows:
-        return [], None, None
+    rows, lease_value, now = _update_returning(
+        picked,
+        [list(ids), TokenStatus.REFRESHING.value, lease_until],
+        f"{lease} = GREATEST(STATEMENT_TIMESTAMP() + %s * INTERVAL '1 second', "
+        f"%s + INTERVAL '1 microsecond')",
+        [lease_seconds, lease_until],
+    )
     rows.sort(key=lambda row: row.pk)
-    return rows, rows[0].lease_until, records[0][0]
+    return rows, lease_value, now
