@@ -22,8 +22,8 @@ from .api_helpers import (
     TOKEN_URL,
     max_statements,
     provider_token,
-    round_trips,
     provider_url,
+    round_trips,
     sign_in,
     upstream_calls,
 )

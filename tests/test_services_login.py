@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from django_synerise import services, signals
 from django_synerise.adapter import DefaultSyneriseAdapter, get_adapter
+from django_synerise.crypto import token_fingerprint
 from django_synerise.exceptions import (
     AccountInactive,
     BadRequest,
@@ -20,7 +21,6 @@ from django_synerise.exceptions import (
     SyneriseUnavailable,
     TokenVerificationError,
 )
-from django_synerise.crypto import token_fingerprint
 from django_synerise.models import ClientToken, SyneriseAccount, TokenStatus
 from django_synerise.verification import claims_for
 from tests.factories import make_account, make_token, make_user
