@@ -25,6 +25,7 @@ from django_synerise.exceptions import (
     RateLimited,
     SyneriseUnavailable,
 )
+from tests.waiting import wait_for
 
 
 class Clock:
@@ -251,6 +252,9 @@ def test_five_timeouts_open_the_circuit_and_no_request_is_sent(settings, fake_sy
         with pytest.raises(SyneriseUnavailable):
             client.login(email="b@example.com", password="pw")
     assert client.breaker.state == OPEN
+    # The client gave up after 0.1 s; on a loaded machine the fake may record a timed-out call
+    # later than that. Wait for all five before counting what comes next.
+    wait_for(lambda: fake_synerise.count() == 5, timeout=30, what="the five timed-out calls")
     fake_synerise.clear_requests()
 
     started = time.monotonic()
