@@ -23,6 +23,7 @@ token or API key.
 from __future__ import annotations
 
 import contextlib
+import copy
 import email.utils
 import json
 import logging
@@ -485,6 +486,29 @@ class SyneriseClient:
         if self._max_response_bytes is None:
             return synerise_settings.MAX_RESPONSE_BYTES
         return int(self._max_response_bytes)
+
+    def frozen(self) -> SyneriseClient:
+        """A copy of this client (same class) with every setting it reads resolved now.
+
+        For many calls in a row under the same settings, such as one refresh batch: the
+        copy does not look the ``SYNERISE`` settings or the breaker up on every call. When a
+        setting is unusable (no ``API_KEY``, say) the copy reads it live like this client,
+        so each call raises as it would have.
+        """
+        clone = copy.copy(self)
+        try:
+            clone._api_key = self.api_key
+            clone._base_url = self.base_url
+            clone._auth_api = self.auth_api
+        except SyneriseConfigurationError:
+            return self
+        if self._api_version is None:
+            clone._api_version = str(synerise_settings.API_VERSION)
+        clone._timeout = self.timeouts
+        clone._total_timeout = self.total_timeout
+        clone._max_response_bytes = self.max_response_bytes
+        clone._breaker = self.breaker
+        return clone
 
     def _auth_path(self, suffix: str) -> str:
         return f"/sauth/{self.auth_api}/auth/{suffix}"

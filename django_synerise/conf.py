@@ -105,6 +105,8 @@ class SyneriseSettings:
     def user_settings(self) -> Mapping[str, Any]:
         """Return the raw ``SYNERISE`` dict (empty when unset or not a mapping)."""
         value = getattr(settings, "SYNERISE", None)
+        if type(value) is dict:  # the usual case, without the ABC check (read on every call)
+            return value
         return value if isinstance(value, Mapping) else {}
 
     def raw(self, name: str) -> Any:

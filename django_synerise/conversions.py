@@ -84,6 +84,8 @@ def timeout_pair(value: object) -> tuple[float, float]:
     """
     if isinstance(value, (int, float)):
         return float(value), float(value)
+    if type(value) is tuple and len(value) == 2:  # the usual case, without the ABC check
+        return to_float(value[0]), to_float(value[1])
     if not isinstance(value, Iterable):
         raise TypeError(f"cannot unpack non-iterable {type(value).__name__} object")
     connect, read = value

@@ -127,12 +127,17 @@ def check_token_shape(token: Any) -> None:
 def is_jws(token: Any) -> bool:
     """True when ``token`` passes :func:`check_token_shape` and its header is a JSON object
     naming an ``alg`` (a signed JWT, as opposed to an opaque or encrypted token)."""
+    return _jws_header(token) is not None
+
+
+def _jws_header(token: Any) -> dict[str, Any] | None:
+    """The JOSE header of ``token`` when it is a JWS (see :func:`is_jws`), else ``None``."""
     try:
         check_token_shape(token)
         header = _header(token)
     except TokenVerificationError:
-        return False
-    return isinstance(header.get("alg"), str)
+        return None
+    return header if isinstance(header.get("alg"), str) else None
 
 
 def _header(token: str) -> dict[str, Any]:
@@ -177,7 +182,13 @@ def verify_token(
     :raises SyneriseConfigurationError: ``PUBLIC_KEY`` or ``JWT_ALGORITHMS`` is unusable.
     """
     check_token_shape(token)
-    header = _header(token)
+    return _verify(token, _header(token), public_key=public_key, client=client)
+
+
+def _verify(
+    token: str, header: dict[str, Any], *, public_key: str | None, client: SyneriseClient | None
+) -> TokenClaims:
+    """:func:`verify_token` once the token's shape is checked and its header decoded."""
     algorithms = pinned_algorithms()
     alg = header.get("alg")
     if not isinstance(alg, str) or alg not in algorithms:
@@ -315,8 +326,10 @@ def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> T
     """
     client = client or get_client()
     token = result.token
-    if synerise_settings.VERIFY_SIGNATURE and is_jws(token):
-        return verify_token(token, client=client)
+    if synerise_settings.VERIFY_SIGNATURE:
+        header = _jws_header(token)
+        if header is not None:  # verify_token, without checking the shape a second time
+            return _verify(token, header, public_key=None, client=client)
 
     expires_at = result.expiration
     if expires_at is None and is_jws(token):

@@ -787,3 +787,29 @@ def test_a_closed_pool_is_replaced_not_used(client, account, fake_synerise):
         adapter.poolmanager.clear()  # closes every pool, as an eviction does
     result = login(client)
     assert str(unverified(result.token)["clId"]) == account.client_id
+
+
+def test_frozen_client_reads_the_settings_once(settings, account, fake_synerise):
+    """A refresh batch's calls share one reading of the settings: a frozen copy keeps what it
+    read (its class too), while the live client follows the settings."""
+
+    class Custom(SyneriseClient):
+        pass
+
+    live = Custom()
+    frozen = live.frozen()
+    assert type(frozen) is Custom and frozen.breaker is live.breaker
+    configure(settings, BASE_URL="http://127.0.0.1:9", API_KEY="another-key")
+    assert frozen.base_url == fake_synerise.url and frozen.api_key == fake_synerise.api_key
+    assert login(frozen).token  # still talks to the fake
+    assert live.base_url == "http://127.0.0.1:9"
+
+
+def test_frozen_client_without_an_api_key_fails_per_call_as_before(settings, fake_synerise):
+    configure(settings, API_KEY="")
+    client = SyneriseClient()
+    frozen = client.frozen()
+    with pytest.raises(SyneriseConfigurationError):
+        frozen.refresh("a.b.c")
+    configure(settings, API_KEY=fake_synerise.api_key)
+    assert frozen.api_key == fake_synerise.api_key  # read live, like the client it copies

@@ -59,3 +59,30 @@ def test_statement_text_does_not_grow_with_the_rows_on_postgresql(fake_synerise:
         assert texts[0] == texts[1]
     else:
         assert texts[1].count("WHEN") == 20
+
+
+@pytest.mark.django_db
+def test_awkward_text_and_nulls_round_trip(fake_synerise: Any) -> None:
+    """Values travel inside one array text on PostgreSQL: quotes, backslashes, commas, braces,
+    the word NULL and non-ASCII text come back exactly; ``None`` is NULL."""
+    rows = [seed_token(fake_synerise) for _ in range(6)]
+    texts = ['a "quoted" word', "back\\slash \\\\ and \\\"", "commas, {braces} and }{", "NULL",
+             "zażółć gęślą jaźń 🙂", "plain"]
+    field = ClientToken._meta.get_field("last_error")
+    ClientToken.objects.filter(pk__in=[r.pk for r in rows]).update(
+        last_error=CaseByPk(
+            {row.pk: text for row, text in zip(rows, texts, strict=True)},
+            default=F("last_error"),
+            output_field=field,
+        ),
+        previous_valid_until=CaseByPk(
+            {rows[0].pk: None, rows[1].pk: timezone.now()},
+            default=F("previous_valid_until"),
+            output_field=ClientToken._meta.get_field("previous_valid_until"),
+        ),
+    )
+    stored = dict(ClientToken.objects.filter(pk__in=[r.pk for r in rows]).values_list(
+        "pk", "last_error"))
+    assert [stored[row.pk] for row in rows] == texts
+    first, second = (ClientToken.objects.get(pk=r.pk) for r in rows[:2])
+    assert first.previous_valid_until is None and second.previous_valid_until is not None

@@ -716,6 +716,7 @@ def _refresh_rows(
     else:
         limiter = refresh_rate_limiter()
         executor = _get_executor()
+        client = client.frozen()  # the batch's calls share one reading of the settings
         work: SimpleQueue[tuple[ClientToken, str]] = SimpleQueue()
         done: SimpleQueue[_CallResult] = SimpleQueue()
         for call in calls:

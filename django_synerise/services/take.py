@@ -44,14 +44,26 @@ def _fields(model: type[Any]) -> list[Field[Any, Any]]:
     return [f for f in model._meta.concrete_fields if isinstance(f, Field)]
 
 
-def _instance(model: type[Any], alias: str, fields: list[Field[Any, Any]], values: Any) -> Any:
-    """A model instance from raw column values, through each field's ``from_db_value``."""
-    converted = []
-    connection = connections[alias]
-    for f, value in zip(fields, values, strict=True):
-        convert = getattr(f, "from_db_value", None)
-        converted.append(value if convert is None else convert(value, None, connection))
-    return model.from_db(alias, [f.attname for f in fields], converted)
+class _Loader:
+    """Builds instances of ``model`` from raw column values, through each field's
+    ``from_db_value`` (looked up once, not per row)."""
+
+    def __init__(self, model: type[Any], alias: str) -> None:
+        self.model, self.alias = model, alias
+        self.fields = _fields(model)
+        self.names = [f.attname for f in self.fields]
+        self.converters = [
+            (i, getattr(f, "from_db_value"))  # noqa: B009
+            for i, f in enumerate(self.fields)
+            if hasattr(f, "from_db_value")
+        ]
+
+    def __call__(self, values: Any) -> Any:
+        values = list(values)
+        connection = connections[self.alias]
+        for i, convert in self.converters:
+            values[i] = convert(values[i], None, connection)
+        return self.model.from_db(self.alias, self.names, values)
 
 
 def _column(name: str, model: type[Any] = ClientToken) -> str:
@@ -68,7 +80,8 @@ def _update_returning(
     alias = router.db_for_write(ClientToken)
     connection = connections[alias]
     quote = connection.ops.quote_name
-    token_fields, account_fields = _fields(ClientToken), _fields(SyneriseAccount)
+    load_token, load_account = _Loader(ClientToken, alias), _Loader(SyneriseAccount, alias)
+    token_fields, account_fields = load_token.fields, load_account.fields
     token = quote(ClientToken._meta.db_table)
     account = quote(SyneriseAccount._meta.db_table)
     pk = _column("id")
@@ -91,8 +104,8 @@ def _update_returning(
     rows: list[ClientToken] = []
     split = len(token_fields)
     for record in records:
-        row = _instance(ClientToken, alias, token_fields, record[1 : 1 + split])
-        row.account = _instance(SyneriseAccount, alias, account_fields, record[1 + split :])
+        row = load_token(record[1 : 1 + split])
+        row.account = load_account(record[1 + split :])
         # The attribute the ORM path's annotate(db_now=Now()) sets, read by the outcome events.
         setattr(row, "db_now", record[0])  # noqa: B010
         rows.append(row)
