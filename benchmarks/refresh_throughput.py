@@ -251,9 +251,13 @@ def cron_worker(config: dict[str, Any]) -> dict[str, Any]:
     get_public_key()
     batches: list[int] = []
 
+    claim_statements = [2]
+
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
         if "SKIP LOCKED" in sql or not batches:
             batches.append(0)
+            if "SKIP LOCKED" in sql and sql.lstrip().startswith("WITH"):
+                claim_statements[0] = 1
         batches[-1] += 1
         return execute(sql, params, many, context)
 
@@ -273,8 +277,10 @@ def cron_worker(config: dict[str, Any]) -> dict[str, Any]:
         "failed": int(summary["failed"]) + int(summary["needs_login"]),
         "elapsed": elapsed,
         "batches": len(work),
-        "claim_queries_max": 2,
-        "refresh_queries_max": max(work or [0]) - 2,
+        "claim_queries_max": claim_statements[0],
+        # The claim is the first statement or two of a batch (one UPDATE ... RETURNING on
+        # PostgreSQL); the rest is refresh_batch.
+        "refresh_queries_max": max(work or [0]) - claim_statements[0],
         "queries_per_batch_max": max(work or [0]),
         "rss_before_mb": rss_before,
         "cpu": cpu,
