@@ -253,12 +253,17 @@ def cron_worker(config: dict[str, Any]) -> dict[str, Any]:
 
     claim_statements = [2]
 
+    run_queries = [0]  # before the first claim: the run's record and the halt check
+
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if "SKIP LOCKED" in sql or not batches:
+        if "SKIP LOCKED" in sql:
             batches.append(0)
-            if "SKIP LOCKED" in sql and sql.lstrip().startswith("WITH"):
+            if sql.lstrip().startswith("WITH"):
                 claim_statements[0] = 1
-        batches[-1] += 1
+        if batches:
+            batches[-1] += 1
+        else:
+            run_queries[0] += 1
         return execute(sql, params, many, context)
 
     out = StringIO()
