@@ -437,8 +437,8 @@ def _store_in_one_statement(
     )
     quote = connections[db].ops.quote_name
     # A constant: the name of the WITH query above, no outside input.
-    saved = RawSQL(  # noqa: S611
-        f"EXISTS (SELECT 1 FROM {quote(_ACCOUNT_CTE)})",  # noqa: S608
+    saved = RawSQL(  # nosec B611 # noqa: S611
+        f"EXISTS (SELECT 1 FROM {quote(_ACCOUNT_CTE)})",  # nosec B608 # noqa: S608
         (),
         BooleanField(),
     )
