@@ -98,6 +98,8 @@ def test_provision_2000_users_resumable_after_a_kill(settings, fake_synerise, ap
         if process.poll() is None:
             process.kill()
             process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
     stored_at_kill = ClientToken.objects.count()
     assert 5 * BATCH <= stored_at_kill < USERS, "the kill must land half-way"
     assert any(line.startswith("progress: ") for line in lines), lines
