@@ -808,7 +808,7 @@ class SyneriseClient:
             # Set the socket's timeout only when it changes: the read timeout, then shorter
             # ones as the total deadline comes near.
             wanted = min(read_timeout, remaining)
-            if socket_timeout is None or wanted < read_timeout:
+            if socket_timeout is None or wanted < socket_timeout:
                 _set_socket_timeout(response, wanted)
                 socket_timeout = wanted
             try:

@@ -23,6 +23,7 @@ from django.db.models import F, Field, Max
 from django.utils import timezone
 
 from .. import events, metrics
+from ..models import RefreshOutcome as CountKind
 from ..models import RefreshOutcomeCount, TokenStatus
 
 if TYPE_CHECKING:
@@ -171,14 +172,14 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
 
 #: What the batches of an hour cost, counted beside their outcomes (see :func:`refresh_work`):
 #: batches, wall-clock and CPU microseconds.
-WORK = ("batch", "busy_us", "cpu_us")
+WORK = (CountKind.BATCH.value, CountKind.BUSY_US.value, CountKind.CPU_US.value)
 
 
 def _work_counts(report: BatchReport) -> dict[str, int]:
     return {
-        "batch": 1,
-        "busy_us": round(report.busy_seconds * 1_000_000),
-        "cpu_us": round(report.cpu_seconds * 1_000_000),
+        CountKind.BATCH.value: 1,
+        CountKind.BUSY_US.value: round(report.busy_seconds * 1_000_000),
+        CountKind.CPU_US.value: round(report.cpu_seconds * 1_000_000),
     }
 
 
@@ -198,17 +199,17 @@ def refresh_work(*, now: datetime | None = None) -> dict[str, Any] | None:
     hours: dict[datetime, dict[str, int]] = {}
     for hour, outcome, count in rows:
         hours.setdefault(hour, {})[outcome] = int(count)
-    ran = [hour for hour, counts in hours.items() if counts.get("batch")]
+    ran = [hour for hour, counts in hours.items() if counts.get(CountKind.BATCH.value)]
     if not ran:
         return None
     latest = max(ran)
     counts = hours[latest]
     refreshed = counts.get(RefreshOutcome.REFRESHED.value, 0)
-    busy = counts.get("busy_us", 0) / 1_000_000
-    cpu = counts.get("cpu_us", 0) / 1_000_000
+    busy = counts.get(CountKind.BUSY_US.value, 0) / 1_000_000
+    cpu = counts.get(CountKind.CPU_US.value, 0) / 1_000_000
     return {
         "hour": latest,
-        "batches": counts["batch"],
+        "batches": counts[CountKind.BATCH.value],
         "refreshed": refreshed,
         "busy_seconds": busy,
         "cpu_seconds": cpu,

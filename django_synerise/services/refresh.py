@@ -288,12 +288,9 @@ def _claim(queryset: Any, limit: int | None) -> Claim:
     value can fence later writes.
     """
     if supports_take_returning():
-        taken, lease, taken_at = claim_returning(queryset, limit, _lease_seconds())
-        if not taken or lease is None or taken_at is None:
+        taken, lease = claim_returning(queryset, limit, _lease_seconds())
+        if not taken or lease is None:
             return Claim(ids=(), lease_until=None, rows=())
-        skew = taken_at - timezone.now()
-        for row in taken:
-            row.db_offset = skew
         return Claim(ids=tuple(row.pk for row in taken), lease_until=lease, rows=tuple(taken))
     with transaction.atomic(savepoint=False):
         locked = (
@@ -369,14 +366,7 @@ def _take(claim: Claim) -> tuple[list[ClientToken], datetime | None]:
     if claim.lease_until is None:
         return [], None
     if supports_take_returning():
-        taken, renewed, taken_at = take_returning(
-            list(claim.ids), claim.lease_until, _lease_seconds()
-        )
-        if taken_at is not None:
-            skew = taken_at - timezone.now()
-            for row in taken:
-                row.db_offset = skew
-        return taken, renewed
+        return take_returning(list(claim.ids), claim.lease_until, _lease_seconds())
     with transaction.atomic(savepoint=False):
         rows = list(
             ClientToken.objects.select_for_update(of=("self",))

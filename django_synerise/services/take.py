@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.db import connections, router
 from django.db.models import Field
+from django.utils import timezone
 
 from ..models import ClientToken, SyneriseAccount, TokenStatus
 
@@ -30,9 +31,10 @@ if TYPE_CHECKING:
 
 __all__ = ["claim_returning", "supports_take_returning", "take_returning"]
 
-#: What the statements return: the rows, their lease and the database time; the lease and
-#: the time are ``None`` when no row was written.
-Taken = tuple[list[ClientToken], datetime | None, datetime | None]
+#: What the statements return: the rows and their lease (``None`` when no row was written).
+#: Each row carries ``db_now`` (the statement's database time, as the ORM path's
+#: ``annotate(db_now=Now())``) and ``db_offset`` (that time minus this process's clock).
+Taken = tuple[list[ClientToken], datetime | None]
 
 
 def supports_take_returning() -> bool:
@@ -66,10 +68,18 @@ class _Loader:
         return self.model.from_db(self.alias, self.names, values)
 
 
+def _quote(name: str) -> str:
+    return connections[router.db_for_write(ClientToken)].ops.quote_name(name)
+
+
+def _table(model: type[Any] = ClientToken) -> str:
+    """The quoted table of ``model``."""
+    return _quote(model._meta.db_table)
+
+
 def _column(name: str, model: type[Any] = ClientToken) -> str:
     """The quoted column of field ``name``."""
-    alias = router.db_for_write(ClientToken)
-    return connections[alias].ops.quote_name(model._meta.get_field(name).column)
+    return _quote(model._meta.get_field(name).column)
 
 
 def _update_returning(
@@ -78,15 +88,11 @@ def _update_returning(
     """``WITH picked AS (<picked>) UPDATE token SET <set_sql> ... RETURNING`` the rows and their
     accounts; ``picked`` selects and locks the primary keys (a column named as the pk's)."""
     alias = router.db_for_write(ClientToken)
-    connection = connections[alias]
-    quote = connection.ops.quote_name
     load_token, load_account = _Loader(ClientToken, alias), _Loader(SyneriseAccount, alias)
-    token_fields, account_fields = load_token.fields, load_account.fields
-    token = quote(ClientToken._meta.db_table)
-    account = quote(SyneriseAccount._meta.db_table)
+    token, account = _table(), _table(SyneriseAccount)
     pk = _column("id")
-    returned = [f"{token}.{quote(f.column)}" for f in token_fields] + [
-        f"{account}.{quote(f.column)}" for f in account_fields
+    returned = [f"{token}.{_quote(f.column)}" for f in load_token.fields] + [
+        f"{account}.{_quote(f.column)}" for f in load_account.fields
     ]
     # Only quoted names and compiled SQL are interpolated; every value is a parameter.
     sql = (
@@ -96,20 +102,22 @@ def _update_returning(
         f"AND {account}.{_column('id', SyneriseAccount)} = {token}.{_column('account')} "
         f"RETURNING STATEMENT_TIMESTAMP(), {', '.join(returned)}"
     )
-    with connection.cursor() as cursor:
+    with connections[alias].cursor() as cursor:
         cursor.execute(sql, [*picked_params, *set_params])
         records = cursor.fetchall()
     if not records:
-        return [], None, None
+        return [], None
+    offset = records[0][0] - timezone.now()
     rows: list[ClientToken] = []
-    split = len(token_fields)
+    split = len(load_token.fields)
     for record in records:
         row = load_token(record[1 : 1 + split])
         row.account = load_account(record[1 + split :])
         # The attribute the ORM path's annotate(db_now=Now()) sets, read by the outcome events.
         setattr(row, "db_now", record[0])  # noqa: B010
+        row.db_offset = offset
         rows.append(row)
-    return rows, rows[0].lease_until, records[0][0]
+    return rows, rows[0].lease_until
 
 
 def claim_returning(
@@ -119,10 +127,9 @@ def claim_returning(
     oldest ``refresh_at`` first, else in ``pk`` order), mark them ``refreshing`` with
     ``lease_until = statement time + lease_seconds`` and return them, in one statement.
 
-    :returns: the rows (accounts loaded, in the order they were picked), the lease and the
-        statement's database time; ``([], None, None)`` when nothing could be claimed.
+    :returns: the rows (accounts loaded, in the order they were picked) and the lease;
+        ``([], None)`` when nothing could be claimed.
     """
-    alias = router.db_for_write(ClientToken)
     ordered = queryset.order_by("refresh_at", "pk") if limit is not None else queryset
     keys = ordered.values("pk")
     if limit is not None:
@@ -130,9 +137,8 @@ def claim_returning(
     # Compiled without select_for_update (which the compiler refuses outside a transaction);
     # the locking clause goes after ORDER BY and LIMIT, where PostgreSQL expects it.
     inner, params = keys.query.sql_with_params()
-    table = connections[alias].ops.quote_name(ClientToken._meta.db_table)
-    picked = f"{inner} FOR UPDATE OF {table} SKIP LOCKED"
-    rows, lease, now = _update_returning(
+    picked = f"{inner} FOR UPDATE OF {_table()} SKIP LOCKED"
+    rows, lease = _update_returning(
         picked,
         list(params),
         f"{_column('status')} = %s, "
@@ -143,7 +149,7 @@ def claim_returning(
         rows.sort(key=lambda row: (row.refresh_at, row.pk))
     else:
         rows.sort(key=lambda row: row.pk)
-    return rows, lease, now
+    return rows, lease
 
 
 def take_returning(ids: list[int], lease_until: datetime, lease_seconds: float) -> Taken:
@@ -153,19 +159,18 @@ def take_returning(ids: list[int], lease_until: datetime, lease_seconds: float) 
     The new lease is ``statement time + lease_seconds``, and always later than
     ``lease_until``, so it differs from the old one. Rows locked by another transaction are
     waited for and checked again once it ends (a duplicate delivery that renewed them first
-    leaves nothing to take). Each row gets ``db_now`` (the statement's database time).
+    leaves nothing to take).
 
-    :returns: the rows, the new lease and the statement's database time; ``([], None,
-        None)`` when no row is still held under ``lease_until``.
+    :returns: the rows and the new lease; ``([], None)`` when no row is still held under
+        ``lease_until``.
     """
-    table = connections[router.db_for_write(ClientToken)].ops.quote_name(ClientToken._meta.db_table)
     pk, lease = _column("id"), _column("lease_until")
     picked = (
-        f"SELECT {pk} FROM {table} "  # nosec B608 # noqa: S608
+        f"SELECT {pk} FROM {_table()} "  # nosec B608 # noqa: S608
         f"WHERE {pk} = ANY(%s) AND {_column('status')} = %s AND {lease} = %s "
         f"ORDER BY {pk} FOR UPDATE"
     )
-    rows, lease_value, now = _update_returning(
+    rows, renewed = _update_returning(
         picked,
         [list(ids), TokenStatus.REFRESHING.value, lease_until],
         f"{lease} = GREATEST(STATEMENT_TIMESTAMP() + %s * INTERVAL '1 second', "
@@ -173,4 +178,4 @@ def take_returning(ids: list[int], lease_until: datetime, lease_seconds: float) 
         [lease_seconds, lease_until],
     )
     rows.sort(key=lambda row: row.pk)
-    return rows, lease_value, now
+    return rows, renewed
