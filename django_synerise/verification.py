@@ -3,14 +3,16 @@
 :func:`verify_token` checks a client JWT locally:
 
 * size (``MAX_TOKEN_BYTES``) and shape (three base64url segments) are checked **before**
-  PyJWT parses anything;
+  anything is parsed; each segment must be canonical base64url;
 * the algorithm list is pinned from ``JWT_ALGORITHMS`` (only RSA algorithms are ever used;
   ``none`` and ``HS*`` are dropped), never taken from the token header, so ``alg: none``
   and ``HS512`` tokens signed with the public key as the HMAC secret are rejected;
 * ``exp`` is required, ``JWT_LEEWAY`` seconds of leeway apply, ``iss`` must equal
   ``JWT_ISSUER`` unless that setting is ``None``;
 * ``jku``, ``x5u``, ``jwk`` and ``kid`` headers are ignored (no key is ever fetched from a
-  token), ``crit``/``b64`` headers and a ``typ`` other than ``JWT`` are rejected.
+  token; a ``kid`` must still be a string), ``crit``/``b64`` headers and a ``typ`` other
+  than ``JWT`` are rejected; so are tokens naming an ``aud``, and ``sub`` or ``jti`` claims
+  that are not strings (PyJWT's rules: :mod:`django_synerise.jws_verify` applies them).
 
 Failures raise :class:`~django_synerise.exceptions.TokenVerificationError` whose ``reason`` is
 one of ``malformed``, ``too_large``, ``header``, ``algorithm``, ``signature``, ``expired``,
@@ -42,7 +44,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-import jwt
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -56,6 +57,7 @@ from .exceptions import (
     UpstreamError,
 )
 from .jws import MalformedJWS, unverified_claims, unverified_header
+from .jws_verify import check_claims, verified_payload
 
 if TYPE_CHECKING:
     from .client import AuthResult, SyneriseClient
@@ -210,7 +212,7 @@ def _verify(
             public_key = get_public_key(client=client)
             refetchable = True
     try:
-        payload = _decode(token, public_key, algorithms)
+        payload = _decode(token, header, public_key, alg)
     except TokenVerificationError as exc:
         if exc.reason != "signature" or not refetchable:
             raise
@@ -218,48 +220,21 @@ def _verify(
         if fresh == public_key:
             raise
         logger.info("Synerise public key changed; verifying again with the new key")
-        payload = _decode(token, fresh, algorithms)
+        payload = _decode(token, header, fresh, alg)
     return _claims_from_payload(payload)
 
 
-def _decode(token: str, pem: str, algorithms: list[str]) -> dict[str, Any]:
-    issuer = synerise_settings.JWT_ISSUER
-    required = ["exp", "iss"] if issuer else ["exp"]
-    key = _load_key(pem)
-    try:
-        payload = jwt.decode(
-            token,
-            key,
-            algorithms=algorithms,
-            options={"require": required, "verify_signature": True},
-            leeway=synerise_settings.JWT_LEEWAY,
-            issuer=issuer or None,
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenVerificationError("The token has expired.", reason="expired") from exc
-    except jwt.InvalidSignatureError as exc:
-        raise TokenVerificationError("The token signature is invalid.", reason="signature") from exc
-    except jwt.InvalidAlgorithmError as exc:
-        raise TokenVerificationError(
-            "The token algorithm is not accepted.", reason="algorithm"
-        ) from exc
-    except (
-        jwt.MissingRequiredClaimError,
-        jwt.InvalidIssuerError,
-        jwt.ImmatureSignatureError,
-        jwt.InvalidIssuedAtError,
-        jwt.InvalidAudienceError,
-    ) as exc:
-        raise TokenVerificationError(
-            "The token claims are not acceptable.", reason="claims"
-        ) from exc
-    except jwt.DecodeError as exc:
-        raise TokenVerificationError("The token could not be decoded.", reason="malformed") from exc
-    except jwt.InvalidTokenError as exc:
-        raise TokenVerificationError("The token is invalid.", reason="invalid") from exc
-    if not isinstance(payload, dict):  # pragma: no cover - PyJWT guarantees a dict
-        raise TokenVerificationError("The token payload is not an object.", reason="malformed")
-    return payload
+def _decode(token: str, header: dict[str, Any], pem: str, alg: str) -> dict[str, Any]:
+    """The claims of ``token`` once its signature (``alg``, already pinned) verifies with the
+    key ``pem`` and its registered claims pass (:mod:`django_synerise.jws_verify`)."""
+    issuer = synerise_settings.JWT_ISSUER or None
+    payload = verified_payload(token, header, _load_key(pem), alg)
+    return check_claims(
+        payload,
+        require=["exp", "iss"] if issuer else ["exp"],
+        leeway=synerise_settings.JWT_LEEWAY,
+        issuer=issuer,
+    )
 
 
 def _claim_str(payload: dict[str, Any], name: str) -> str | None:
