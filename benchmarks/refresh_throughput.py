@@ -156,6 +156,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """Resident set size of this process now, in MiB (``VmRSS``; 0 where not on Linux)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError):
+        return 0.0
+
+
+def rss_curve(samples: list[tuple[int, float]]) -> dict[str, float]:
+    """Resident MiB after a worker's first 5,000 tokens (or its first tenth, if fewer), at
+    half of its tokens and at its end, from ``(tokens so far, MiB)`` taken after each batch:
+    a leak grows all the way, an allocator warming up flattens."""
+    if not samples:
+        return {}
+    total = samples[-1][0]
+
+    def at(tokens: int) -> float:
+        return next(mib for done, mib in samples if done >= tokens)
+
+    early, half = min(5000, max(1, total // 10)), max(1, total // 2)
+    return {"early_tokens": early, "early": at(early), "half_tokens": half,
+            "half": at(half), "end_tokens": total, "end": samples[-1][1]}
+
+
 def machine_line(connection: Any) -> str:
     """``machine: <cores> cores, Python x.y.z, PostgreSQL n``: what the figures ran on."""
     import platform
@@ -193,6 +218,7 @@ def pipeline_worker(config: dict[str, Any]) -> dict[str, Any]:
     cpu_before = _cpu()
     claim_queries: list[int] = []
     refresh_queries: list[int] = []
+    resident: list[tuple[int, float]] = []
     refreshed = failed = 0
     start = time.perf_counter()
     size = config["synerise"]["REFRESH_BATCH_SIZE"]
@@ -214,6 +240,7 @@ def pipeline_worker(config: dict[str, Any]) -> dict[str, Any]:
                 refresh_queries.append(counter["n"])
                 refreshed += len(report.refreshed)
                 failed += len(report.failed_transient) + len(report.needs_login)
+                resident.append((refreshed + failed, rss_mb()))
             del claim, report
     elapsed = time.perf_counter() - start
     return {
@@ -228,6 +255,7 @@ def pipeline_worker(config: dict[str, Any]) -> dict[str, Any]:
         "rss_before_mb": rss_before,
         "cpu": _cpu() - cpu_before,
         "peak_rss_mb": peak_rss_mb(),
+        "rss_curve": rss_curve(resident),
     }
 
 
@@ -467,6 +495,12 @@ def main() -> None:
         print(f"pipeline peak RSS per worker (MiB): "
               f"{max(r['peak_rss_mb'] for r in results):.1f} "
               f"(after setup {max(r['rss_before_mb'] for r in results):.1f})")
+        curves = [r["rss_curve"] for r in results if r.get("rss_curve")]
+        if curves:
+            shown = "; ".join(
+                f"{c['early']:.1f} at {c['early_tokens']}, {c['half']:.1f} at "
+                f"{c['half_tokens']}, {c['end']:.1f} at {c['end_tokens']} tokens" for c in curves)
+            print(f"pipeline RSS per worker, MiB after its first tokens, half and all: {shown}")
 
         if naive_n:
             from django.utils import timezone
