@@ -42,6 +42,7 @@ IMPORTABLE = {
     "django_synerise.expressions",
     "django_synerise.exceptions",
     "django_synerise.jws",
+    "django_synerise.jws_verify",
     "django_synerise.management",
     "django_synerise.management.commands",
     "django_synerise.management.commands.synerise_fake_server",
