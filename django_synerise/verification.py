@@ -57,7 +57,7 @@ from .exceptions import (
     UpstreamError,
 )
 from .jws import MalformedJWS, unverified_claims, unverified_header
-from .jws_verify import check_claims, verified_payload
+from .jws_verify import SIGNATURES, check_claims, verified_payload
 
 if TYPE_CHECKING:
     from .client import AuthResult, SyneriseClient
@@ -76,7 +76,7 @@ __all__ = [
 ]
 
 #: Algorithms that may ever verify a Synerise token (RSA keys only).
-RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
+RSA_ALGORITHMS = frozenset(SIGNATURES)
 #: Seconds between two forced refetches of the public key per base URL.
 REFETCH_COOLDOWN = 30.0
 
