@@ -35,6 +35,7 @@ IMPORTABLE = {
     "django_synerise.bulkhead",
     "django_synerise.checks",
     "django_synerise.client",
+    "django_synerise.compiled",
     "django_synerise.conf",
     "django_synerise.conversions",
     "django_synerise.crypto",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from django.db.models import Q
 from django.utils import timezone
 
+from ..compiled import CompiledQuery, field_of
 from ..conf import synerise_settings
 from ..models import ClientToken, SyneriseAccount
 
@@ -74,11 +75,19 @@ def account_for_client_id(client_id: str | None) -> SyneriseAccount | None:
     """
     if client_id is None or str(client_id) == "":
         return None
-    return (
+    return _ACTIVE_ACCOUNT_BY_CLIENT_ID.first(client_id=str(client_id))
+
+
+#: :func:`account_for_client_id`'s query, compiled once per database.
+_ACTIVE_ACCOUNT_BY_CLIENT_ID = CompiledQuery(
+    SyneriseAccount,
+    lambda v: (
         SyneriseAccount.objects.select_related("user", "token")
-        .filter(client_id=str(client_id), user__is_active=True)
-        .first()
-    )
+        .filter(client_id=v["client_id"], user__is_active=True)
+        .order_by("pk")[:1]
+    ),
+    {"client_id": field_of(SyneriseAccount, "client_id")},
+)
 
 
 def user_for_client_id(client_id: str | None) -> AbstractBaseUser | None:

@@ -15,6 +15,7 @@ from django.views.decorators.debug import sensitive_variables
 from .. import signals
 from ..adapter_loader import get_adapter
 from ..bulkhead import interactive_call
+from ..compiled import CompiledQuery, field_of
 from ..conf import synerise_settings
 from ..exceptions import (
     CONDITIONAL_CODES,
@@ -98,8 +99,20 @@ def _normalise_provider(identity_provider: str | None) -> str:
     return provider
 
 
+#: The account of a client id, with its user (compiled once per database).
+_ACCOUNT_BY_CLIENT_ID = CompiledQuery(
+    SyneriseAccount,
+    lambda v: (
+        SyneriseAccount.objects.select_related("user")
+        .filter(client_id=v["client_id"])
+        .order_by("pk")[:1]
+    ),
+    {"client_id": field_of(SyneriseAccount, "client_id")},
+)
+
+
 def _find_account(client_id: str) -> SyneriseAccount | None:
-    return SyneriseAccount.objects.select_related("user").filter(client_id=client_id).first()
+    return _ACCOUNT_BY_CLIENT_ID.first(client_id=client_id)
 
 
 def _link(
@@ -309,13 +322,30 @@ def select_uuid(
     )
 
 
+def _recent_uuids(**lookup: Any) -> CompiledQuery[SyneriseAccount]:
+    """The uuids of the accounts matching ``lookup`` (one value), most recent sign-in first."""
+    ((name, field),) = lookup.items()
+    return CompiledQuery(
+        SyneriseAccount,
+        lambda v: (
+            SyneriseAccount.objects.exclude(uuid="")
+            .filter(**{name: v["value"]})
+            .order_by("-last_login_at", "-pk")
+            .values_list("uuid", flat=True)[:5]
+        ),
+        {"value": field_of(SyneriseAccount, field)},
+    )
+
+
+_UUIDS_BY_EMAIL = _recent_uuids(email__iexact="email")
+_UUIDS_BY_CUSTOM_ID = _recent_uuids(custom_id="custom_id")
+
+
 def _stored_uuid(*, email: str | None, custom_id: str | None) -> str | None:
-    accounts = SyneriseAccount.objects.exclude(uuid="")
     if email:
-        accounts = accounts.filter(email__iexact=email.strip())
+        found = _UUIDS_BY_EMAIL.column(value=email.strip())
     else:
-        accounts = accounts.filter(custom_id=custom_id)
-    found = accounts.order_by("-last_login_at", "-pk").values_list("uuid", flat=True)[:5]
+        found = _UUIDS_BY_CUSTOM_ID.column(value=custom_id)
     return next((value for value in found if parse_uuid(value)), None)
 
 

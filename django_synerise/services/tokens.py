@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import logging
 import random
@@ -27,6 +28,7 @@ from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
 from ..adapter_loader import resolve_client
+from ..compiled import CompiledSQL, Values, field_of
 from ..conf import synerise_settings
 from ..crypto import encrypt_token, token_fingerprint
 from ..exceptions import (
@@ -39,7 +41,7 @@ from .sessions import end_sessions as end_user_sessions
 from .status import record_refusal
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Iterable, Mapping, Sequence
 
     from django.db.models import QuerySet
     from django.db.models.expressions import CombinedExpression
@@ -233,22 +235,26 @@ def supersede_values(row: ClientToken, now: datetime) -> dict[str, Any]:
     }
 
 
-def _supersede_expressions(now: datetime) -> dict[str, Any]:
+def _supersede_expressions(grace_until: Any) -> dict[str, Any]:
     """:func:`supersede_values` computed by the database, for an ``UPDATE`` of unread rows.
 
-    Only a live token (active or refreshing) becomes the predecessor: one Synerise rejected,
-    or that could not be decrypted, gets no grace. Listed first in the ``UPDATE`` so that they
-    read the old ``status``, ``fingerprint`` and ``expires_at`` on every backend (MySQL
-    assigns left to right).
+    ``grace_until`` is the end of the grace (``now + SUPERSEDED_TOKEN_GRACE``; a datetime, or
+    a :class:`~django_synerise.compiled.Slot` for a compiled statement). Only a live token
+    (active or refreshing) becomes the predecessor: one Synerise rejected, or that could not
+    be decrypted, gets no grace. Listed first in the ``UPDATE`` so that they read the old
+    ``status``, ``fingerprint`` and ``expires_at`` on every backend (MySQL assigns left to
+    right).
     """
     live = (TokenStatus.ACTIVE, TokenStatus.REFRESHING)
+    if not hasattr(grace_until, "resolve_expression"):
+        grace_until = Value(grace_until)
     return {
         "previous_fingerprint": IfStatusIn(
             live, then=F("fingerprint"), default=Value(""), output_field=CharField()
         ),
         "previous_valid_until": IfStatusIn(
             live,
-            then=Least(F("expires_at"), Value(now + superseded_grace())),
+            then=Least(F("expires_at"), grace_until),
             default=Value(None, output_field=DateTimeField()),
             output_field=DateTimeField(),
         ),
@@ -283,9 +289,11 @@ def check_presented_token(row: ClientToken, token: str, *, now: datetime | None 
     raise TokenVerificationError("The token was replaced by a newer one.", reason="superseded")
 
 
-def _row_write_values(prepared: PreparedToken, now: datetime) -> dict[str, Any]:
-    """The plain column values every write of ``prepared`` sets: active, lease cleared."""
-    return prepared.row_values() | {
+def _row_write_values(token_values: Mapping[str, Any], now: Any) -> dict[str, Any]:
+    """The plain column values every write of a token sets: ``token_values`` (those of
+    :meth:`PreparedToken.row_values`), active, lease cleared, used ``now``."""
+    return {
+        **token_values,
         "status": TokenStatus.ACTIVE,
         "lease_until": None,
         "failure_count": 0,
@@ -294,15 +302,23 @@ def _row_write_values(prepared: PreparedToken, now: datetime) -> dict[str, Any]:
     }
 
 
-def _row_update_values(prepared: PreparedToken, now: datetime) -> dict[str, Any]:
-    """The ``UPDATE`` of an existing row with ``prepared``: the old token becomes the
-    predecessor (expressions first, see :func:`_supersede_expressions`), version + 1."""
+def _token_update(token_values: Mapping[str, Any], now: Any, grace_until: Any) -> dict[str, Any]:
+    """The ``UPDATE`` of an existing row with a new token: the old token becomes the
+    predecessor (expressions first, see :func:`_supersede_expressions`), version + 1.
+
+    Values or :class:`~django_synerise.compiled.Slot` expressions, for a compiled statement.
+    """
     return {
-        **_supersede_expressions(now),
+        **_supersede_expressions(grace_until),
         "version": F("version") + 1,
         "updated_at": now,
-        **_row_write_values(prepared, now),
+        **_row_write_values(token_values, now),
     }
+
+
+def _row_update_values(prepared: PreparedToken, now: datetime) -> dict[str, Any]:
+    """:func:`_token_update` of ``prepared`` at ``now``."""
+    return _token_update(prepared.row_values(), now, now + superseded_grace())
 
 
 def _compiled_update(queryset: QuerySet[Any], values: dict[str, Any]) -> tuple[str, Any]:
@@ -358,7 +374,7 @@ def _upsert_prepared(account: SyneriseAccount, prepared: PreparedToken, now: dat
             try:
                 with transaction.atomic(using=db):
                     row = ClientToken.objects.using(db).create(
-                        account=account, **_row_write_values(prepared, now)
+                        account=account, **_row_write_values(prepared.row_values(), now)
                     )
                 return row.pk
             except IntegrityError:
@@ -430,24 +446,70 @@ def _store_in_one_statement(
     db: str,
     now: datetime,
 ) -> int | None:
-    model = type(account)
-    values = {name: getattr(account, name) for name in fields}
-    account_sql, account_params = _compiled_update(
-        model._base_manager.using(db).filter(pk=account.pk), values
+    statement = _store_statement(type(account), tuple(fields))
+    values = {f"account.{name}": getattr(account, name) for name in fields}
+    sql, params = statement.sql(
+        db,
+        account=account.pk,
+        now=now,
+        grace_until=now + superseded_grace(),
+        **values,
+        **{f"token.{name}": value for name, value in prepared.row_values().items()},
     )
-    quote = connections[db].ops.quote_name
-    # A constant: the name of the WITH query above, no outside input.
-    saved = RawSQL(  # nosec B611 # noqa: S611
-        f"EXISTS (SELECT 1 FROM {quote(_ACCOUNT_CTE)})",  # nosec B608 # noqa: S608
-        (),
-        BooleanField(),
+    return _returning_pk(db, sql, params)
+
+
+#: The ``ClientToken`` fields :meth:`PreparedToken.row_values` sets.
+_TOKEN_VALUE_FIELDS = (
+    "encrypted_token",
+    "fingerprint",
+    "expires_at",
+    "refresh_at",
+    "issued_at",
+    "origin",
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _store_statement(model: type[SyneriseAccount], fields: tuple[str, ...]) -> CompiledSQL:
+    """:func:`store_with_account`'s one statement saving ``fields`` of a ``model`` row,
+    compiled once per database."""
+
+    def build(db: str, v: Values) -> tuple[str, list[Any]]:
+        account_sql, account_params = _compiled_update(
+            model._base_manager.using(db).filter(pk=v["account"]),
+            {name: v[f"account.{name}"] for name in fields},
+        )
+        quote = connections[db].ops.quote_name
+        # A constant: the name of the WITH query above, no outside input.
+        saved = RawSQL(  # nosec B611 # noqa: S611
+            f"EXISTS (SELECT 1 FROM {quote(_ACCOUNT_CTE)})",  # nosec B608 # noqa: S608
+            (),
+            BooleanField(),
+        )
+        token_sql, token_params = _compiled_update(
+            ClientToken.objects.using(db).filter(saved, account_id=v["account"]),
+            _token_update(
+                {name: v[f"token.{name}"] for name in _TOKEN_VALUE_FIELDS},
+                v["now"],
+                v["grace_until"],
+            ),
+        )
+        sql = f"WITH {quote(_ACCOUNT_CTE)} AS ({account_sql} RETURNING 1) {token_sql}"
+        return sql, [*account_params, *token_params]
+
+    return CompiledSQL(
+        build,
+        {
+            "account": (field_of(model, model._meta.pk.name), False),
+            "now": (field_of(ClientToken, "updated_at"), True),
+            "grace_until": (field_of(ClientToken, "previous_valid_until"), True),
+            **{f"account.{name}": (field_of(model, name), True) for name in fields},
+            **{
+                f"token.{name}": (field_of(ClientToken, name), True) for name in _TOKEN_VALUE_FIELDS
+            },
+        },
     )
-    token_sql, token_params = _compiled_update(
-        ClientToken.objects.using(db).filter(saved, account=account),
-        _row_update_values(prepared, now),
-    )
-    sql = f"WITH {quote(_ACCOUNT_CTE)} AS ({account_sql} RETURNING 1) {token_sql}"
-    return _returning_pk(db, sql, (*account_params, *token_params))
 
 
 @sensitive_variables("token")
