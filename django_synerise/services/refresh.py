@@ -38,13 +38,14 @@ from datetime import timezone as dt_timezone
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
-from django.db import transaction
+from django.db import router, transaction
 from django.db.models import F, Field, IntegerField, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .. import process_state, signals
+from ..compiled import CompiledSQL, Values, field_of
 from ..conf import synerise_settings
 from ..exceptions import (
     SyneriseError,
@@ -59,7 +60,7 @@ from ..ratelimit import RateLimiter, refresh_rate_limiter
 from ..token_status import CLAIMABLE
 from . import halt
 from .outcomes import RefreshOutcome, prune_outcome_counts, record_refresh_batch, record_run
-from .take import claim_returning, supports_take_returning, take_returning
+from .take import claim_returning, claim_selected, supports_take_returning, take_returning
 from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
 
 if TYPE_CHECKING:
@@ -288,10 +289,7 @@ def _claim(queryset: Any, limit: int | None) -> Claim:
     value can fence later writes.
     """
     if supports_take_returning():
-        taken, lease = claim_returning(queryset, limit, _lease_seconds())
-        if not taken or lease is None:
-            return Claim(ids=(), lease_until=None, rows=())
-        return Claim(ids=tuple(row.pk for row in taken), lease_until=lease, rows=tuple(taken))
+        return _claimed(*claim_returning(queryset, limit, _lease_seconds()))
     with transaction.atomic(savepoint=False):
         locked = (
             queryset.select_for_update(skip_locked=True, of=("self",))
@@ -314,6 +312,41 @@ def _claim(queryset: Any, limit: int | None) -> Claim:
         row.lease_until = lease_until
         row.db_offset = offset
     return Claim(ids=tuple(ids), lease_until=lease_until, rows=tuple(rows))
+
+
+def _claimed(taken: list[ClientToken], lease: datetime | None) -> Claim:
+    """The :class:`Claim` of rows taken in one statement (empty when none was)."""
+    if not taken or lease is None:
+        return Claim(ids=(), lease_until=None, rows=())
+    return Claim(ids=tuple(row.pk for row in taken), lease_until=lease, rows=tuple(taken))
+
+
+def _claimable_row(pk: Any, version: Any) -> QuerySet[ClientToken]:
+    """The row ``pk`` if it still has ``version`` and is claimable now (lease free, past any
+    ``retry_at``, not expired)."""
+    return ClientToken.objects.filter(
+        lease_free_q(),
+        retry_free_q(),
+        pk=pk,
+        version=version,
+        status__in=_CLAIMABLE,
+        expires_at__gt=Now(),
+    )
+
+
+def _claimable_row_keys(db: str, v: Values) -> tuple[str, list[Any]]:
+    sql, params = _claimable_row(v["pk"], v["version"]).values("pk").query.get_compiler(db).as_sql()
+    return sql, list(params)
+
+
+#: The primary key query of :func:`_claimable_row`, compiled once per database.
+_CLAIMABLE_ROW_KEYS = CompiledSQL(
+    _claimable_row_keys,
+    {
+        "pk": (field_of(ClientToken, "id"), False),
+        "version": (field_of(ClientToken, "version"), False),
+    },
+)
 
 
 def claim_due_tokens(*, limit: int | None = None) -> Claim:
@@ -607,15 +640,13 @@ def refresh_single(row: ClientToken, *, client: SyneriseClient | None = None) ->
     :returns: the report, or ``None`` when the row could not be claimed (someone else holds
         it, or it changed).
     """
-    queryset = ClientToken.objects.filter(
-        lease_free_q(),
-        retry_free_q(),
-        pk=row.pk,
-        version=row.version,
-        status__in=_CLAIMABLE,
-        expires_at__gt=Now(),
-    )
-    claim = _claim(queryset, None)
+    if supports_take_returning():
+        sql, params = _CLAIMABLE_ROW_KEYS.sql(
+            router.db_for_write(ClientToken), pk=row.pk, version=row.version
+        )
+        claim = _claimed(*claim_selected(sql, params, _lease_seconds()))
+    else:
+        claim = _claim(_claimable_row(row.pk, row.version), None)
     if not claim or claim.rows is None or claim.lease_until is None:
         return None
     report = _refresh_rows(

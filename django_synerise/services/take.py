@@ -17,6 +17,7 @@ writes them and ``RETURNING`` hands back the rows, their accounts and the databa
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -27,9 +28,11 @@ from django.utils import timezone
 from ..models import ClientToken, SyneriseAccount, TokenStatus
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from django.db.models import QuerySet
 
-__all__ = ["claim_returning", "supports_take_returning", "take_returning"]
+__all__ = ["claim_returning", "claim_selected", "supports_take_returning", "take_returning"]
 
 #: What the statements return: the rows and their lease (``None`` when no row was written).
 #: Each row carries ``db_now`` (the statement's database time, as the ORM path's
@@ -82,26 +85,35 @@ def _column(name: str, model: type[Any] = ClientToken) -> str:
     return _quote(model._meta.get_field(name).column)
 
 
-def _update_returning(
-    picked: str, picked_params: list[Any], set_sql: str, set_params: list[Any]
-) -> Taken:
-    """``WITH picked AS (<picked>) UPDATE token SET <set_sql> ... RETURNING`` the rows and their
-    accounts; ``picked`` selects and locks the primary keys (a column named as the pk's)."""
-    alias = router.db_for_write(ClientToken)
+@functools.lru_cache(maxsize=8)
+def _returning(alias: str) -> tuple[str, _Loader, _Loader]:
+    """The constant part of :func:`_update_returning`'s statement on database ``alias``
+    (``{picked}`` and ``{set_sql}`` left to fill), and the loaders of its rows."""
     load_token, load_account = _Loader(ClientToken, alias), _Loader(SyneriseAccount, alias)
     token, account = _table(), _table(SyneriseAccount)
     pk = _column("id")
     returned = [f"{token}.{_quote(f.column)}" for f in load_token.fields] + [
         f"{account}.{_quote(f.column)}" for f in load_account.fields
     ]
-    # Only quoted names and compiled SQL are interpolated; every value is a parameter.
+    # Only quoted names are interpolated here; the rest is compiled SQL and parameters.
     sql = (
-        f"WITH picked ({pk}) AS ({picked}) "  # nosec B608 # noqa: S608
-        f"UPDATE {token} SET {set_sql} FROM picked, {account} "
+        f"WITH picked ({pk}) AS ({{picked}}) "  # nosec B608 # noqa: S608
+        f"UPDATE {token} SET {{set_sql}} FROM picked, {account} "
         f"WHERE {token}.{pk} = picked.{pk} "
         f"AND {account}.{_column('id', SyneriseAccount)} = {token}.{_column('account')} "
         f"RETURNING STATEMENT_TIMESTAMP(), {', '.join(returned)}"
     )
+    return sql, load_token, load_account
+
+
+def _update_returning(
+    picked: str, picked_params: list[Any], set_sql: str, set_params: list[Any]
+) -> Taken:
+    """``WITH picked AS (<picked>) UPDATE token SET <set_sql> ... RETURNING`` the rows and their
+    accounts; ``picked`` selects and locks the primary keys (a column named as the pk's)."""
+    alias = router.db_for_write(ClientToken)
+    template, load_token, load_account = _returning(alias)
+    sql = template.replace("{picked}", picked, 1).replace("{set_sql}", set_sql, 1)
     with connections[alias].cursor() as cursor:
         cursor.execute(sql, [*picked_params, *set_params])
         records = cursor.fetchall()
@@ -137,7 +149,16 @@ def claim_returning(
     # Compiled without select_for_update (which the compiler refuses outside a transaction);
     # the locking clause goes after ORDER BY and LIMIT, where PostgreSQL expects it.
     inner, params = keys.query.sql_with_params()
-    picked = f"{inner} FOR UPDATE OF {_table()} SKIP LOCKED"
+    rows, lease = claim_selected(inner, params, lease_seconds)
+    if limit is not None:
+        rows.sort(key=lambda row: (row.refresh_at, row.pk))
+    return rows, lease
+
+
+def claim_selected(keys_sql: str, params: Sequence[Any], lease_seconds: float) -> Taken:
+    """:func:`claim_returning` of the rows whose primary keys ``keys_sql`` selects (a compiled
+    ``SELECT`` of the ``pk`` column, with ``params``), returned in ``pk`` order."""
+    picked = f"{keys_sql} FOR UPDATE OF {_table()} SKIP LOCKED"
     rows, lease = _update_returning(
         picked,
         list(params),
@@ -145,10 +166,7 @@ def claim_returning(
         f"{_column('lease_until')} = STATEMENT_TIMESTAMP() + %s * INTERVAL '1 second'",
         [TokenStatus.REFRESHING.value, lease_seconds],
     )
-    if limit is not None:
-        rows.sort(key=lambda row: (row.refresh_at, row.pk))
-    else:
-        rows.sort(key=lambda row: row.pk)
+    rows.sort(key=lambda row: row.pk)
     return rows, lease
 
 
