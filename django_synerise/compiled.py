@@ -21,6 +21,7 @@ values, every time. A ``None`` value is sent as ``NULL`` where the ORM would wri
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
-from django.db import connections, router
+from django.db import DatabaseError, connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Expression, Field, Model, QuerySet
 
@@ -37,6 +38,8 @@ from django.db.models.query import get_related_populators  # type: ignore[attr-d
 from django.db.models.sql.compiler import SQLCompiler
 
 M = TypeVar("M", bound=Model)
+
+logger = logging.getLogger(__name__)
 
 #: Marks a slot's parameter in compiled SQL; never sent to a database.
 _MARK = "\x00django-synerise-slot\x00"
@@ -175,7 +178,10 @@ class _PerDatabase:
             pass
         try:
             plan = compile_plan(using)
-        except Exception:  # noqa: BLE001 - any failure: this database keeps the ORM path
+        except DatabaseError:
+            raise  # the database could not be asked (its version, say): try again next time
+        except Exception:  # noqa: BLE001 - any other failure: this database keeps the ORM path
+            logger.debug("Statement not compiled on database %r", using, exc_info=True)
             plan = None
         with self._lock:
             return self._plans.setdefault(key, plan)

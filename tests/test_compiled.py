@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.models import F
 from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
@@ -195,3 +195,23 @@ def test_the_request_paths_statements_compile_here() -> None:
         assert store._plans.get("default", store._compile) is not None
     else:
         assert compiled == set(plans) - {"uuid by email"}
+
+
+def test_a_database_error_while_compiling_is_raised_and_not_remembered() -> None:
+    account = make_account()
+    failures = [DatabaseError("server version unknown")]
+
+    def build(v: Values) -> Any:
+        if failures:
+            raise failures.pop()
+        return SyneriseAccount.objects.filter(client_id=v["client_id"])
+
+    counting = _Counting(build)
+    query = CompiledQuery(SyneriseAccount, counting, {"client_id": CLIENT_ID})
+    with pytest.raises(DatabaseError):
+        query.first(client_id=account.client_id)
+    found = query.first(client_id=account.client_id)
+    assert found is not None and found.pk == account.pk
+    calls = counting.calls
+    query.first(client_id=account.client_id)
+    assert counting.calls == calls  # compiled on the second try, and kept
