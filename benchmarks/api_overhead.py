@@ -9,6 +9,11 @@ also runs the fake: both paths pay for its share alike), the SQL statements and 
 round trips per request. Exits 1 when the median overhead of login or refresh is over the
 target (5 ms), on whichever database it ran.
 
+Beside them, in the same run, a view that does only Django's part of a session login (read
+the user, :func:`django.contrib.auth.login`, a JSON answer: no Synerise, no django-synerise
+code) measures what any site pays for a session login, so the reader can see how much of the
+login's overhead is Django's session machinery and how much is django-synerise.
+
 Run from the repository root::
 
     .venv/bin/python benchmarks/api_overhead.py [--requests 300]
@@ -39,9 +44,18 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from django.contrib.auth import get_user_model  # noqa: E402
+from django.contrib.auth import login as django_login  # noqa: E402
 from django.db import connection, reset_queries  # noqa: E402
-from django.test.utils import CaptureQueriesContext, setup_test_environment  # noqa: E402
+from django.http import HttpRequest, JsonResponse  # noqa: E402
+from django.test.utils import (  # noqa: E402
+    CaptureQueriesContext,
+    override_settings,
+    setup_test_environment,
+)
+from django.urls import path  # noqa: E402
 from django.utils import timezone  # noqa: E402
+from django.views.decorators.csrf import csrf_exempt  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
 from django_synerise import throttle  # noqa: E402
@@ -49,10 +63,23 @@ from django_synerise.client import SyneriseClient  # noqa: E402
 from django_synerise.models import ClientToken  # noqa: E402
 from django_synerise.testing import FakeSynerise  # noqa: E402
 from django_synerise.verification import clear_public_key_cache  # noqa: E402
+from tests import urls as test_urls  # noqa: E402
 
 EMAIL = "bench@example.com"
 PASSWORD = "bench-password"
 _TX = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
+
+
+@csrf_exempt
+def django_login_only(request: HttpRequest) -> JsonResponse:
+    """Django's part of a session login and nothing else: the baseline of the login path."""
+    user = get_user_model()._default_manager.get(email=EMAIL)
+    django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+    return JsonResponse({"user_id": user.pk})
+
+
+#: The test project's URLs and the baseline view (``ROOT_URLCONF`` while measuring).
+urlpatterns = [path("bench/django-login/", django_login_only), *test_urls.urlpatterns]
 
 
 def _percentile(values: list[float], fraction: float) -> float:
@@ -139,6 +166,20 @@ def _measure(requests: int) -> dict[str, Any]:
             return samples, token
 
         login, token = logins(api)
+
+        baseline = _Samples()
+        session = APIClient()
+        with override_settings(ROOT_URLCONF=__name__):
+            for _ in range(20):
+                session.post("/bench/django-login/")
+            for _ in range(requests):
+                reset_queries()
+                with CaptureQueriesContext(connection) as ctx:
+                    ms, response = _timed(lambda: session.post("/bench/django-login/"))
+                assert response.status_code == 200, response.content
+                baseline.stack.append(ms)
+                baseline.stack_cpu.append(_cpu[-1])
+                baseline.queries.append(_statements(ctx.captured_queries))
         settings.SYNERISE = {**settings.SYNERISE, "LOGIN_STARTS_SESSION": False}
         plain, token = logins(APIClient())
 
@@ -163,6 +204,7 @@ def _measure(requests: int) -> dict[str, Any]:
 
     return {
         "login": login.summary(),
+        "django_login": baseline.baseline(),
         "login (no session)": plain.summary(),
         "refresh": refresh.summary(),
         "requests": requests,
@@ -179,6 +221,15 @@ class _Samples:
         self.stack_cpu: list[float] = []
         self.direct_cpu: list[float] = []
         self.queries: list[tuple[int, int]] = []
+
+    def baseline(self) -> dict[str, float]:
+        """The figures of a path with no direct side (the Django session login)."""
+        return {
+            "stack_median": statistics.median(self.stack),
+            "stack_p95": _percentile(self.stack, 0.95),
+            "cpu_median": statistics.median(self.stack_cpu),
+            "round_trips": statistics.mean(t for _, t in self.queries),
+        }
 
     def summary(self) -> dict[str, float]:
         stack, base = self.stack, self.direct
@@ -227,6 +278,13 @@ def main(argv: list[str] | None = None) -> int:
               f"{f['queries']:5.1f} (max {f['queries_max']}) {f['round_trips']:10.1f}")
         if name != "login (no session)":
             ok = ok and f["overhead_median"] <= args.target_ms
+    base = figures["django_login"]
+    login = figures["login"]
+    print(f"baseline: Django's own session login (no Synerise) {base['stack_median']:.2f} ms "
+          f"median, p95 {base['stack_p95']:.2f} ms, CPU {base['cpu_median']:.2f} ms, "
+          f"{base['round_trips']:g} round trips")
+    print(f"login overhead beyond that baseline: "
+          f"{login['overhead_median'] - base['stack_median']:.2f} ms")
     trips = ", ".join(f"{name} {figures[name]['round_trips']:g} (max "
                       f"{figures[name]['round_trips_max']})"
                       for name in ("login", "login (no session)", "refresh"))

@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
-from django.db import DatabaseError, connections, router
+from django.db import DatabaseError, NotSupportedError, connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Expression, Field, Model, QuerySet
 
 # Django's own select_related loader (ModelIterable's), not in the stubs.
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]
+from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
 
 M = TypeVar("M", bound=Model)
@@ -51,6 +52,17 @@ def field_of(model: type[Model], name: str) -> Field[Any, Any]:
     if not isinstance(field, Field):
         raise TypeError(f"{model.__name__}.{name} is not a concrete field")
     return field
+
+
+def update_sql(queryset: QuerySet[Any, Any], values: Mapping[str, Any]) -> tuple[str, Any]:
+    """The ``UPDATE`` that ``queryset.update(**values)`` sends, as SQL and parameters (on
+    ``queryset``'s database); values may be expressions and :class:`Slot` expressions."""
+    query = queryset.query.chain(UpdateQuery)
+    assert isinstance(query, UpdateQuery)  # noqa: S101 - chain() returns the class asked for
+    query.add_update_values(dict(values))
+    query.annotations = {}
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    return str(sql), params
 
 
 class _SlotParam:
@@ -95,6 +107,11 @@ class Slot(Expression):
         if self.for_save:
             return self.target.get_db_prep_save(value, connection)
         return self.target.get_db_prep_value(value, connection, prepared=False)
+
+    def sample(self) -> Any:
+        """A value this slot takes, to compile its statement the ORM's way (``KeyError``: no
+        sample for the field's type, so no slot of it)."""
+        return _sample(self.target)
 
 
 #: A value of each field type slots are used for, to compile a statement the ORM's way.
@@ -178,8 +195,11 @@ class _PerDatabase:
             pass
         try:
             plan = compile_plan(using)
-        except DatabaseError:
-            raise  # the database could not be asked (its version, say): try again next time
+        except DatabaseError as exc:
+            if not isinstance(exc, NotSupportedError):
+                raise  # the database could not be asked (its version, say): try again next time
+            logger.debug("Statement not compiled on database %r", using, exc_info=True)
+            plan = None
         except Exception:  # noqa: BLE001 - any other failure: this database keeps the ORM path
             logger.debug("Statement not compiled on database %r", using, exc_info=True)
             plan = None
@@ -289,7 +309,11 @@ class CompiledQuery(Generic[M]):
 
 class CompiledSQL:
     """A statement written once as ``build(using, values)`` returning ``(sql, params)``, compiled
-    once per database; ``build`` gets a :class:`Values` of slots and must not branch on them.
+    once per database; ``build`` gets a :class:`Values` of slots and must not branch on them
+    (it may give a slot to an expression that takes one, such as
+    :meth:`django_synerise.expressions.CaseByPk.arrays`).
+
+    ``slots`` maps each value's name to ``(field, for_save)`` or to a :class:`Slot`.
 
     :meth:`sql` returns the SQL and the parameters filled with ``values`` for the database
     ``using``; when the statement cannot be compiled there, ``build`` runs with the values.
@@ -298,19 +322,18 @@ class CompiledSQL:
     def __init__(
         self,
         build: Callable[[str, Values], tuple[str, Sequence[Any]]],
-        slots: Mapping[str, tuple[Field[Any, Any], bool]],
+        slots: Mapping[str, tuple[Field[Any, Any], bool] | Slot],
     ) -> None:
         self.build = build
-        self.slot_fields = dict(slots)
+        self.slots = {
+            name: spec if isinstance(spec, Slot) else Slot(name, spec[0], for_save=spec[1])
+            for name, spec in slots.items()
+        }
         self._plans = _PerDatabase()
 
     def _compile(self, using: str) -> tuple[str, tuple[Any, ...]]:
-        slots = {
-            name: Slot(name, field, for_save=for_save)
-            for name, (field, for_save) in self.slot_fields.items()
-        }
-        sql, params = self.build(using, Values({}, slots))
-        samples = {name: _sample(field) for name, (field, _) in self.slot_fields.items()}
+        sql, params = self.build(using, Values({}, self.slots))
+        samples = {name: slot.sample() for name, slot in self.slots.items()}
         _check_same((sql, params), self.build(using, Values(samples)))
         return sql, _check_params(params)
 
@@ -323,4 +346,4 @@ class CompiledSQL:
         return plan[0], _fill(plan[1], values, connections[using])
 
 
-__all__ = ["CompiledQuery", "CompiledSQL", "Slot", "Values", "field_of"]
+__all__ = ["CompiledQuery", "CompiledSQL", "Slot", "Values", "field_of", "update_sql"]

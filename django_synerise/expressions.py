@@ -19,12 +19,16 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import EmptyResultSet
+from django.db import NotSupportedError
 from django.db.backends.base.base import BaseDatabaseWrapper
-from django.db.models import F, Field, Value
+from django.db.models import BooleanField, F, Field, Value
 from django.db.models.expressions import Expression
 from django.db.models.sql.compiler import SQLCompiler
 
-__all__ = ["CaseByPk", "IfStatusIn"]
+from .compiled import Slot
+
+__all__ = ["ArraySlot", "CaseByPk", "IfStatusIn", "PkIn"]
 
 
 def _array_element(value: Any) -> str:
@@ -57,6 +61,31 @@ def _array_literal(values: list[Any]) -> Any:
         return values
 
 
+class ArraySlot(Slot):
+    """A list of values of ``field`` in a compiled statement, sent as one PostgreSQL array text
+    (each value prepared for saving when ``for_save``): the keys or the values of
+    :meth:`CaseByPk.arrays`, the keys of :class:`PkIn`."""
+
+    def prepare(self, value: Any, connection: BaseDatabaseWrapper) -> Any:
+        items = list(value)
+        if self.for_save:
+            items = [self.target.get_db_prep_save(item, connection) for item in items]
+        return _array_literal(items)
+
+    def sample(self) -> Any:
+        return [super().sample()]
+
+
+def _array_sql(
+    compiler: SQLCompiler, connection: BaseDatabaseWrapper, items: list[Any] | ArraySlot
+) -> tuple[str, list[Any]]:
+    """One array parameter: ``items`` as an array text, or an :class:`ArraySlot`'s placeholder."""
+    if isinstance(items, ArraySlot):
+        sql, params = compiler.compile(items)
+        return sql, list(params)
+    return "%s", [_array_literal(items)]
+
+
 class CaseByPk(Expression):
     """``CASE pk WHEN %s THEN %s ... ELSE <default> END``: ``values[pk]`` for each listed row.
 
@@ -73,8 +102,28 @@ class CaseByPk(Expression):
     ) -> None:
         super().__init__(output_field=output_field)
         self.values = dict(values)
+        self.arrays: tuple[ArraySlot, ArraySlot] | None = None
         self.key: Any = F("pk")
         self.default: Any = default if hasattr(default, "resolve_expression") else Value(default)
+
+    @classmethod
+    def arrays_of(
+        cls,
+        keys: Sequence[Any] | ArraySlot,
+        values: Sequence[Any] | ArraySlot,
+        *,
+        default: Any,
+        output_field: Field[Any, Any],
+    ) -> CaseByPk:
+        """``values[i]`` for the row ``keys[i]``: two lists, or two :class:`ArraySlot` of a
+        compiled statement (PostgreSQL only; the lists then come when it runs)."""
+        if isinstance(keys, ArraySlot) and isinstance(values, ArraySlot):
+            case = cls({}, default=default, output_field=output_field)
+            case.arrays = (keys, values)
+            return case
+        if isinstance(keys, ArraySlot) or isinstance(values, ArraySlot):
+            raise TypeError("keys and values are both slots or both lists")
+        return cls(dict(zip(keys, values, strict=True)), default=default, output_field=output_field)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({len(self.values)} rows, default={self.default!r})"
@@ -88,6 +137,8 @@ class CaseByPk(Expression):
     def as_sql(
         self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
     ) -> tuple[str, tuple[Any, ...]]:
+        if self.arrays is not None:
+            raise NotSupportedError("CaseByPk.arrays_of() with slots compiles on PostgreSQL only.")
         default_sql, default_params = compiler.compile(self.default)
         if not self.values:
             return default_sql, tuple(default_params)
@@ -106,7 +157,7 @@ class CaseByPk(Expression):
         """PostgreSQL: the keys and the values as two array parameters, whatever the number
         of rows. The statement's text then stays the same from batch to batch (the driver
         parses it once, not 2 placeholders per row and column every time)."""
-        if not self.values:
+        if not self.values and self.arrays is None:
             return self.as_sql(compiler, connection, **extra_context)
         default_sql, default_params = compiler.compile(self.default)
         key_sql, key_params = compiler.compile(self.key)
@@ -115,24 +166,76 @@ class CaseByPk(Expression):
         value_type = field.db_type(connection)
         if not key_type or not value_type:  # pragma: no cover - columns always have a type
             return self.as_sql(compiler, connection, **extra_context)
-        keys = _array_literal(list(self.values))
-        values = _array_literal(
-            [field.get_db_prep_save(value, connection) for value in self.values.values()]
-        )
-        position = f"array_position(%s::{key_type}[], {key_sql})"
+        if self.arrays is not None:
+            keys_sql, keys = _array_sql(compiler, connection, self.arrays[0])
+            values_sql, values = _array_sql(compiler, connection, self.arrays[1])
+        else:
+            keys_sql, keys = _array_sql(compiler, connection, list(self.values))
+            values_sql, values = _array_sql(
+                compiler,
+                connection,
+                [field.get_db_prep_save(value, connection) for value in self.values.values()],
+            )
+        position = f"array_position({keys_sql}::{key_type}[], {key_sql})"
         sql = (
             f"CASE WHEN {position} IS NULL THEN {default_sql} "
-            f"ELSE (%s::{value_type}[])[{position}] END"
+            f"ELSE ({values_sql}::{value_type}[])[{position}] END"
         )
         params = (
-            keys,
+            *keys,
             *key_params,
             *default_params,
-            values,
-            keys,
+            *values,
+            *keys,
             *key_params,
         )
         return sql, params
+
+
+class PkIn(Expression):
+    """The condition "the row's primary key is one of ``keys``", for ``filter()``.
+
+    ``pk = ANY(%s::<type>[])`` on PostgreSQL: one array parameter whatever the number of keys
+    (the statement's text stays the same), or an :class:`ArraySlot` of a compiled statement;
+    ``pk IN (%s, ...)`` elsewhere. No keys match no row.
+    """
+
+    conditional = True
+
+    def __init__(self, keys: Sequence[Any] | ArraySlot) -> None:
+        super().__init__(output_field=BooleanField())
+        self.keys = keys if isinstance(keys, ArraySlot) else list(keys)
+        self.key: Any = F("pk")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.keys!r})"
+
+    def get_source_expressions(self) -> list[Any]:
+        return [self.key]
+
+    def set_source_expressions(self, exprs: Sequence[Any]) -> None:
+        (self.key,) = exprs
+
+    def as_sql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        if isinstance(self.keys, ArraySlot):
+            raise NotSupportedError("PkIn with a slot compiles on PostgreSQL only.")
+        if not self.keys:
+            raise EmptyResultSet
+        key_sql, key_params = compiler.compile(self.key)
+        placeholders = ", ".join(["%s"] * len(self.keys))
+        return f"{key_sql} IN ({placeholders})", (*key_params, *self.keys)
+
+    def as_postgresql(
+        self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra_context: Any
+    ) -> tuple[str, tuple[Any, ...]]:
+        if not self.keys:
+            raise EmptyResultSet
+        key_sql, key_params = compiler.compile(self.key)
+        key_type = self.key.output_field.db_type(connection)
+        keys_sql, keys = _array_sql(compiler, connection, self.keys)
+        return f"{key_sql} = ANY({keys_sql}::{key_type}[])", (*key_params, *keys)
 
 
 class IfStatusIn(Expression):

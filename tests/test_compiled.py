@@ -13,7 +13,7 @@ from django.forms.models import model_to_dict
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_synerise.compiled import CompiledQuery, CompiledSQL, Slot, Values
+from django_synerise.compiled import CompiledQuery, CompiledSQL, Slot, Values, update_sql
 from django_synerise.models import ClientToken, SyneriseAccount
 from django_synerise.services import activity, tokens
 from tests.factories import make_account, make_token, make_user
@@ -22,6 +22,7 @@ pytestmark = pytest.mark.django_db
 
 # The package re-exports the function ``login``; the module is read from the import system.
 login_service = importlib.import_module("django_synerise.services.login")
+refresh = importlib.import_module("django_synerise.services.refresh")
 
 CLIENT_ID = SyneriseAccount._meta.get_field("client_id")
 EMAIL = SyneriseAccount._meta.get_field("email")
@@ -85,20 +86,31 @@ def test_active_account_lookup_loads_the_token_row_or_caches_its_absence() -> No
 
 def test_stored_uuid_matches_the_email_case_insensitively_and_literally() -> None:
     old = timezone.now() - timedelta(days=1)
-    make_account(email="a_b%c@example.com", uuid="11111111-1111-4111-8111-111111111111",
-                 last_login_at=old)
-    make_account(email="A_B%C@EXAMPLE.COM", uuid="22222222-2222-4222-8222-222222222222",
-                 last_login_at=timezone.now())
-    make_account(email="axb%c@example.com", uuid="33333333-3333-4333-8333-333333333333",
-                 last_login_at=timezone.now() + timedelta(minutes=1))
+    make_account(
+        email="a_b%c@example.com", uuid="11111111-1111-4111-8111-111111111111", last_login_at=old
+    )
+    make_account(
+        email="A_B%C@EXAMPLE.COM",
+        uuid="22222222-2222-4222-8222-222222222222",
+        last_login_at=timezone.now(),
+    )
+    make_account(
+        email="axb%c@example.com",
+        uuid="33333333-3333-4333-8333-333333333333",
+        last_login_at=timezone.now() + timedelta(minutes=1),
+    )
 
     # The most recent sign-in of that e-mail, whatever its case; "_" is not a wildcard.
-    assert (login_service._stored_uuid(email=" a_b%C@example.com ", custom_id=None)
-            == "22222222-2222-4222-8222-222222222222")
+    assert (
+        login_service._stored_uuid(email=" a_b%C@example.com ", custom_id=None)
+        == "22222222-2222-4222-8222-222222222222"
+    )
     assert login_service._stored_uuid(email="nobody@example.com", custom_id=None) is None
     make_account(custom_id="shop-7", uuid="44444444-4444-4444-8444-444444444444")
-    assert (login_service._stored_uuid(email=None, custom_id="shop-7")
-            == "44444444-4444-4444-8444-444444444444")
+    assert (
+        login_service._stored_uuid(email=None, custom_id="shop-7")
+        == "44444444-4444-4444-8444-444444444444"
+    )
 
 
 def test_a_statement_is_compiled_once_per_database_then_run_with_new_values() -> None:
@@ -135,7 +147,8 @@ def test_column_reads_a_flat_values_list() -> None:
     query = CompiledQuery(
         SyneriseAccount,
         lambda v: SyneriseAccount.objects.filter(client_id=v["id"]).values_list(
-            "client_id", flat=True),
+            "client_id", flat=True
+        ),
         {"id": CLIENT_ID},
     )
     assert query.column(id="col-1") == ["col-1"]
@@ -149,16 +162,26 @@ def test_compiled_update_prepares_each_value_as_its_field_does() -> None:
 
     def build(db: str, v: Values) -> tuple[str, list[Any]]:
         queryset = ClientToken.objects.using(db).filter(pk=v["pk"])
-        sql, params = tokens._compiled_update(
-            queryset, {"retry_at": v["when"], "last_error": v["error"],
-                       "failure_count": F("failure_count") + 1})
+        sql, params = update_sql(
+            queryset,
+            {
+                "retry_at": v["when"],
+                "last_error": v["error"],
+                "failure_count": F("failure_count") + 1,
+            },
+        )
         return sql, list(params)
 
     counting = _Counting(build)
     field = ClientToken._meta.get_field
-    statement = CompiledSQL(counting, {"pk": (ClientToken._meta.pk, False),
-                                       "when": (field("retry_at"), True),
-                                       "error": (field("last_error"), True)})
+    statement = CompiledSQL(
+        counting,
+        {
+            "pk": (ClientToken._meta.pk, False),
+            "when": (field("retry_at"), True),
+            "error": (field("last_error"), True),
+        },
+    )
     for error in ("first", "second"):
         sql, params = statement.sql("default", pk=row.pk, when=when, error=error)
         with connection.cursor() as cursor:
@@ -180,21 +203,29 @@ def test_the_request_paths_statements_compile_here() -> None:
     on PostgreSQL; on SQLite the e-mail lookup is not (SQLite escapes an iexact value)."""
     plans = {
         "account": login_service._ACCOUNT_BY_CLIENT_ID._plans.get(
-            "default", login_service._ACCOUNT_BY_CLIENT_ID._compile),
+            "default", login_service._ACCOUNT_BY_CLIENT_ID._compile
+        ),
         "active account": activity._ACTIVE_ACCOUNT_BY_CLIENT_ID._plans.get(
-            "default", activity._ACTIVE_ACCOUNT_BY_CLIENT_ID._compile),
+            "default", activity._ACTIVE_ACCOUNT_BY_CLIENT_ID._compile
+        ),
         "uuid by custom id": login_service._UUIDS_BY_CUSTOM_ID._plans.get(
-            "default", login_service._UUIDS_BY_CUSTOM_ID._compile),
+            "default", login_service._UUIDS_BY_CUSTOM_ID._compile
+        ),
         "uuid by email": login_service._UUIDS_BY_EMAIL._plans.get(
-            "default", login_service._UUIDS_BY_EMAIL._compile),
+            "default", login_service._UUIDS_BY_EMAIL._compile
+        ),
     }
-    store = tokens._store_statement(SyneriseAccount, tuple(login_service._LOGIN_FIELDS))
+    writes = {
+        "login write": tokens._store_statement(SyneriseAccount, tuple(login_service._LOGIN_FIELDS)),
+        "refresh write": refresh._SUCCESSES_UPDATE,
+        "single claim": refresh._CLAIMABLE_ROW_KEYS,
+    }
+    plans.update({name: st._plans.get("default", st._compile) for name, st in writes.items()})
     compiled = {name for name, plan in plans.items() if plan is not None}
     if connection.vendor == "postgresql":
         assert compiled == set(plans)
-        assert store._plans.get("default", store._compile) is not None
-    else:
-        assert compiled == set(plans) - {"uuid by email"}
+    else:  # the refresh write's arrays are PostgreSQL's; SQLite escapes an iexact value
+        assert compiled == set(plans) - {"uuid by email", "refresh write"}
 
 
 def test_a_database_error_while_compiling_is_raised_and_not_remembered() -> None:

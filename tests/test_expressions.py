@@ -11,7 +11,7 @@ from django.db.models import F, IntegerField
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_synerise.expressions import CaseByPk
+from django_synerise.expressions import CaseByPk, PkIn
 from django_synerise.models import ClientToken
 from tests.fixtures_refresh import seed_token
 
@@ -86,3 +86,34 @@ def test_awkward_text_and_nulls_round_trip(fake_synerise: Any) -> None:
     assert [stored[row.pk] for row in rows] == texts
     first, second = (ClientToken.objects.get(pk=r.pk) for r in rows[:2])
     assert first.previous_valid_until is None and second.previous_valid_until is not None
+
+
+@pytest.mark.django_db
+def test_pk_in_selects_the_listed_rows_and_no_keys_select_none(fake_synerise: Any) -> None:
+    a, b, c = (seed_token(fake_synerise) for _ in range(3))
+
+    assert set(ClientToken.objects.filter(PkIn([a.pk, c.pk])).values_list("pk", flat=True)) == {
+        a.pk,
+        c.pk,
+    }
+    with CaptureQueriesContext(connection) as queries:
+        assert ClientToken.objects.filter(PkIn([])).update(failure_count=9) == 0
+    assert len(queries) == 0
+    assert ClientToken.objects.get(pk=b.pk).failure_count == 0
+
+
+@pytest.mark.django_db
+def test_case_by_pk_arrays_of_two_lists_is_the_mapping(fake_synerise: Any) -> None:
+    a, b = seed_token(fake_synerise), seed_token(fake_synerise)
+    field = ClientToken._meta.get_field("failure_count")
+
+    ClientToken.objects.filter(pk__in=[a.pk, b.pk]).update(
+        failure_count=CaseByPk.arrays_of([b.pk, a.pk], [7, 4], default=F("failure_count"),
+                                         output_field=field)
+    )
+
+    counts = dict(ClientToken.objects.filter(pk__in=[a.pk, b.pk]).values_list("pk",
+                                                                              "failure_count"))
+    assert counts == {a.pk: 4, b.pk: 7}
+    with pytest.raises(ValueError):
+        CaseByPk.arrays_of([a.pk], [1, 2], default=None, output_field=field)

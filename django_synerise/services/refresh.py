@@ -38,14 +38,14 @@ from datetime import timezone as dt_timezone
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
-from django.db import router, transaction
-from django.db.models import F, Field, IntegerField, Q
+from django.db import connections, router, transaction
+from django.db.models import F, IntegerField, Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .. import process_state, signals
-from ..compiled import CompiledSQL, Values, field_of
+from ..compiled import CompiledSQL, Values, field_of, update_sql
 from ..conf import synerise_settings
 from ..exceptions import (
     SyneriseError,
@@ -53,7 +53,7 @@ from ..exceptions import (
     TokenVerificationError,
     TransientUpstreamError,
 )
-from ..expressions import CaseByPk
+from ..expressions import ArraySlot, CaseByPk, PkIn
 from ..models import ClientToken, TokenStatus
 from ..querysets import lease_free_q, retry_free_q
 from ..ratelimit import RateLimiter, refresh_rate_limiter
@@ -61,7 +61,13 @@ from ..token_status import CLAIMABLE
 from . import halt
 from .outcomes import RefreshOutcome, prune_outcome_counts, record_refresh_batch, record_run
 from .take import claim_returning, claim_selected, supports_take_returning, take_returning
-from .tokens import PreparedToken, prepare_token, resolve_client, supersede_values
+from .tokens import (
+    TOKEN_FIELDS,
+    PreparedToken,
+    prepare_token,
+    resolve_client,
+    supersede_values,
+)
 
 if TYPE_CHECKING:
     from django.db.models import QuerySet
@@ -1035,16 +1041,7 @@ def _announce_needs_login(decision: _Decision, report: BatchReport) -> None:
 #: Columns a new token sets, each with its own value per row. The predecessor columns come
 #: first: the compare-and-swap guarantees they hold what the row read, and MySQL assigns left
 #: to right.
-_TOKEN_COLUMNS = (
-    "previous_fingerprint",
-    "previous_valid_until",
-    "encrypted_token",
-    "fingerprint",
-    "expires_at",
-    "refresh_at",
-    "issued_at",
-    "origin",
-)
+_TOKEN_COLUMNS = ("previous_fingerprint", "previous_valid_until", *TOKEN_FIELDS)
 
 
 def _refreshed_fields(now: datetime) -> dict[str, Any]:
@@ -1065,16 +1062,51 @@ def _refreshed_fields(now: datetime) -> dict[str, Any]:
 def _per_row(name: str, values: dict[int, Any], *, keep: bool = True) -> CaseByPk:
     """Column ``name`` set to ``values[pk]`` on each listed row; other rows keep the column
     (``keep``) or get ``NULL``."""
-    field = ClientToken._meta.get_field(name)
-    assert isinstance(field, Field)  # a concrete column
-    return CaseByPk(values, default=F(name) if keep else None, output_field=field)
+    return CaseByPk(
+        values, default=F(name) if keep else None, output_field=field_of(ClientToken, name)
+    )
 
 
-def _ours(pks: list[int], lease_until: datetime) -> Any:
+def _ours(pks: list[int] | ArraySlot, lease_until: Any) -> Any:
     """The rows of ``pks`` still ``refreshing`` under this batch's lease (the fence)."""
     return ClientToken.objects.filter(
-        pk__in=pks, status=TokenStatus.REFRESHING, lease_until=lease_until
+        PkIn(pks), status=TokenStatus.REFRESHING, lease_until=lease_until
     )
+
+
+def _successes_update(db: str, v: Values) -> tuple[str, list[Any]]:
+    """:func:`_store_successes`'s statement: row ``pks[i]`` gets ``<column>[i]`` for each of
+    :data:`_TOKEN_COLUMNS` if its version is still ``versions[i]`` and the lease ours."""
+    pks = v["pks"]
+    versions = CaseByPk.arrays_of(
+        pks, v["versions"], default=None, output_field=field_of(ClientToken, "version")
+    )
+    columns = {
+        name: CaseByPk.arrays_of(
+            pks, v[name], default=F(name), output_field=field_of(ClientToken, name)
+        )
+        for name in _TOKEN_COLUMNS
+    }
+    queryset = _ours(pks, v["lease_until"]).filter(version=versions).using(db)
+    sql, params = update_sql(queryset, {**columns, **_refreshed_fields(v["now"])})
+    return sql, list(params)
+
+
+#: :func:`_store_successes`'s compare-and-swap ``UPDATE``, compiled once per database (on
+#: PostgreSQL, where every per-row list is one array parameter).
+_SUCCESSES_UPDATE = CompiledSQL(
+    _successes_update,
+    {
+        "pks": ArraySlot("pks", field_of(ClientToken, "id")),
+        "versions": ArraySlot("versions", field_of(ClientToken, "version"), for_save=True),
+        "lease_until": (field_of(ClientToken, "lease_until"), False),
+        "now": (field_of(ClientToken, "updated_at"), True),
+        **{
+            name: ArraySlot(name, field_of(ClientToken, name), for_save=True)
+            for name in _TOKEN_COLUMNS
+        },
+    },
+)
 
 
 def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
@@ -1082,7 +1114,7 @@ def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
 
     ``WHERE id IN (...) AND version = CASE id WHEN ... END AND status = 'refreshing' AND
     lease_until = <our lease>``: a row revoked, re-stored or re-claimed meanwhile is left
-    alone.
+    alone. Every row of ``ok`` holds a new token (``prepared``).
     """
     if not ok:
         return 0
@@ -1092,20 +1124,19 @@ def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
         for o in ok
         if o.prepared is not None
     }
-    versions = CaseByPk(
-        {o.row.pk: o.row.version for o in ok}, default=None, output_field=IntegerField()
+    pks = list(values)
+    db = router.db_for_write(ClientToken)
+    sql, params = _SUCCESSES_UPDATE.sql(
+        db,
+        pks=pks,
+        versions=[o.row.version for o in ok if o.prepared is not None],
+        lease_until=lease_until,
+        now=now,
+        **{name: [values[pk][name] for pk in pks] for name in _TOKEN_COLUMNS},
     )
-    count: int = (
-        _ours([o.row.pk for o in ok], lease_until)
-        .filter(version=versions)
-        .update(
-            **{
-                name: _per_row(name, {pk: row[name] for pk, row in values.items()})
-                for name in _TOKEN_COLUMNS
-            },
-            **_refreshed_fields(now),
-        )
-    )
+    with transaction.mark_for_rollback_on_error(using=db), connections[db].cursor() as cursor:
+        cursor.execute(sql, params)
+        count: int = cursor.rowcount
     for outcome in ok:
         row = outcome.row
         for name, value in values[row.pk].items():

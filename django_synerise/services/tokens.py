@@ -22,13 +22,12 @@ from django.db.models import (
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Least, Now
 from django.db.models.signals import post_save, pre_save
-from django.db.models.sql import UpdateQuery
 from django.utils import timezone
 from django.views.decorators.debug import sensitive_variables
 
 from .. import signals
 from ..adapter_loader import resolve_client
-from ..compiled import CompiledSQL, Values, field_of
+from ..compiled import CompiledSQL, Values, field_of, update_sql
 from ..conf import synerise_settings
 from ..crypto import encrypt_token, token_fingerprint
 from ..exceptions import (
@@ -84,6 +83,17 @@ class PreparedToken:
             "issued_at": self.issued_at,
             "origin": self.origin,
         }
+
+
+#: The ``ClientToken`` fields a new token sets (the keys of :meth:`PreparedToken.row_values`).
+TOKEN_FIELDS = (
+    "encrypted_token",
+    "fingerprint",
+    "expires_at",
+    "refresh_at",
+    "issued_at",
+    "origin",
+)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -321,16 +331,6 @@ def _row_update_values(prepared: PreparedToken, now: datetime) -> dict[str, Any]
     return _token_update(prepared.row_values(), now, now + superseded_grace())
 
 
-def _compiled_update(queryset: QuerySet[Any], values: dict[str, Any]) -> tuple[str, Any]:
-    """The ``UPDATE`` that ``queryset.update(**values)`` sends, as SQL and parameters."""
-    query = queryset.query.chain(UpdateQuery)
-    assert isinstance(query, UpdateQuery)
-    query.add_update_values(values)
-    query.annotations = {}
-    sql, params = query.get_compiler(queryset.db).as_sql()
-    return str(sql), params
-
-
 def _update_returns_rows(db: str) -> bool:
     """Whether ``UPDATE ... RETURNING`` works on database ``db`` (PostgreSQL, SQLite 3.35+)."""
     connection = connections[db]
@@ -357,7 +357,7 @@ def _update_row(account: SyneriseAccount, values: dict[str, Any], db: str) -> in
     """
     queryset = ClientToken.objects.using(db).filter(account=account)
     if _update_returns_rows(db):
-        return _returning_pk(db, *_compiled_update(queryset, values))
+        return _returning_pk(db, *update_sql(queryset, values))
     if not queryset.update(**values):
         return None
     pk: int | None = queryset.values_list("pk", flat=True).first()
@@ -459,24 +459,13 @@ def _store_in_one_statement(
     return _returning_pk(db, sql, params)
 
 
-#: The ``ClientToken`` fields :meth:`PreparedToken.row_values` sets.
-_TOKEN_VALUE_FIELDS = (
-    "encrypted_token",
-    "fingerprint",
-    "expires_at",
-    "refresh_at",
-    "issued_at",
-    "origin",
-)
-
-
 @functools.lru_cache(maxsize=32)
 def _store_statement(model: type[SyneriseAccount], fields: tuple[str, ...]) -> CompiledSQL:
     """:func:`store_with_account`'s one statement saving ``fields`` of a ``model`` row,
     compiled once per database."""
 
     def build(db: str, v: Values) -> tuple[str, list[Any]]:
-        account_sql, account_params = _compiled_update(
+        account_sql, account_params = update_sql(
             model._base_manager.using(db).filter(pk=v["account"]),
             {name: v[f"account.{name}"] for name in fields},
         )
@@ -487,10 +476,10 @@ def _store_statement(model: type[SyneriseAccount], fields: tuple[str, ...]) -> C
             (),
             BooleanField(),
         )
-        token_sql, token_params = _compiled_update(
+        token_sql, token_params = update_sql(
             ClientToken.objects.using(db).filter(saved, account_id=v["account"]),
             _token_update(
-                {name: v[f"token.{name}"] for name in _TOKEN_VALUE_FIELDS},
+                {name: v[f"token.{name}"] for name in TOKEN_FIELDS},
                 v["now"],
                 v["grace_until"],
             ),
@@ -505,9 +494,7 @@ def _store_statement(model: type[SyneriseAccount], fields: tuple[str, ...]) -> C
             "now": (field_of(ClientToken, "updated_at"), True),
             "grace_until": (field_of(ClientToken, "previous_valid_until"), True),
             **{f"account.{name}": (field_of(model, name), True) for name in fields},
-            **{
-                f"token.{name}": (field_of(ClientToken, name), True) for name in _TOKEN_VALUE_FIELDS
-            },
+            **{f"token.{name}": (field_of(ClientToken, name), True) for name in TOKEN_FIELDS},
         },
     )
 
