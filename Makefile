@@ -83,6 +83,7 @@ bench: install
 	$(BIN)/python benchmarks/refresh_throughput.py
 	DATABASE_URL= $(BIN)/python benchmarks/api_overhead.py
 	$(BIN)/python benchmarks/api_overhead.py
+	$(BIN)/python benchmarks/statements.py
 
 demo: $(DEMO_STAMP)
 	$(BIN)/python scripts/demo.py

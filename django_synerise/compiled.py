@@ -98,6 +98,7 @@ class Slot(Expression):
     def as_sql(
         self, compiler: SQLCompiler, connection: BaseDatabaseWrapper, **extra: Any
     ) -> tuple[str, list[Any]]:
+        """One placeholder; its parameter marks this slot until the value fills it."""
         return "%s", [_SlotParam(self)]
 
     def prepare(self, value: Any, connection: BaseDatabaseWrapper) -> Any:
