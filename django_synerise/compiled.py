@@ -21,9 +21,11 @@ values, every time. A ``None`` value is sent as ``NULL`` where the ORM would wri
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -33,7 +35,9 @@ from django.db import DatabaseError, NotSupportedError, connections, router
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Expression, Field, Model, QuerySet
 
-# Django's own select_related loader (ModelIterable's), not in the stubs.
+# Django's own select_related loader (ModelIterable's), not in the stubs; Django 6.1 added its
+# fetch_mode argument. A change there makes compiling fail: the ORM path is kept, and
+# tests/test_compiled.py, run on the lowest and the highest supported Django, fails.
 from django.db.models.query import get_related_populators  # type: ignore[attr-defined]
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
@@ -217,6 +221,10 @@ class _SelectPlan:
     model_end: int
     init_list: list[str]
     populators: list[Any]
+    #: ``model.from_db``, with the queryset's fetch mode on Django 6.1+.
+    load: Callable[..., Any]
+    #: Whether the fetch mode links the instances of one query as peers (Django 6.1+).
+    track_peers: bool
 
 
 class CompiledQuery(Generic[M]):
@@ -252,11 +260,18 @@ class CompiledQuery(Generic[M]):
         start = end = 0
         init_list: list[str] = []
         populators: list[Any] = []
+        # Django 6.1 loads rows in a fetch mode (the queryset's); earlier versions have none.
+        fetch_mode = getattr(queryset, "_fetch_mode", None)
+        load: Callable[..., Any] = self.model.from_db
         if klass_info is not None:
             fields = klass_info["select_fields"]
             start, end = fields[0], fields[-1] + 1
             init_list = [column[0].target.attname for column in select[start:end]]
-            populators = get_related_populators(klass_info, select, using)
+            if fetch_mode is None:
+                populators = get_related_populators(klass_info, select, using)
+            else:
+                populators = get_related_populators(klass_info, select, using, fetch_mode)
+                load = functools.partial(self.model.from_db, fetch_mode=fetch_mode)  # type: ignore[call-arg]
         return _SelectPlan(
             sql=sql,
             params=_check_params(params),
@@ -265,6 +280,8 @@ class CompiledQuery(Generic[M]):
             model_end=end,
             init_list=init_list,
             populators=populators,
+            load=load,
+            track_peers=bool(getattr(fetch_mode, "track_peers", False)),
         )
 
     def _rows(self, using: str, plan: _SelectPlan, values: Mapping[str, Any]) -> list[list[Any]]:
@@ -287,8 +304,12 @@ class CompiledQuery(Generic[M]):
         if plan is None or not plan.init_list:
             return list(self.build(Values(values)).using(using))
         found: list[M] = []
+        peers: list[weakref.ref[M]] = []
         for row in self._rows(using, plan, values):
-            obj = self.model.from_db(using, plan.init_list, row[plan.model_start : plan.model_end])
+            obj = plan.load(using, plan.init_list, row[plan.model_start : plan.model_end])
+            if plan.track_peers:  # as Django's ModelIterable does
+                peers.append(weakref.ref(obj))
+                obj._state.peers = peers
             for populator in plan.populators:
                 populator.populate(row, obj)
             found.append(obj)
