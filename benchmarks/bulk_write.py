@@ -348,6 +348,7 @@ def _bulk_update_successes(ok: list[Any], lease_until: datetime) -> int:
     from django.utils import timezone
 
     from django_synerise.models import ClientToken, TokenStatus
+    from django_synerise.services.refresh import _TOKEN_COLUMNS, _refreshed_fields
     from django_synerise.services.tokens import supersede_values
 
     now = timezone.now()
@@ -364,27 +365,7 @@ def _bulk_update_successes(ok: list[Any], lease_until: datetime) -> int:
         rows.append(row)
     return ClientToken.objects.filter(
         status=TokenStatus.REFRESHING, lease_until=lease_until
-    ).bulk_update(
-        rows,
-        [
-            "previous_fingerprint",
-            "previous_valid_until",
-            "encrypted_token",
-            "fingerprint",
-            "expires_at",
-            "refresh_at",
-            "issued_at",
-            "origin",
-            "refreshed_at",
-            "updated_at",
-            "status",
-            "version",
-            "lease_until",
-            "retry_at",
-            "failure_count",
-            "last_error",
-        ],
-    )
+    ).bulk_update(rows, [*_TOKEN_COLUMNS, *_refreshed_fields(now)])
 
 
 def _bulk_update_failures(decisions: list[Any], lease_until: datetime) -> int:

@@ -61,13 +61,13 @@ def _cpu_us(func: Callable[[], Any], calls: int) -> float:
 
 
 def _query_pair(query: CompiledQuery[Any], values: dict[str, Any]) -> tuple[Any, Any] | None:
-    if query._plans.get("default", query._compile) is None:
+    if not query.is_compiled("default"):
         return None
     return (lambda: list(query.build(Values(values))), lambda: query.instances(**values))
 
 
 def _sql_pair(statement: CompiledSQL, values: dict[str, Any]) -> tuple[Any, Any] | None:
-    if statement._plans.get("default", statement._compile) is None:
+    if not statement.is_compiled("default"):
         return None
 
     def run(sql: str, params: Any) -> None:

@@ -284,6 +284,11 @@ class CompiledQuery(Generic[M]):
             track_peers=bool(getattr(fetch_mode, "track_peers", False)),
         )
 
+    def is_compiled(self, using: str) -> bool:
+        """Whether this statement runs compiled on database ``using`` (compiling it now if it
+        was not yet), rather than through the ORM."""
+        return self._plans.get(using, self._compile) is not None
+
     def _rows(self, using: str, plan: _SelectPlan, values: Mapping[str, Any]) -> list[list[Any]]:
         connection = connections[using]
         with connection.cursor() as cursor:
@@ -358,6 +363,11 @@ class CompiledSQL:
         samples = {name: slot.sample() for name, slot in self.slots.items()}
         _check_same((sql, params), self.build(using, Values(samples)))
         return sql, _check_params(params)
+
+    def is_compiled(self, using: str) -> bool:
+        """Whether this statement runs compiled on database ``using`` (compiling it now if it
+        was not yet), rather than built by ``build`` on every call."""
+        return self._plans.get(using, self._compile) is not None
 
     def sql(self, using: str, **values: Any) -> tuple[str, list[Any]]:
         """``(sql, params)`` of this statement with ``values``, for the database ``using``."""

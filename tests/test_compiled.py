@@ -201,31 +201,20 @@ def test_a_slot_takes_values_not_expressions() -> None:
 def test_the_request_paths_statements_compile_here() -> None:
     """The lookups and the login's write are compiled (not run through the ORM every time)
     on PostgreSQL; on SQLite the e-mail lookup is not (SQLite escapes an iexact value)."""
-    plans = {
-        "account": login_service._ACCOUNT_BY_CLIENT_ID._plans.get(
-            "default", login_service._ACCOUNT_BY_CLIENT_ID._compile
-        ),
-        "active account": activity._ACTIVE_ACCOUNT_BY_CLIENT_ID._plans.get(
-            "default", activity._ACTIVE_ACCOUNT_BY_CLIENT_ID._compile
-        ),
-        "uuid by custom id": login_service._UUIDS_BY_CUSTOM_ID._plans.get(
-            "default", login_service._UUIDS_BY_CUSTOM_ID._compile
-        ),
-        "uuid by email": login_service._UUIDS_BY_EMAIL._plans.get(
-            "default", login_service._UUIDS_BY_EMAIL._compile
-        ),
-    }
-    writes = {
+    statements: dict[str, Any] = {
+        "account": login_service._ACCOUNT_BY_CLIENT_ID,
+        "active account": activity._ACTIVE_ACCOUNT_BY_CLIENT_ID,
+        "uuid by custom id": login_service._UUIDS_BY_CUSTOM_ID,
+        "uuid by email": login_service._UUIDS_BY_EMAIL,
         "login write": tokens._store_statement(SyneriseAccount, tuple(login_service._LOGIN_FIELDS)),
         "refresh write": refresh._SUCCESSES_UPDATE,
         "single claim": refresh._CLAIMABLE_ROW_KEYS,
     }
-    plans.update({name: st._plans.get("default", st._compile) for name, st in writes.items()})
-    compiled = {name for name, plan in plans.items() if plan is not None}
+    compiled = {name for name, st in statements.items() if st.is_compiled("default")}
     if connection.vendor == "postgresql":
-        assert compiled == set(plans)
+        assert compiled == set(statements)
     else:  # the refresh write's arrays are PostgreSQL's; SQLite escapes an iexact value
-        assert compiled == set(plans) - {"uuid by email", "refresh write"}
+        assert compiled == set(statements) - {"uuid by email", "refresh write"}
 
 
 def test_a_database_error_while_compiling_is_raised_and_not_remembered() -> None:

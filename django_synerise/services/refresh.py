@@ -1124,15 +1124,14 @@ def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
         for o in ok
         if o.prepared is not None
     }
-    pks = list(values)
     db = router.db_for_write(ClientToken)
     sql, params = _SUCCESSES_UPDATE.sql(
         db,
-        pks=pks,
-        versions=[o.row.version for o in ok if o.prepared is not None],
+        pks=[o.row.pk for o in ok],
+        versions=[o.row.version for o in ok],
         lease_until=lease_until,
         now=now,
-        **{name: [values[pk][name] for pk in pks] for name in _TOKEN_COLUMNS},
+        **{name: [values[o.row.pk][name] for o in ok] for name in _TOKEN_COLUMNS},
     )
     with transaction.mark_for_rollback_on_error(using=db), connections[db].cursor() as cursor:
         cursor.execute(sql, params)
