@@ -42,6 +42,11 @@ from django.db.models.query import get_related_populators  # type: ignore[attr-d
 from django.db.models.sql import UpdateQuery
 from django.db.models.sql.compiler import SQLCompiler
 
+try:
+    from psycopg.types.datetime import TimestamptzLoader as _PsycopgTimestamptz
+except ImportError:  # psycopg 2, or no PostgreSQL driver at all
+    _PsycopgTimestamptz = None  # type: ignore[assignment,misc]
+
 M = TypeVar("M", bound=Model)
 
 logger = logging.getLogger(__name__)
@@ -67,6 +72,29 @@ def update_sql(queryset: QuerySet[Any, Any], values: Mapping[str, Any]) -> tuple
     query.annotations = {}
     sql, params = query.get_compiler(queryset.db).as_sql()
     return str(sql), params
+
+
+def native_timestamps(cursor: Any) -> None:
+    """Have ``cursor`` (a Django cursor on PostgreSQL with psycopg 3) load ``timestamptz``
+    columns with psycopg's own loader (its C one, where installed) when that gives what
+    Django's loader gives; otherwise leave it alone.
+
+    Django registers a Python subclass of psycopg's loader that sets each value's ``tzinfo``
+    to the connection's time zone: several microseconds a value, ten values a claimed row.
+    psycopg's loader attaches the session's time zone itself, so where the session's zone is
+    Django's (``TimeZone`` is UTC and ``USE_TZ`` is on, as Django configures it) the values
+    are equal, with the same ``tzinfo`` object. Anything else (psycopg 2, another session
+    zone, another backend) keeps Django's loader.
+    """
+    wrapper = getattr(cursor, "db", None)
+    raw = getattr(cursor, "cursor", None)
+    adapters = getattr(raw, "adapters", None)
+    info = getattr(getattr(raw, "connection", None), "info", None)
+    if wrapper is None or adapters is None or info is None or wrapper.vendor != "postgresql":
+        return
+    if _PsycopgTimestamptz is None or getattr(wrapper, "timezone", None) is not info.timezone:
+        return
+    adapters.register_loader("timestamptz", _PsycopgTimestamptz)
 
 
 class _SlotParam:
@@ -179,10 +207,21 @@ _PARENTHESISED = re.compile(r"\(%s\)")
 def _fill(
     params: Sequence[Any], values: Mapping[str, Any], connection: BaseDatabaseWrapper
 ) -> list[Any]:
-    return [
-        p.slot.prepare(values[p.slot.name], connection) if type(p) is _SlotParam else p
-        for p in params
-    ]
+    """``params`` with each slot's parameter replaced by its value, prepared once per slot
+    however often the slot occurs (an array of keys goes into every column's ``CASE``)."""
+    prepared: dict[tuple[type[Slot], str, bool, int], Any] = {}
+    filled: list[Any] = []
+    for p in params:
+        if type(p) is not _SlotParam:
+            filled.append(p)
+            continue
+        slot = p.slot
+        key = (type(slot), slot.name, slot.for_save, id(slot.target))
+        try:
+            filled.append(prepared[key])
+        except KeyError:
+            filled.append(prepared.setdefault(key, slot.prepare(values[slot.name], connection)))
+    return filled
 
 
 class _PerDatabase:
@@ -292,6 +331,7 @@ class CompiledQuery(Generic[M]):
     def _rows(self, using: str, plan: _SelectPlan, values: Mapping[str, Any]) -> list[list[Any]]:
         connection = connections[using]
         with connection.cursor() as cursor:
+            native_timestamps(cursor)
             cursor.execute(plan.sql, _fill(plan.params, values, connection))
             rows = [list(row) for row in cursor.fetchall()]
         for row in rows:
@@ -378,4 +418,12 @@ class CompiledSQL:
         return plan[0], _fill(plan[1], values, connections[using])
 
 
-__all__ = ["CompiledQuery", "CompiledSQL", "Slot", "Values", "field_of", "update_sql"]
+__all__ = [
+    "CompiledQuery",
+    "CompiledSQL",
+    "Slot",
+    "Values",
+    "field_of",
+    "native_timestamps",
+    "update_sql",
+]

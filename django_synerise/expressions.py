@@ -49,12 +49,32 @@ def _array_element(value: Any) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _quoted(texts: list[str]) -> str:
+    """``texts`` as quoted array elements, joined by commas."""
+    joined = '","'.join(texts)
+    if "\\" in joined or '"' in joined:
+        joined = '","'.join(text.replace("\\", "\\\\").replace('"', '\\"') for text in texts)
+    return '"' + joined + '"'
+
+
 def _array_literal(values: list[Any]) -> Any:
     """``values`` as the text of a PostgreSQL array (``{1,NULL,"a \\"b\\""}``), sent as one
     string parameter and cast in the statement; the list itself for other types.
 
     Much cheaper to send than a list, which the driver adapts element by element in Python.
+    A list of one type (the keys, a column of strings or of times) is written in one pass.
     """
+    if not values:
+        return "{}"
+    kinds = set(map(type, values))
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind is int:
+            return "{" + ",".join(map(int.__repr__, values)) + "}"
+        if kind is str:
+            return "{" + _quoted(values) + "}"
+        if kind is datetime:
+            return "{" + _quoted([value.isoformat(sep=" ") for value in values]) + "}"
     try:
         return "{" + ",".join(_array_element(value) for value in values) + "}"
     except TypeError:

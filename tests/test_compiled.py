@@ -193,6 +193,39 @@ def test_compiled_update_prepares_each_value_as_its_field_does() -> None:
     assert (row.retry_at, row.last_error, row.failure_count) == (when, "second", 2)
 
 
+class _CountingSlot(Slot):
+    """A slot that counts how often its value is prepared (copies share the count)."""
+
+    prepared: list[Any]
+
+    def prepare(self, value: Any, connection: Any) -> Any:
+        self.prepared.append(value)
+        return super().prepare(value, connection)
+
+
+def test_a_slot_used_twice_is_prepared_once_per_run() -> None:
+    account = make_account()
+    rows = [make_token(account, failure_count=2), make_token(make_account(), failure_count=5)]
+    ClientToken.objects.filter(pk=rows[0].pk).update(version=7)
+    slot = _CountingSlot("n", ClientToken._meta.get_field("failure_count"))
+    slot.prepared = []
+
+    def build(db: str, v: Values) -> tuple[str, list[Any]]:
+        queryset = ClientToken.objects.using(db).filter(failure_count__lte=v["n"])
+        sql, params = update_sql(queryset.exclude(version=v["n"]), {"last_error": "seen"})
+        return sql, list(params)
+
+    statement = CompiledSQL(build, {"n": slot})
+    assert statement.is_compiled("default")
+    slot.prepared.clear()
+    sql, params = statement.sql("default", n=7)
+    assert slot.prepared == [7] and params.count(7) == 2
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+    errors = dict(ClientToken.objects.values_list("pk", "last_error"))
+    assert errors == {rows[0].pk: "", rows[1].pk: "seen"}
+
+
 def test_a_slot_takes_values_not_expressions() -> None:
     with pytest.raises(TypeError):
         Slot("when", ClientToken._meta.get_field("retry_at")).prepare(F("retry_at"), connection)
@@ -235,3 +268,50 @@ def test_a_database_error_while_compiling_is_raised_and_not_remembered() -> None
     calls = counting.calls
     query.first(client_id=account.client_id)
     assert counting.calls == calls  # compiled on the second try, and kept
+
+
+def _timestamptz_loader(cursor: Any) -> type:
+    from psycopg.adapt import PyFormat
+
+    oid = cursor.cursor.adapters.types["timestamptz"].oid
+    return cursor.cursor.adapters.get_loader(oid, PyFormat.as_pq(PyFormat.TEXT))
+
+
+@pytest.mark.postgres
+def test_native_timestamps_load_what_djangos_loader_loads(require_postgres: None) -> None:
+    from psycopg.types.datetime import TimestamptzLoader
+
+    from django_synerise.compiled import native_timestamps
+
+    row = make_token(make_account())
+    expected = ClientToken.objects.values_list("expires_at", "refresh_at").get(pk=row.pk)
+    sql = 'SELECT "expires_at", "refresh_at" FROM "django_synerise_clienttoken" WHERE id = %s'
+    with connection.cursor() as cursor:
+        djangos = _timestamptz_loader(cursor)
+        native_timestamps(cursor)
+        native = _timestamptz_loader(cursor)
+        cursor.execute(sql, [row.pk])
+        loaded = cursor.fetchone()
+    assert native is not djangos and native.__name__ == TimestamptzLoader.__name__
+    assert loaded == expected
+    assert all(value.tzinfo is connection.timezone for value in loaded)
+    with connection.cursor() as cursor:  # a new cursor: Django's loader again
+        assert _timestamptz_loader(cursor) is djangos
+
+
+@pytest.mark.postgres
+def test_native_timestamps_keep_djangos_loader_in_another_session_zone(
+    require_postgres: None,
+) -> None:
+    from django_synerise.compiled import native_timestamps
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'Europe/Warsaw'")
+    try:
+        with connection.cursor() as cursor:
+            djangos = _timestamptz_loader(cursor)
+            native_timestamps(cursor)
+            assert _timestamptz_loader(cursor) is djangos
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET TIME ZONE 'UTC'")

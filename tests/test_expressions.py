@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 from typing import Any
 
 import pytest
@@ -11,7 +12,7 @@ from django.db.models import F, IntegerField
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from django_synerise.expressions import CaseByPk, PkIn
+from django_synerise.expressions import CaseByPk, PkIn, _array_element, _array_literal
 from django_synerise.models import ClientToken
 from tests.fixtures_refresh import seed_token
 
@@ -117,3 +118,43 @@ def test_case_by_pk_arrays_of_two_lists_is_the_mapping(fake_synerise: Any) -> No
     assert counts == {a.pk: 4, b.pk: 7}
     with pytest.raises(ValueError):
         CaseByPk.arrays_of([a.pk], [1, 2], default=None, output_field=field)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        [1, -2, 10**15, 0],
+        ["plain", "", 'a "quote"', "back\\slash", "NULL", "{braces},"],
+        ["only plain words", "and more"],
+        [datetime(2026, 12, 3, 10, 0, 0, 123456, tzinfo=dt_timezone.utc),
+         datetime(2026, 12, 3, 11, 0, tzinfo=dt_timezone(timedelta(hours=5, minutes=30)))],
+        [1, None, 3],
+        ["a", None],
+        [True, False],
+    ],
+)
+def test_array_text_of_one_type_is_the_element_by_element_text(values: list[Any]) -> None:
+    """The one-pass forms for a list of ints, strings or times write what the general form
+    (element by element) writes."""
+    general = "{" + ",".join(_array_element(value) for value in values) + "}"
+    assert _array_literal(values) == general
+
+
+@pytest.mark.django_db
+def test_a_column_of_times_round_trips_exactly(fake_synerise: Any) -> None:
+    rows = [seed_token(fake_synerise) for _ in range(3)]
+    times = [
+        datetime(2026, 12, 3, 10, 0, 0, 123456, tzinfo=dt_timezone.utc),
+        datetime(2026, 12, 3, 11, 0, 0, 1, tzinfo=dt_timezone(timedelta(hours=5, minutes=30))),
+        datetime(2027, 1, 1, tzinfo=dt_timezone(timedelta(hours=-8))),
+    ]
+    ClientToken.objects.filter(pk__in=[r.pk for r in rows]).update(
+        refresh_at=CaseByPk.arrays_of(
+            [r.pk for r in rows], times, default=F("refresh_at"),
+            output_field=ClientToken._meta.get_field("refresh_at"),
+        )
+    )
+    stored = dict(ClientToken.objects.filter(pk__in=[r.pk for r in rows]).values_list(
+        "pk", "refresh_at"))
+    assert [stored[row.pk] for row in rows] == times

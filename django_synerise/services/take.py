@@ -25,6 +25,7 @@ from django.db import connections, router
 from django.db.models import Field
 from django.utils import timezone
 
+from ..compiled import native_timestamps
 from ..models import ClientToken, SyneriseAccount, TokenStatus
 
 if TYPE_CHECKING:
@@ -115,6 +116,7 @@ def _update_returning(
     template, load_token, load_account = _returning(alias)
     sql = template.replace("{picked}", picked, 1).replace("{set_sql}", set_sql, 1)
     with connections[alias].cursor() as cursor:
+        native_timestamps(cursor)
         cursor.execute(sql, [*picked_params, *set_params])
         records = cursor.fetchall()
     if not records:
