@@ -43,6 +43,10 @@ import django  # noqa: E402
 
 django.setup()
 
+from bench_django import site_logging  # noqa: E402
+
+site_logging()
+
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth import login as django_login  # noqa: E402

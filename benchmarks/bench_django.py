@@ -56,3 +56,15 @@ def configure_django(
         LOGGING_CONFIG=None,
     )
     django.setup()
+
+
+def site_logging() -> None:
+    """Log the package at ``INFO``, as a site does at most.
+
+    ``tests.settings`` (used by the benchmarks that measure the request path) logs
+    ``django_synerise`` at ``DEBUG`` for the tests' log assertions, so every Synerise call and
+    every refresh would build a debug record that no site builds.
+    """
+    import logging
+
+    logging.getLogger("django_synerise").setLevel(logging.INFO)

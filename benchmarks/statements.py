@@ -39,6 +39,10 @@ import django  # noqa: E402
 
 django.setup()
 
+from bench_django import site_logging  # noqa: E402
+
+site_logging()
+
 from django.db import connection, connections  # noqa: E402
 from django.test.utils import setup_test_environment  # noqa: E402
 from django.utils import timezone  # noqa: E402

@@ -32,6 +32,10 @@ import django  # noqa: E402
 
 django.setup()
 
+from bench_django import site_logging  # noqa: E402
+
+site_logging()
+
 import jwt  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
