@@ -75,6 +75,21 @@ def run_fake(conn: Any, tokens: int, clients: int = 1, latency: float = 0.0) -> 
     fake.stop()
 
 
+def _report(title: str, cpu: dict[str, list[float]],
+            other: tuple[str, dict[str, list[float]], int], base: str, base_label: str) -> None:
+    """Print ``title`` with the machine, then per variant the median CPU ms per call, the
+    median of ``other`` (its label, figures and decimals) and the CPU ratio to ``base``."""
+    label, figures, decimals = other
+    print(f"{title}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
+    width = max(map(len, cpu)) + 1
+    ratio = f"CPU vs {base_label}"
+    print(f"{'':{width}} {'CPU ms/call':>12} {label:>13} {ratio:>20}")
+    for name, values in cpu.items():
+        median_cpu, median_other = statistics.median(values), statistics.median(figures[name])
+        print(f"{name:{width}} {median_cpu:12.3f} {median_other:13.{decimals}f} "
+              f"{median_cpu / statistics.median(cpu[base]):19.2f}x")
+
+
 def _threads(pool: ThreadPoolExecutor, width: int, per_chain: int, chains: list[str],
              call: Callable[[str], str]) -> Callable[[], None]:
     """``width`` threads of ``pool`` (kept from run to run, as the refresh engine keeps its
@@ -182,15 +197,12 @@ def in_flight(args: argparse.Namespace) -> None:
     parent.send("stop")
     fake.join(timeout=10)
 
-    print(f"transport: {width} calls in flight, fake latency {args.latency * 1000:.0f} ms in "
-          f"another process, {calls} calls per variant in each of {args.rounds} interleaved "
-          f"rounds, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    base = statistics.median(cpu["SyneriseClient.refresh, threads"])
-    print(f"{'':34} {'CPU ms/call':>12} {'calls/s':>8} {'CPU vs product':>15}")
-    for name in variants:
-        median_cpu = statistics.median(cpu[name])
-        print(f"{name:34} {median_cpu:12.3f} {statistics.median(rate[name]):8.0f} "
-              f"{median_cpu / base:14.2f}x")
+    _report(
+        f"transport: {width} calls in flight, fake latency {args.latency * 1000:.0f} ms in "
+        f"another process, {calls} calls per variant in each of {args.rounds} interleaved "
+        f"rounds",
+        cpu, ("calls/s", rate, 0), "SyneriseClient.refresh, threads", "product",
+    )
 
 
 def main() -> None:
@@ -283,15 +295,11 @@ def main() -> None:
     parent.send("stop")
     fake.join(timeout=10)
 
-    print(f"transport: {per_round * args.rounds} refresh calls per variant in {args.rounds} "
-          f"interleaved rounds, one thread, fake at zero latency in another process, "
-          f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}")
-    base = statistics.median(cpu["requests Session.post"])
-    print(f"{'':26} {'CPU ms/call':>12} {'wall ms/call':>13} {'CPU vs Session.post':>20}")
-    for name in variants:
-        median_cpu = statistics.median(cpu[name])
-        print(f"{name:26} {median_cpu:12.3f} {statistics.median(wall[name]):13.3f} "
-              f"{median_cpu / base:19.2f}x")
+    _report(
+        f"transport: {per_round * args.rounds} refresh calls per variant in {args.rounds} "
+        f"interleaved rounds, one thread, fake at zero latency in another process",
+        cpu, ("wall ms/call", wall, 3), "requests Session.post", "Session.post",
+    )
 
 
 if __name__ == "__main__":
