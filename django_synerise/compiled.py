@@ -208,19 +208,18 @@ def _fill(
     params: Sequence[Any], values: Mapping[str, Any], connection: BaseDatabaseWrapper
 ) -> list[Any]:
     """``params`` with each slot's parameter replaced by its value, prepared once per slot
-    however often the slot occurs (an array of keys goes into every column's ``CASE``)."""
-    prepared: dict[tuple[type[Slot], str, bool, int], Any] = {}
+    however often the slot occurs (an array of keys goes into every column's ``CASE``). A
+    statement has one slot per name (:class:`Values` hands out the same one each time)."""
+    prepared: dict[str, Any] = {}
     filled: list[Any] = []
     for p in params:
         if type(p) is not _SlotParam:
             filled.append(p)
             continue
-        slot = p.slot
-        key = (type(slot), slot.name, slot.for_save, id(slot.target))
-        try:
-            filled.append(prepared[key])
-        except KeyError:
-            filled.append(prepared.setdefault(key, slot.prepare(values[slot.name], connection)))
+        name = p.slot.name
+        if name not in prepared:
+            prepared[name] = p.slot.prepare(values[name], connection)
+        filled.append(prepared[name])
     return filled
 
 

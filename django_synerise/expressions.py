@@ -64,8 +64,6 @@ def _array_literal(values: list[Any]) -> Any:
     Much cheaper to send than a list, which the driver adapts element by element in Python.
     A list of one type (the keys, a column of strings or of times) is written in one pass.
     """
-    if not values:
-        return "{}"
     kinds = set(map(type, values))
     if len(kinds) == 1:
         kind = kinds.pop()

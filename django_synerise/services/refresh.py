@@ -1119,26 +1119,25 @@ def _store_successes(ok: list[_CallResult], lease_until: datetime) -> int:
     if not ok:
         return 0
     now = timezone.now()
-    values = {
-        o.row.pk: supersede_values(o.row, now) | o.prepared.row_values()
+    written = [
+        (o.row, supersede_values(o.row, now) | o.prepared.row_values())
         for o in ok
         if o.prepared is not None
-    }
+    ]
     db = router.db_for_write(ClientToken)
     sql, params = _SUCCESSES_UPDATE.sql(
         db,
-        pks=[o.row.pk for o in ok],
-        versions=[o.row.version for o in ok],
+        pks=[row.pk for row, _ in written],
+        versions=[row.version for row, _ in written],
         lease_until=lease_until,
         now=now,
-        **{name: [values[o.row.pk][name] for o in ok] for name in _TOKEN_COLUMNS},
+        **{name: [values[name] for _, values in written] for name in _TOKEN_COLUMNS},
     )
     with transaction.mark_for_rollback_on_error(using=db), connections[db].cursor() as cursor:
         cursor.execute(sql, params)
         count: int = cursor.rowcount
-    for outcome in ok:
-        row = outcome.row
-        for name, value in values[row.pk].items():
+    for row, values in written:
+        for name, value in values.items():
             setattr(row, name, value)
         row.version += 1
         row.status = TokenStatus.ACTIVE
