@@ -7,17 +7,18 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from django_synerise import signals
-from django_synerise.models import ClientToken, TokenStatus
+from django_synerise.models import ClientToken, RefreshOutcomeCount, TokenStatus
 from django_synerise.services import refresh as pipeline
 from django_synerise.services.refresh import (
     Claim,
@@ -26,6 +27,7 @@ from django_synerise.services.refresh import (
     claim_tokens,
     purge_tokens,
     refresh_batch,
+    refresh_due_tokens,
     refresh_now,
 )
 from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
@@ -160,19 +162,20 @@ def test_a_batch_of_100_from_a_message_costs_three_queries_on_postgresql(
 
 
 @pytest.mark.django_db
-def test_the_cron_command_costs_at_most_four_queries_per_batch(fake: Any, settings: Any) -> None:
-    """Per batch of the cron path: the claim (one statement on PostgreSQL, else two), one
-    write of the answers and the hourly counts; the run itself adds its start record, the
-    halt check and the claim that finds nothing due."""
+def test_the_cron_command_costs_at_most_four_queries_per_batch(
+    fake: Any, settings: Any, require_postgres: None
+) -> None:
+    """Per batch of the cron path on PostgreSQL: the claim (one statement), one write of the
+    answers and the hourly counts; the run itself adds its start record, the halt check and
+    the claim that finds nothing due. The next batch is claimed while this one's calls are
+    in flight: before this one's answers are written."""
     synerise_settings(settings, REFRESH_FLUSH_INTERVAL=5, REFRESH_CONCURRENCY=16)
     for _ in range(150):
         seed_token(fake)
-    batches: list[list[str]] = [[]]
+    statements: list[str] = []
 
     def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        if "SKIP LOCKED" in sql:
-            batches.append([])
-        batches[-1].append(sql[:60])
+        statements.append(sql)
         return execute(sql, params, many, context)
 
     out = io.StringIO()
@@ -180,10 +183,87 @@ def test_the_cron_command_costs_at_most_four_queries_per_batch(fake: Any, settin
         call_command("synerise_refresh_tokens", "--batch-size", "100", stdout=out)
 
     assert "refreshed=150" in out.getvalue()
-    run, *work, nothing_due = batches
-    per_batch = 3 if connection.vendor == "postgresql" else 4
-    assert [len(batch) for batch in work] == [per_batch, per_batch], work
-    assert len(nothing_due) == 1 and len(run) <= 2, (run, nothing_due)
+    claims = [i for i, sql in enumerate(statements) if "SKIP LOCKED" in sql]
+    writes = [i for i, sql in enumerate(statements) if "encrypted_token" in sql and "CASE" in sql]
+    table = RefreshOutcomeCount._meta.db_table
+    counts = [i for i, sql in enumerate(statements) if table in sql and i > claims[0]]
+    assert len(claims) == 3 and len(writes) == 2 and len(counts) == 2, statements
+    assert claims[0] < claims[1] < writes[0] < counts[0] < claims[2] < writes[1] < counts[1]
+    run = statements[: claims[0]]
+    # three claims (one statement each; the last finds nothing), two batches of two
+    assert len(statements) - len(run) == 3 + 2 * 2, statements
+    assert len(run) <= 2, run
+
+
+def _untouched(row: ClientToken) -> bool:
+    stored = _reload(row)
+    return (stored.status, stored.version, stored.lease_until, stored.failure_count) == (
+        TokenStatus.ACTIVE, 1, None, 0
+    )
+
+
+@pytest.mark.django_db
+def test_a_batch_claimed_ahead_is_handed_back_when_refresh_halts(fake: Any) -> None:
+    """The cron loop claims its next batch while a batch's calls are in flight; when that
+    batch halts refresh (the API key is rejected), the rows claimed ahead go back untouched."""
+    rows = [seed_token(fake) for _ in range(6)]
+    fake.inject(status=403, times=None)  # every call: refresh and the API key probe
+
+    report = refresh_due_tokens(batch_size=2)
+
+    assert (report.claimed, report.halted, report.refreshed) == (2, 2, 0)
+    assert len(refresh_calls(fake)) == 2
+    assert all(_untouched(row) for row in rows), "halted rows and rows claimed ahead: free"
+
+
+@pytest.mark.django_db
+def test_the_cron_loop_claims_ahead_no_more_than_its_limit(fake: Any) -> None:
+    rows = [seed_token(fake) for _ in range(6)]
+
+    report = refresh_due_tokens(limit=3, batch_size=2)
+
+    assert (report.claimed, report.refreshed) == (3, 3)
+    assert len(refresh_calls(fake)) == 3
+    assert sum(_untouched(row) for row in rows) == 3
+
+
+@pytest.mark.django_db
+def test_a_failed_claim_ahead_does_not_fail_the_batch_in_flight(
+    fake: Any, caplog: pytest.LogCaptureFixture, require_postgres: None
+) -> None:
+    """The claim made while calls are in flight fails (the database refuses it): the batch
+    still stores its answers, and the loop claims the next batch afterwards."""
+    for _ in range(4):
+        seed_token(fake)
+    claims = [0]
+
+    def second_claim_fails(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        if "SKIP LOCKED" in sql:
+            claims[0] += 1
+            if claims[0] == 2:
+                raise OperationalError("connection to the database was lost")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(second_claim_fails):
+        report = refresh_due_tokens(batch_size=2)
+
+    assert (report.claimed, report.refreshed) == (4, 4)
+    assert claims[0] == 4, "claim, the failed claim ahead, claim, the claim finding nothing"
+    assert "Could not claim the next refresh batch ahead" in caplog.text
+
+
+@pytest.mark.django_db
+def test_a_batch_claimed_earlier_counts_its_lease_from_the_claim(fake: Any) -> None:
+    """A batch claimed ahead starts later than its lease: no call starts once the lease,
+    counted from the claim, nears its end; the rows are handed back."""
+    rows = [seed_token(fake) for _ in range(3)]
+    claim = claim_due_tokens()
+
+    report = pipeline._refresh_claim(claim, client=None, claimed_at=time.monotonic() - 60)
+
+    assert sorted(report.skipped) == sorted(row.pk for row in rows)
+    assert refresh_calls(fake) == []
+    assert all(_untouched(row) for row in rows)
 
 
 @pytest.mark.django_db

@@ -30,7 +30,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,7 +38,7 @@ from datetime import timezone as dt_timezone
 from queue import Empty, SimpleQueue
 from typing import TYPE_CHECKING, Any
 
-from django.db import connections, router, transaction
+from django.db import DatabaseError, connections, router, transaction
 from django.db.models import F, IntegerField, Q
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -514,16 +514,22 @@ class _CallResult:
 
 def _call(
     row: ClientToken,
-    token: str,
     client: SyneriseClient,
     start_deadline: float,
     limiter: RateLimiter | None = None,
 ) -> _CallResult:
-    """Refresh one token in a pool thread (no database access).
+    """Decrypt the row's token and refresh it, in a pool thread (no database access).
 
-    Not attempted (the row is released) when the call cannot start before ``start_deadline``,
+    A token that cannot be decrypted is not sent anywhere (``error`` is the
+    :class:`~django_synerise.exceptions.TokenDecryptionError`, not attempted). Not attempted
+    either (the row is released) when the call cannot start before ``start_deadline``,
     including while waiting for the global rate limit.
     """
+    try:
+        token = row.get_token()
+    except TokenDecryptionError as exc:
+        logger.error("Stored Synerise token %s could not be decrypted", row.pk)
+        return _CallResult(row, error=exc, attempted=False)
     if time.monotonic() > start_deadline:
         return _CallResult(row, attempted=False)
     if limiter is not None and not limiter.acquire(start_deadline):
@@ -605,6 +611,20 @@ def refresh_batch(
     (``will_retry``), ``token_expired`` (after the final write). Never raises for upstream
     failures.
     """
+    return _refresh_claim(batch, client=client, attempt=attempt, backoff=backoff)
+
+
+def _refresh_claim(
+    batch: Claim | Iterable[int],
+    *,
+    client: SyneriseClient | None,
+    attempt: int = 0,
+    backoff: float = DEFAULT_BACKOFF,
+    meanwhile: Callable[[], None] | None = None,
+    claimed_at: float | None = None,
+) -> BatchReport:
+    """:func:`refresh_batch`, with the hooks of :func:`_refresh_rows` (``meanwhile``,
+    ``claimed_at``) for the cron loop."""
     if isinstance(batch, Claim):
         if batch.rows is not None:
             rows, lease_until = list(batch.rows), batch.lease_until
@@ -630,6 +650,8 @@ def refresh_batch(
         attempt=attempt,
         backoff=backoff,
         report=report,
+        meanwhile=meanwhile,
+        claimed_at=claimed_at,
     )
 
 
@@ -704,17 +726,27 @@ def _refresh_rows(
     backoff: float,
     report: BatchReport,
     inline: bool = False,
+    meanwhile: Callable[[], None] | None = None,
+    claimed_at: float | None = None,
 ) -> BatchReport:
+    """Refresh the claimed ``rows`` (see :func:`refresh_batch`).
+
+    ``meanwhile`` runs in this thread once the calls are handed to the pool, while they are
+    in flight (the cron loop claims its next batch there). ``claimed_at`` is the
+    ``time.monotonic()`` reading taken before the rows were claimed, when that was earlier
+    than now: the lease counts from it, so no call starts after the lease's end.
+    """
     cpu_clock = time.thread_time if inline else time.process_time
     cpu_started = cpu_clock()
     now = timezone.now()
     lease = _lease_seconds()
     total = synerise_settings.TOTAL_TIMEOUT
     started = time.monotonic()
-    start_deadline = started + max(lease - total - min(5.0, lease * 0.1), lease * 0.5)
+    leased = started if claimed_at is None else min(started, claimed_at)
+    start_deadline = leased + max(lease - total - min(5.0, lease * 0.1), lease * 0.5)
 
     others: list[_CallResult] = []
-    calls: list[tuple[ClientToken, str]] = []
+    calls: list[ClientToken] = []
     for row in rows:
         row.claimed_refresh_at = row.refresh_at  # the claim lag (writes move refresh_at on)
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
@@ -726,17 +758,13 @@ def _refresh_rows(
                 )
             )
             continue
-        try:
-            calls.append((row, row.get_token()))
-        except TokenDecryptionError as exc:
-            logger.error("Stored Synerise token %s could not be decrypted", row.pk)
-            others.append(_CallResult(row, error=exc, attempted=False))
+        calls.append(row)  # decrypted by the call itself, so the first call starts at once
 
     if inline:
-        for row, token in calls:
-            outcome = _call(row, token, client, start_deadline)
+        for row in calls:
+            outcome = _call(row, client, start_deadline)
             if outcome.prepared is not None:
-                _flush([outcome], lease_until, report=report, lease_seconds=lease, started=started)
+                _flush([outcome], lease_until, report=report, lease_seconds=lease, started=leased)
             else:
                 others.append(outcome)
         calls.clear()
@@ -744,7 +772,7 @@ def _refresh_rows(
         limiter = refresh_rate_limiter()
         executor = _get_executor()
         client = client.frozen()  # the batch's calls share one reading of the settings
-        work: SimpleQueue[tuple[ClientToken, str]] = SimpleQueue()
+        work: SimpleQueue[ClientToken] = SimpleQueue()
         done: SimpleQueue[_CallResult] = SimpleQueue()
         for call in calls:
             work.put(call)
@@ -754,8 +782,10 @@ def _refresh_rows(
         # thread and one per answer, rather than a future per token.
         for _ in range(min(count, _pool_size())):
             executor.submit(_call_until_done, work, done, client, start_deadline, limiter)
+        if meanwhile is not None:
+            meanwhile()
         others.extend(
-            _collect(done, count, lease_until, report=report, lease_seconds=lease, started=started)
+            _collect(done, count, lease_until, report=report, lease_seconds=lease, started=leased)
         )
     report = _write_outcomes(
         others, lease_until, attempt=attempt, backoff=backoff, report=report, client=client
@@ -767,7 +797,7 @@ def _refresh_rows(
 
 
 def _call_until_done(
-    work: SimpleQueue[tuple[ClientToken, str]],
+    work: SimpleQueue[ClientToken],
     done: SimpleQueue[_CallResult],
     client: SyneriseClient,
     start_deadline: float,
@@ -777,11 +807,11 @@ def _call_until_done(
     outcome on ``done`` as it is known (every row taken from ``work`` gets one)."""
     while True:
         try:
-            row, token = work.get_nowait()
+            row = work.get_nowait()
         except Empty:
             return
         try:
-            outcome = _call(row, token, client, start_deadline, limiter)
+            outcome = _call(row, client, start_deadline, limiter)
         except BaseException as exc:  # never leave the collector waiting for this row
             done.put(_CallResult(row, error=exc))
             raise
@@ -1268,6 +1298,12 @@ def refresh_due_tokens(
     refresh_allowed`, which probes the API key once the next probe is due). Stops after
     ``limit`` tokens when given, when a batch makes no progress, or when a batch halts
     refresh. Transient failures carry their retry time and are picked up by a later run.
+
+    Each batch's calls are in flight while the next batch is claimed, so the pool never waits
+    for a claim between batches; the next batch's lease, and its deadline for starting calls,
+    count from that claim. When the run stops early (halt, no progress, ``limit``, an error),
+    rows claimed ahead are handed back at once, as a batch hands back rows it had no time to
+    call for. A failed claim ahead is logged and made again after the batch.
     """
     started = time.monotonic()
     size = max(1, _batch_size(batch_size))
@@ -1276,17 +1312,62 @@ def refresh_due_tokens(
     record_run()
     if not halt.refresh_allowed(client):
         return _summarise(0, 0, report, halted=True)
-    while limit is None or claimed < limit:
+    # The next batch is claimed while this one's calls are in flight, so that the pool does
+    # not wait for the claim between batches.
+    ahead: list[tuple[Claim, float]] = []
+
+    def claim_next() -> None:
         want = size if limit is None else min(size, limit - claimed)
-        claim = claim_due_tokens(limit=want)
-        if not claim:
-            break
-        claimed += len(claim)
-        batch = refresh_batch(claim, client=client)
-        report.merge(batch)
-        if batch.halted or not (batch.refreshed or batch.failed_transient or batch.needs_login):
-            break
+        if want > 0:
+            before = time.monotonic()
+            ahead.append((claim_due_tokens(limit=want), before))
+
+    def claim_ahead() -> None:  # must not fail the batch whose calls are in flight
+        try:
+            claim_next()
+        except DatabaseError:
+            logger.warning("Could not claim the next refresh batch ahead", exc_info=True)
+
+    try:
+        claim_next()
+        while ahead:
+            claim, claimed_at = ahead.pop()
+            if not claim:
+                break
+            claimed += len(claim)
+            batch = _refresh_claim(
+                claim, client=client, meanwhile=claim_ahead, claimed_at=claimed_at
+            )
+            report.merge(batch)
+            if batch.halted or not (batch.refreshed or batch.failed_transient or batch.needs_login):
+                break
+            if not ahead:  # the batch made no call (every row expired, say)
+                claim_next()
+    finally:
+        for claim, _ in ahead:  # claimed ahead but not refreshed: hand the rows back
+            _release(claim)
     return _summarise(claimed, claimed, report, started=started)
+
+
+def _release(claim: Claim) -> int:
+    """Hand the rows of ``claim`` back without refreshing them (one ``UPDATE``).
+
+    Rows still leased by ``claim`` go back to ``active`` with their lease cleared and nothing
+    counted, as a batch releases the rows it had no time to call for; a row another worker
+    took meanwhile is left alone. Best effort: a database error is logged (the lease then
+    simply runs out). Returns how many rows were released.
+    """
+    if not claim.rows or claim.lease_until is None:
+        return 0
+    rows = claim.rows
+    try:
+        return _store_failures(
+            [_Decision(_CallResult(row, attempted=False), RefreshOutcome.SKIPPED) for row in rows],
+            claim.lease_until,
+        )
+    except DatabaseError:
+        logger.warning("Could not release %s claimed Synerise tokens", len(rows), exc_info=True)
+        return 0
 
 
 def purge_tokens(*, now: datetime | None = None, batch_size: int = 1000) -> int:
