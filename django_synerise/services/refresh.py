@@ -514,22 +514,16 @@ class _CallResult:
 
 def _call(
     row: ClientToken,
+    token: str,
     client: SyneriseClient,
     start_deadline: float,
     limiter: RateLimiter | None = None,
 ) -> _CallResult:
-    """Decrypt the row's token and refresh it, in a pool thread (no database access).
+    """Refresh one token in a pool thread (no database access).
 
-    A token that cannot be decrypted is not sent anywhere (``error`` is the
-    :class:`~django_synerise.exceptions.TokenDecryptionError`, not attempted). Not attempted
-    either (the row is released) when the call cannot start before ``start_deadline``,
+    Not attempted (the row is released) when the call cannot start before ``start_deadline``,
     including while waiting for the global rate limit.
     """
-    try:
-        token = row.get_token()
-    except TokenDecryptionError as exc:
-        logger.error("Stored Synerise token %s could not be decrypted", row.pk)
-        return _CallResult(row, error=exc, attempted=False)
     if time.monotonic() > start_deadline:
         return _CallResult(row, attempted=False)
     if limiter is not None and not limiter.acquire(start_deadline):
@@ -746,7 +740,7 @@ def _refresh_rows(
     start_deadline = leased + max(lease - total - min(5.0, lease * 0.1), lease * 0.5)
 
     others: list[_CallResult] = []
-    calls: list[ClientToken] = []
+    calls: list[tuple[ClientToken, str]] = []
     for row in rows:
         row.claimed_refresh_at = row.refresh_at  # the claim lag (writes move refresh_at on)
         if row.expires_at <= _db_now(row, now) + timedelta(seconds=1):
@@ -758,11 +752,15 @@ def _refresh_rows(
                 )
             )
             continue
-        calls.append(row)  # decrypted by the call itself, so the first call starts at once
+        try:
+            calls.append((row, row.get_token()))
+        except TokenDecryptionError as exc:
+            logger.error("Stored Synerise token %s could not be decrypted", row.pk)
+            others.append(_CallResult(row, error=exc, attempted=False))
 
     if inline:
-        for row in calls:
-            outcome = _call(row, client, start_deadline)
+        for row, token in calls:
+            outcome = _call(row, token, client, start_deadline)
             if outcome.prepared is not None:
                 _flush([outcome], lease_until, report=report, lease_seconds=lease, started=leased)
             else:
@@ -772,7 +770,7 @@ def _refresh_rows(
         limiter = refresh_rate_limiter()
         executor = _get_executor()
         client = client.frozen()  # the batch's calls share one reading of the settings
-        work: SimpleQueue[ClientToken] = SimpleQueue()
+        work: SimpleQueue[tuple[ClientToken, str]] = SimpleQueue()
         done: SimpleQueue[_CallResult] = SimpleQueue()
         for call in calls:
             work.put(call)
@@ -797,7 +795,7 @@ def _refresh_rows(
 
 
 def _call_until_done(
-    work: SimpleQueue[ClientToken],
+    work: SimpleQueue[tuple[ClientToken, str]],
     done: SimpleQueue[_CallResult],
     client: SyneriseClient,
     start_deadline: float,
@@ -807,11 +805,11 @@ def _call_until_done(
     outcome on ``done`` as it is known (every row taken from ``work`` gets one)."""
     while True:
         try:
-            row = work.get_nowait()
+            row, token = work.get_nowait()
         except Empty:
             return
         try:
-            outcome = _call(row, client, start_deadline, limiter)
+            outcome = _call(row, token, client, start_deadline, limiter)
         except BaseException as exc:  # never leave the collector waiting for this row
             done.put(_CallResult(row, error=exc))
             raise
