@@ -195,6 +195,34 @@ def test_the_cron_command_costs_at_most_four_queries_per_batch(
     assert len(run) <= 2, run
 
 
+@pytest.mark.timing
+@pytest.mark.django_db
+def test_answers_are_stored_within_the_flush_window_while_later_calls_run(
+    fake: Any, settings: Any
+) -> None:
+    """One call at a time, 0.6 s each: the first answer is stored within its flush window
+    (0.1 s), before the third call even starts, not when the batch ends."""
+    synerise_settings(settings, REFRESH_CONCURRENCY=1, REFRESH_FLUSH_INTERVAL=0.1)
+    for _ in range(4):
+        seed_token(fake)
+    fake.latency = 0.6
+    stored: list[float] = []
+
+    def on_refreshed(sender: Any, **kwargs: Any) -> None:
+        stored.append(time.time())
+
+    signals.token_refreshed.connect(on_refreshed, weak=False)
+    try:
+        report = refresh_batch(claim_due_tokens())
+    finally:
+        signals.token_refreshed.disconnect(on_refreshed)
+
+    assert len(report.refreshed) == 4
+    calls = [request.at for request in refresh_calls(fake)]
+    assert len(calls) == 4 and len(stored) == 4
+    assert stored[0] < calls[2], (stored, calls)
+
+
 def _untouched(row: ClientToken) -> bool:
     stored = _reload(row)
     return (stored.status, stored.version, stored.lease_until, stored.failure_count) == (

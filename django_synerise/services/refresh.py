@@ -771,7 +771,7 @@ def _refresh_rows(
         executor = _get_executor()
         client = client.frozen()  # the batch's calls share one reading of the settings
         work: SimpleQueue[tuple[ClientToken, str]] = SimpleQueue()
-        done: SimpleQueue[_CallResult] = SimpleQueue()
+        done = _Inbox(len(calls))
         for call in calls:
             work.put(call)
         count = len(calls)
@@ -794,9 +794,59 @@ def _refresh_rows(
     return report
 
 
+class _Inbox:
+    """Outcomes handed from the pool threads to the thread collecting a batch.
+
+    The collector is woken only when it has something to do, not on every outcome: for the
+    first new token since its last flush (which starts the flush window's clock), once
+    :data:`FLUSH_ANSWERS` new tokens wait, and for the batch's last outcome. In between it
+    sleeps until the flush window ends. Each wake-up of a thread costs CPU (a context switch
+    and the GIL changing hands), so this saves about one per token.
+    """
+
+    def __init__(self, expected: int) -> None:
+        self._ready = threading.Condition(threading.Lock())
+        self._outcomes: list[_CallResult] = []
+        self._left = expected
+        self._unflushed = 0  # new tokens handed in and not yet stored
+        self._wake = False
+
+    def put(self, outcome: _CallResult) -> None:
+        """Hand in one outcome (pool threads)."""
+        with self._ready:
+            self._outcomes.append(outcome)
+            self._left -= 1
+            if outcome.prepared is not None:
+                self._unflushed += 1
+                if self._unflushed == 1 or self._unflushed >= FLUSH_ANSWERS:
+                    self._wake = True
+            if self._left <= 0:
+                self._wake = True
+            if self._wake:
+                self._ready.notify()
+
+    def take(self, timeout: float | None) -> list[_CallResult]:
+        """Wait until there is something to do or ``timeout`` seconds pass (``None``: no
+        limit); return every outcome handed in since the last call."""
+        with self._ready:
+            if not self._wake:
+                self._ready.wait(timeout)
+            self._wake = False
+            outcomes, self._outcomes = self._outcomes, []
+            return outcomes
+
+    def flushed(self, stored: int) -> None:
+        """``stored`` new tokens were written. New tokens handed in meanwhile start the next
+        flush window at once."""
+        with self._ready:
+            self._unflushed -= stored
+            if self._unflushed > 0:
+                self._wake = True
+
+
 def _call_until_done(
     work: SimpleQueue[tuple[ClientToken, str]],
-    done: SimpleQueue[_CallResult],
+    done: _Inbox,
     client: SyneriseClient,
     start_deadline: float,
     limiter: RateLimiter | None,
@@ -817,7 +867,7 @@ def _call_until_done(
 
 
 def _collect(
-    done: SimpleQueue[_CallResult],
+    done: _Inbox,
     count: int,
     lease_until: datetime,
     *,
@@ -828,8 +878,9 @@ def _collect(
     """Wait for the outcomes of the ``count`` calls, which arrive on ``done`` as they are
     known; store new tokens as they arrive (the flush window); return the other outcomes.
 
-    Each outcome is handed over once (a queue, not a scan of pending futures), so collecting
-    a batch costs time in proportion to its size.
+    Each outcome is handed over once (an :class:`_Inbox`, not a scan of pending futures), so
+    collecting a batch costs time in proportion to its size, and this thread wakes a few times
+    per flush window rather than once per answer.
     """
     window = _flush_interval()
     waiting: list[_CallResult] = []
@@ -837,13 +888,7 @@ def _collect(
     others: list[_CallResult] = []
     while count:
         timeout = None if oldest is None else max(0.0, oldest + window - time.monotonic())
-        finished: list[_CallResult] = []
-        try:
-            finished.append(done.get(timeout=timeout))
-            while True:  # and every other call finished meanwhile
-                finished.append(done.get_nowait())
-        except Empty:
-            pass
+        finished = done.take(timeout)
         count -= len(finished)
         for outcome in finished:
             if outcome.prepared is None:
@@ -860,6 +905,7 @@ def _collect(
             _flush(
                 waiting, lease_until, report=report, lease_seconds=lease_seconds, started=started
             )
+            done.flushed(len(waiting))
             waiting, oldest = [], None
     return others
 
