@@ -1345,9 +1345,10 @@ def refresh_due_tokens(
 
     Each batch's calls are in flight while the next batch is claimed, so the pool never waits
     for a claim between batches; the next batch's lease, and its deadline for starting calls,
-    count from that claim. When the run stops early (halt, no progress, ``limit``, an error),
-    rows claimed ahead are handed back at once, as a batch hands back rows it had no time to
-    call for. A failed claim ahead is logged and made again after the batch.
+    count from that claim, and it never takes the run past ``limit``. When the run stops early
+    (halt, a batch without progress, an error), rows claimed ahead are handed back at once, as
+    a batch hands back rows it had no time to call for. A failed claim ahead is logged and
+    made again after the batch.
     """
     started = time.monotonic()
     size = max(1, _batch_size(batch_size))
