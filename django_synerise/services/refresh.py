@@ -801,7 +801,7 @@ class _Inbox:
     first new token since its last flush (which starts the flush window's clock), once
     :data:`FLUSH_ANSWERS` new tokens wait, and for the batch's last outcome. In between it
     sleeps until the flush window ends. Each wake-up of a thread costs CPU (a context switch
-    and the GIL changing hands), so this saves about one per token.
+    and the GIL changing hands), so this saves most of one per token.
     """
 
     def __init__(self, expected: int) -> None:
@@ -1386,7 +1386,7 @@ def refresh_due_tokens(
             report.merge(batch)
             if batch.halted or not (batch.refreshed or batch.failed_transient or batch.needs_login):
                 break
-            if not ahead:  # the batch made no call (every row expired, say)
+            if not ahead:  # the claim ahead failed (logged): claim now
                 claim_next()
     finally:
         for claim, _ in ahead:  # claimed ahead but not refreshed: hand the rows back
