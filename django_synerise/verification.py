@@ -368,8 +368,9 @@ def get_public_key(*, client: SyneriseClient | None = None, force: bool = False)
 
     ``PUBLIC_KEY`` when set; otherwise ``client.public_key()`` fetched once per base URL and
     cached. ``force=True`` refetches, at most once per :data:`REFETCH_COOLDOWN` seconds per
-    base URL (inside the cooldown the cached key is returned). A failed refetch logs a
-    warning and returns the last good key.
+    base URL (inside the cooldown the cached key is returned, once a refetch in flight has
+    ended: callers whose tokens failed the old key while another thread fetched the new one
+    get the new one). A failed refetch logs a warning and returns the last good key.
 
     :raises TransientUpstreamError: no key is cached and the fetch failed (any
         :class:`~django_synerise.exceptions.UpstreamError` from the client).
@@ -380,6 +381,7 @@ def get_public_key(*, client: SyneriseClient | None = None, force: bool = False)
 
     client = client or get_client()
     base = client.base_url
+    cooling = False
     with _lock:
         cached = _cache.get(base)
         if cached is not None and not force:
@@ -387,13 +389,16 @@ def get_public_key(*, client: SyneriseClient | None = None, force: bool = False)
         if force and cached is not None:
             now = time.monotonic()
             last = _last_forced.get(base)
-            if last is not None and now - last < REFETCH_COOLDOWN:
-                return cached
-            _last_forced[base] = now
+            cooling = last is not None and now - last < REFETCH_COOLDOWN
+            if not cooling:
+                _last_forced[base] = now
         fetch_lock = _fetch_locks.setdefault(base, threading.Lock())
     with fetch_lock:
+        # Behind the fetch lock: a refetch another thread has in flight has ended.
         with _lock:
             current = _cache.get(base)
+        if cooling and current is not None:
+            return current  # that refetch's key (or the last good one), not the one we had
         if current is not None and (not force or current != cached):
             return current  # another thread fetched it while we waited
         try:

@@ -375,6 +375,35 @@ def test_rotated_key_is_picked_up_by_one_forced_refetch(fake_synerise):
     assert get_public_key().strip() == fake_synerise.public_key_pem.strip()
 
 
+def test_tokens_failing_the_old_key_during_a_refetch_all_get_the_new_key(fake_synerise):
+    """Synerise changed its key: while one thread fetches the new key (slowly), the other
+    threads whose tokens failed the old key wait for that fetch, inside the cooldown, rather
+    than get the old key back and refuse good tokens."""
+    fake_synerise.inject(status=200, path="public.pem", body=OTHER_PEM)
+    get_public_key()
+    fake_synerise.inject(fault="latency", delay=0.5, path="public.pem")
+    account = fake_synerise.add_client(email="race@example.com", password="pw")
+    tokens = [fake_synerise.issue_token(account.client_id) for _ in range(6)]
+    start = threading.Barrier(len(tokens))
+    results: list[str | None] = []
+
+    def verify(token: str) -> None:
+        start.wait()
+        try:
+            results.append(verify_token(token).client_id)
+        except TokenVerificationError as exc:
+            results.append(exc.reason)
+
+    threads = [threading.Thread(target=verify, args=(token,)) for token in tokens]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+
+    assert results == [account.client_id] * len(tokens)
+    assert fake_synerise.count(path_contains="public.pem") == 2
+
+
 def test_key_cache_is_per_base_url(fake_synerise):
     from django_synerise.testing import FakeSynerise
 
