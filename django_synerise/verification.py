@@ -71,6 +71,7 @@ __all__ = [
     "clear_public_key_cache",
     "get_public_key",
     "is_jws",
+    "offline_public_key",
     "pinned_algorithms",
     "verify_token",
 ]
@@ -288,13 +289,19 @@ def _claims_from_payload(payload: dict[str, Any]) -> TokenClaims:
 # --------------------------------------------------------------------------- claims_for
 
 
-def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> TokenClaims:
+def claims_for(
+    result: AuthResult, *, client: SyneriseClient | None = None, public_key: str | None = None
+) -> TokenClaims:
     """Claims of a token Synerise just issued (a login or refresh answer).
 
     With ``VERIFY_SIGNATURE`` on and a JWS token, this is :func:`verify_token`. Otherwise
     (opaque token, or verification off) the expiry is ``result.expiration`` and the identity
     comes from ``client.personal_information(token)``; ``verified`` is then False and
     ``business_profile_id`` is only set when personal information carries one.
+
+    ``public_key`` (PEM, as :func:`offline_public_key` returns it) verifies a JWS with that
+    key and never fetches one: a signature it does not verify is final
+    (``reason="signature"``), where the configured or fetched key would be fetched again once.
 
     :raises TokenVerificationError: verification failed, or no expiry is known.
     :raises UpstreamError: personal information could not be fetched (any subclass).
@@ -304,7 +311,7 @@ def claims_for(result: AuthResult, *, client: SyneriseClient | None = None) -> T
     if synerise_settings.VERIFY_SIGNATURE:
         header = _jws_header(token)
         if header is not None:  # verify_token, without checking the shape a second time
-            return _verify(token, header, public_key=None, client=client)
+            return _verify(token, header, public_key=public_key, client=client)
 
     expires_at = result.expiration
     if expires_at is None and is_jws(token):
@@ -415,6 +422,22 @@ def get_public_key(*, client: SyneriseClient | None = None, force: bool = False)
             _cache[base] = pem
         logger.info("Fetched the Synerise public key from %s", base)
         return pem
+
+
+def offline_public_key(token: str, *, client: SyneriseClient | None = None) -> str | None:
+    """The key :func:`claims_for` would verify ``token`` with, when it needs no call to
+    Synerise for it: ``VERIFY_SIGNATURE`` is on, ``token`` is a JWS and the key is
+    ``PUBLIC_KEY`` or already fetched for ``client``'s base URL. ``None`` otherwise (an opaque
+    token, verification off, or a key still to fetch).
+    """
+    if not synerise_settings.VERIFY_SIGNATURE or _jws_header(token) is None:
+        return None
+    configured = synerise_settings.PUBLIC_KEY
+    if configured:
+        return str(configured)
+    client = client or get_client()
+    with _lock:
+        return _cache.get(client.base_url)
 
 
 def clear_public_key_cache() -> None:

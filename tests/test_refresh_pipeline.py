@@ -12,6 +12,8 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from django.core.management import CommandError, call_command
 from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
@@ -30,6 +32,7 @@ from django_synerise.services.refresh import (
     refresh_due_tokens,
     refresh_now,
 )
+from django_synerise.verification import get_public_key
 from tests.fixtures_refresh import calls_per_token, refresh_calls, seed_token
 from tests.fixtures_services import capture, fresh_breaker, synerise_settings  # noqa: F401
 
@@ -115,6 +118,79 @@ def test_refresh_batch_stores_new_verified_tokens(fake: Any) -> None:
         info = fake.token_info(new)
         assert info["valid"] and info["client_id"] == row.account.client_id
     assert sorted(call["token"].pk for call in refreshed) == sorted(r.pk for r in rows)
+
+
+def _prepared_in(monkeypatch: Any) -> list[str]:
+    """Record the name of the thread that verifies and encrypts each new token."""
+    threads: list[str] = []
+    prepare = pipeline.prepare_token
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return prepare(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "prepare_token", recording)
+    return threads
+
+
+@pytest.mark.django_db
+def test_new_tokens_are_verified_and_encrypted_by_the_collecting_thread(
+    fake: Any, monkeypatch: Any
+) -> None:
+    """With the public key fetched, the pool threads only make the calls: each new token is
+    verified and encrypted by the thread collecting the batch, one after another."""
+    get_public_key()
+    rows = [seed_token(fake) for _ in range(8)]
+    threads = _prepared_in(monkeypatch)
+
+    report = refresh_batch(claim_due_tokens())
+
+    assert sorted(report.refreshed) == sorted(r.pk for r in rows)
+    assert threads == [threading.current_thread().name] * len(rows)
+    for row in rows:
+        assert fake.token_info(_reload(row).get_token())["valid"]
+
+
+@pytest.mark.django_db
+def test_tokens_that_need_synerise_to_verify_are_verified_in_the_pool(
+    fake: Any, settings: Any, monkeypatch: Any
+) -> None:
+    """Verification off (identity from personal information) costs a call per token: those
+    tokens are prepared in the pool threads, so the collecting thread never waits for
+    Synerise."""
+    synerise_settings(settings, VERIFY_SIGNATURE=False)
+    rows = [seed_token(fake) for _ in range(6)]
+    threads = _prepared_in(monkeypatch)
+
+    report = refresh_batch(claim_due_tokens())
+
+    assert sorted(report.refreshed) == sorted(r.pk for r in rows)
+    assert len(threads) == len(rows)
+    assert all(name.startswith("synerise-refresh") for name in threads), threads
+    assert fake.count(path_contains="personal-information") == len(rows)
+
+
+@pytest.mark.django_db
+def test_a_batch_checked_against_a_replaced_key_fetches_the_new_key_once(fake: Any) -> None:
+    """Synerise signs with a new key after this process fetched the old one: the collecting
+    thread's check fails on the signature, a pool thread fetches the key again (once) and
+    verifies; every new token is stored."""
+    old = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    old_pem = old.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ).decode()
+    fake.inject(status=200, path="public.pem", body=old_pem)
+    get_public_key()
+    rows = [seed_token(fake) for _ in range(8)]
+
+    report = refresh_batch(claim_due_tokens())
+
+    assert sorted(report.refreshed) == sorted(r.pk for r in rows)
+    assert not (report.failed_transient or report.needs_login)
+    assert fake.count(path_contains="public.pem") == 2
+    assert get_public_key().strip() == fake.public_key_pem.strip()
+    for row in rows:
+        assert fake.token_info(_reload(row).get_token())["valid"]
 
 
 @pytest.mark.django_db

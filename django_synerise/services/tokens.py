@@ -201,7 +201,11 @@ def _prepare(account: SyneriseAccount, token: str, claims: TokenClaims) -> Prepa
 
 
 def prepare_token(
-    account: SyneriseAccount, result: AuthResult, *, client: SyneriseClient | None = None
+    account: SyneriseAccount,
+    result: AuthResult,
+    *,
+    client: SyneriseClient | None = None,
+    public_key: str | None = None,
 ) -> PreparedToken:
     """Verify a token Synerise returned for ``account`` and encrypt it for the account's row.
 
@@ -210,11 +214,13 @@ def prepare_token(
     business profile, and expiring within ``(now, now + MAX_TOKEN_LIFETIME]`` (a longer
     lifetime is logged and counted in ``synerise_status`` as ``refused: lifetime``).
 
+    ``public_key`` is passed on to ``claims_for``: verify with that key, never fetch one.
+
     :raises TokenVerificationError: when any check fails (nothing is stored).
     :raises UpstreamError: when ``claims_for`` needs Synerise (no signature verification) and
         that call fails.
     """
-    claims = claims_for(result, client=client)
+    claims = claims_for(result, client=client, public_key=public_key)
     return _prepare(account, result.token, claims)
 
 
