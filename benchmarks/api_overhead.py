@@ -16,9 +16,12 @@ the user, :func:`django.contrib.auth.login`, a JSON answer: no Synerise, no djan
 code) measures what any site pays for a session login, so the reader can see how much of the
 login's overhead is Django's session machinery and how much is django-synerise.
 
+``--accounts N`` stores N other users, each with a Synerise account, before measuring: the
+size of a site's tables, where a lookup that reads a whole table (no index) shows.
+
 Run from the repository root::
 
-    .venv/bin/python benchmarks/api_overhead.py [--requests 300]
+    .venv/bin/python benchmarks/api_overhead.py [--requests 300] [--accounts 200000]
 
 Uses ``tests.settings`` (in-memory SQLite) unless ``DJANGO_SETTINGS_MODULE`` is set;
 ``DATABASE_URL`` selects PostgreSQL as in the test suite (in a scratch test database, with
@@ -66,7 +69,7 @@ from rest_framework.test import APIClient  # noqa: E402
 
 from django_synerise import throttle  # noqa: E402
 from django_synerise.client import SyneriseClient  # noqa: E402
-from django_synerise.models import ClientToken  # noqa: E402
+from django_synerise.models import ClientToken, SyneriseAccount  # noqa: E402
 from django_synerise.testing import FakeSynerise  # noqa: E402
 from django_synerise.verification import clear_public_key_cache  # noqa: E402
 from tests import urls as test_urls  # noqa: E402
@@ -78,11 +81,16 @@ _TX = ("BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE SAVEPOINT")
 
 @csrf_exempt
 def django_login_only(request: HttpRequest) -> JsonResponse:
-    """Django's part of a session login and nothing else: the baseline of the login path."""
-    user = get_user_model()._default_manager.get(email=EMAIL)
+    """Django's part of a session login and nothing else: the baseline of the login path.
+
+    Reads the user by primary key, as Django's session machinery does."""
+    user = get_user_model()._default_manager.get(pk=_bench_user["pk"])
     django_login(request, user, backend="django.contrib.auth.backends.ModelBackend")
     return JsonResponse({"user_id": user.pk})
 
+
+#: The primary key of the signed-in user (known once the first login created it).
+_bench_user: dict[str, Any] = {}
 
 #: The test project's URLs and the baseline view (``ROOT_URLCONF`` while measuring).
 urlpatterns = [path("bench/django-login/", django_login_only), *test_urls.urlpatterns]
@@ -128,8 +136,31 @@ def _age_stored_token() -> None:
     ClientToken.objects.update(issued_at=past, refreshed_at=past)
 
 
-def run(requests: int) -> dict[str, Any]:
+def _seed_accounts(count: int) -> None:
+    """Add ``count`` other users, each linked to a Synerise account, as a site has them: a
+    lookup that reads the whole table (no index) costs in proportion to them."""
+    user_model = get_user_model()
+    batch = 5000
+    for start in range(0, count, batch):
+        stop = min(count, start + batch)
+        users = user_model._default_manager.bulk_create(
+            [user_model(username=f"seed{i}", email=f"seed{i}@example.com")
+             for i in range(start, stop)]
+        )
+        SyneriseAccount.objects.bulk_create(
+            [SyneriseAccount(user=user, client_id=f"seed-{i}", email=f"seed{i}@example.com",
+                             uuid=f"00000000-0000-4000-8000-{i:012d}")
+             for i, user in zip(range(start, stop), users, strict=True)]
+        )
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("ANALYZE")
+
+
+def run(requests: int, accounts: int = 0) -> dict[str, Any]:
     """Measure ``requests`` logins and refreshes each way; return the figures.
+
+    ``accounts`` other users with their Synerise accounts are stored first.
 
     Runs in a scratch test database (created, then dropped: never the ``DATABASE_URL``
     database itself) with persistent connections, as a production site has them
@@ -139,6 +170,7 @@ def run(requests: int) -> dict[str, Any]:
     connection.settings_dict["CONN_MAX_AGE"] = None
     test_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
+        _seed_accounts(accounts)
         return _measure(requests)
     finally:
         connection.creation.destroy_test_db(test_name, verbosity=0)
@@ -180,6 +212,7 @@ def _measure(requests: int) -> dict[str, Any]:
 
         login, token = logins(api)
 
+        _bench_user["pk"] = SyneriseAccount.objects.get(email=EMAIL).user_id
         baseline = _Samples()
         session = APIClient()
         with override_settings(ROOT_URLCONF=__name__):
@@ -213,6 +246,7 @@ def _measure(requests: int) -> dict[str, Any]:
         "login (no session)": plain.summary(),
         "refresh": refresh.summary(),
         "requests": requests,
+        "accounts": SyneriseAccount.objects.count(),
         "database": connection.vendor,
     }
 
@@ -279,12 +313,15 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="requests per path")
+    parser.add_argument("--accounts", type=int, default=0,
+                        help="other users with Synerise accounts to store first (a site's table)")
     parser.add_argument("--target-ms", type=float, default=5.0,
                         help="median overhead target per request (login and refresh)")
     args = parser.parse_args(argv)
-    figures = run(args.requests)
+    figures = run(args.requests, args.accounts)
     print(f"django-synerise API overhead ({figures['requests']} requests per path, "
-          f"{figures['database']}, FakeSynerise at zero latency)")
+          f"{figures['database']}, {figures['accounts']:,} Synerise accounts stored, "
+          f"FakeSynerise at zero latency)")
     print(f"{'':18} {'stack med':>10} {'stack p95':>10} {'direct med':>11} {'direct p95':>11} "
           f"{'overhead med':>13} {'overhead p95':>13} {'CPU ovh med':>12} {'SQL/req':>13} "
           f"{'trips/req':>10}")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -92,6 +93,13 @@ class SyneriseAccount(models.Model):
     class Meta:
         verbose_name = _("Synerise account")
         verbose_name_plural = _("Synerise accounts")
+        indexes = [
+            # A SYNERISE sign-in without a uuid looks up the uuid stored for its e-mail
+            # (case-insensitively: ``email__iexact``) or custom id; so does the login
+            # backend, to tell whether an identifier names a linked account.
+            models.Index(Upper("email"), name="synerise_account_email_ci_idx"),
+            models.Index(fields=["custom_id"], name="synerise_account_custom_id_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"Synerise client {self.client_id}"
