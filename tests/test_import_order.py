@@ -49,6 +49,7 @@ IMPORTABLE = {
     "django_synerise.management.commands.synerise_fake_server",
     "django_synerise.messages",
     "django_synerise.metrics",
+    "django_synerise.migration_operations",
     "django_synerise.process_state",
     "django_synerise.profile_uuid",
     "django_synerise.providers",
