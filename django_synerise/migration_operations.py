@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.db import NotSupportedError, migrations
@@ -32,9 +33,7 @@ class AddIndexConcurrently(migrations.AddIndex):
         to_state: ProjectState,
     ) -> None:
         """Create the index (concurrently on PostgreSQL)."""
-        model = to_state.apps.get_model(app_label, self.model_name)
-        if self.allow_migrate_model(schema_editor.connection.alias, model):
-            schema_editor.add_index(model, self.index, **_concurrently(schema_editor))
+        self._apply(schema_editor.add_index, app_label, schema_editor, to_state)
 
     def database_backwards(
         self,
@@ -44,9 +43,19 @@ class AddIndexConcurrently(migrations.AddIndex):
         to_state: ProjectState,
     ) -> None:
         """Drop the index (concurrently on PostgreSQL)."""
-        model = from_state.apps.get_model(app_label, self.model_name)
+        self._apply(schema_editor.remove_index, app_label, schema_editor, from_state)
+
+    def _apply(
+        self,
+        change: Callable[..., None],
+        app_label: str,
+        schema_editor: BaseDatabaseSchemaEditor,
+        state: ProjectState,
+    ) -> None:
+        """``change(model, index)`` (add or remove), where this database migrates the model."""
+        model = state.apps.get_model(app_label, self.model_name)
         if self.allow_migrate_model(schema_editor.connection.alias, model):
-            schema_editor.remove_index(model, self.index, **_concurrently(schema_editor))
+            change(model, self.index, **_concurrently(schema_editor))
 
 
 def _concurrently(schema_editor: BaseDatabaseSchemaEditor) -> dict[str, Any]:
