@@ -401,7 +401,8 @@ class IdentitySubject(models.Model):
 
 class RefreshOutcome(models.TextChoices):
     """What happened to a token the refresh pipeline took, a scheduler run (``run``), or what
-    the refresh batches cost (``batch``, ``busy_us``, ``cpu_us``: sums per hour)."""
+    the refresh batches did and cost (``batch``, ``batch_refreshed``, ``busy_us``,
+    ``cpu_us``: sums per hour)."""
 
     REFRESHED = "refreshed", _("Refreshed")
     TRANSIENT = "transient", _("Failed transiently (retried)")
@@ -409,6 +410,7 @@ class RefreshOutcome(models.TextChoices):
     HALTED = "halted", _("Halted (API key rejected)")
     RUN = "run", _("Scheduler run")
     BATCH = "batch", _("Refresh batch")
+    BATCH_REFRESHED = "batch_refreshed", _("Tokens refreshed by batches")
     BUSY_US = "busy_us", _("Batch time (microseconds)")
     CPU_US = "cpu_us", _("Batch CPU time (microseconds)")
 
@@ -416,7 +418,7 @@ class RefreshOutcome(models.TextChoices):
 class RefreshOutcomeCount(models.Model):
     """How many refresh outcomes of one kind happened in one hour (UTC), for the dashboard.
 
-    At most one row per ``(hour, outcome)`` and eight kinds, so 24 hours are at most 192
+    At most one row per ``(hour, outcome)`` and nine kinds, so 24 hours are at most 216
     rows. Written by :mod:`django_synerise.services.outcomes` (one upsert per batch and one
     per scheduler run); rows older than :data:`~django_synerise.services.outcomes.RETENTION`
     are deleted by ``purge_tokens``. ``updated_at`` of the ``run`` rows is the last run.

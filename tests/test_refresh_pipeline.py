@@ -400,6 +400,31 @@ def test_the_cron_command_and_status_report_rate_and_cpu_per_token(fake: Any) ->
 
 
 @pytest.mark.django_db
+def test_a_request_waiting_for_one_token_is_not_counted_as_a_batch(fake: Any) -> None:
+    """The refresh a request waits for (the lazy single-flight path) counts as a refreshed
+    token on the dashboard, but not in the batches' work: a request's wait for Synerise in a
+    batch of one would drag down the rate operators size their workers by."""
+    from django_synerise import services
+    from django_synerise.services.outcomes import outcome_history, refresh_work
+
+    for _ in range(6):
+        seed_token(fake)
+    call_command("synerise_refresh_tokens", "--batch-size", "4", stdout=io.StringIO())
+    before = refresh_work()
+    assert before is not None and before["batches"] == 2 and before["refreshed"] == 6
+
+    waited_for = seed_token(fake, due=False)
+    past = timezone.now() - timedelta(minutes=5)  # not refreshed within the last minute
+    ClientToken.objects.filter(pk=waited_for.pk).update(issued_at=past, refreshed_at=past)
+    stored, _ = services.refresh_client_token(waited_for.account.user)
+    assert stored.version == waited_for.version + 1  # refreshed now, in this request
+
+    after = refresh_work()
+    assert after == before
+    assert sum(outcome_history(hours=1)["series"]["refreshed"]) == 7
+
+
+@pytest.mark.django_db
 def test_status_says_when_no_batch_ran(fake: Any) -> None:
     out = io.StringIO()
     call_command("synerise_status", stdout=out)

@@ -5,7 +5,8 @@ batches, the cron command, admin "Refresh now" and the lazy path alike); it logs
 structured event per row (:mod:`django_synerise.events`), feeds the Prometheus metrics
 (:mod:`django_synerise.metrics`, when installed) and adds the batch to the hourly outcome
 counts the admin dashboard draws (:class:`~django_synerise.models.RefreshOutcomeCount`,
-one upsert per batch). :func:`record_login` does the same for a sign-in,
+one upsert per batch), with what a batch did and cost (:data:`WORK`; not for the lazy
+refresh of one token a request waits for). :func:`record_login` does the same for a sign-in,
 :func:`record_run` for a scheduler run.
 """
 
@@ -170,14 +171,20 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
         logger.warning("Could not count Synerise refresh outcomes", exc_info=True)
 
 
-#: What the batches of an hour cost, counted beside their outcomes (see :func:`refresh_work`):
-#: batches, wall-clock and CPU microseconds.
-WORK = (CountKind.BATCH.value, CountKind.BUSY_US.value, CountKind.CPU_US.value)
+#: What the batches of an hour did and cost, counted beside their outcomes (see
+#: :func:`refresh_work`): batches, tokens they refreshed, wall-clock and CPU microseconds.
+WORK = (
+    CountKind.BATCH.value,
+    CountKind.BATCH_REFRESHED.value,
+    CountKind.BUSY_US.value,
+    CountKind.CPU_US.value,
+)
 
 
 def _work_counts(report: BatchReport) -> dict[str, int]:
     return {
         CountKind.BATCH.value: 1,
+        CountKind.BATCH_REFRESHED.value: len(report.refreshed),
         CountKind.BUSY_US.value: round(report.busy_seconds * 1_000_000),
         CountKind.CPU_US.value: round(report.cpu_seconds * 1_000_000),
     }
@@ -187,10 +194,13 @@ def refresh_work(*, now: datetime | None = None) -> dict[str, Any] | None:
     """What the refresh batches of the latest hour that ran any cost (one query).
 
     :returns: ``None`` when no batch ran within :data:`RETENTION`, else ``{"hour": start
-        (UTC), "batches", "refreshed", "busy_seconds", "cpu_seconds", "tokens_per_second"
-        (tokens refreshed per second of batch time: per worker process while it refreshes),
-        "cpu_ms_per_token" (CPU milliseconds per refreshed token)}``; a rate is ``None``
-        when nothing was refreshed.
+        (UTC), "batches", "refreshed" (tokens the batches refreshed), "busy_seconds",
+        "cpu_seconds", "tokens_per_second" (tokens refreshed per second of batch time: per
+        worker process while it refreshes), "cpu_ms_per_token" (CPU milliseconds per
+        refreshed token)}``; a rate is ``None`` when nothing was refreshed. Tokens refreshed
+        for a request waiting for them are not batches and not counted here (the
+        dashboard's hourly ``refreshed`` counts them). For an hour written before the
+        batches counted their own tokens, ``refreshed`` is that hour's outcome count.
     """
     since = _hour(now or timezone.now()) - RETENTION
     rows = RefreshOutcomeCount.objects.filter(
@@ -204,7 +214,9 @@ def refresh_work(*, now: datetime | None = None) -> dict[str, Any] | None:
         return None
     latest = max(ran)
     counts = hours[latest]
-    refreshed = counts.get(RefreshOutcome.REFRESHED.value, 0)
+    refreshed = counts.get(
+        CountKind.BATCH_REFRESHED.value, counts.get(RefreshOutcome.REFRESHED.value, 0)
+    )
     busy = counts.get(CountKind.BUSY_US.value, 0) / 1_000_000
     cpu = counts.get(CountKind.CPU_US.value, 0) / 1_000_000
     return {
@@ -228,13 +240,17 @@ def _kinds(rows: Iterable[ClientToken], report: BatchReport) -> dict[int, str]:
     return kinds
 
 
-def record_refresh_batch(rows: list[ClientToken], report: BatchReport) -> None:
+def record_refresh_batch(
+    rows: list[ClientToken], report: BatchReport, *, work: bool = True
+) -> None:
     """Record the outcome of every row of one refreshed batch (called once per batch).
 
     Per row: one ``refresh`` event (token id, client id, outcome, upstream status, call
     duration, error code) and its claim lag (database time when the row was taken minus its
     ``refresh_at``; only rows that were due). Per batch: the outcome counters and one
-    upsert of the hourly counts, with what the batch cost (:data:`WORK`). Never raises.
+    upsert of the hourly counts, with what the batch did and cost (:data:`WORK`) unless
+    ``work`` is false (the lazy refresh of one token a request waits for: not a batch, and
+    its wait for Synerise would drag down the batches' rate). Never raises.
     """
     try:
         kinds = _kinds(rows, report)
@@ -261,7 +277,7 @@ def record_refresh_batch(rows: list[ClientToken], report: BatchReport) -> None:
                     lags.append(lag)
         metrics.observe_refresh_outcomes(counts)
         metrics.observe_claim_lag(lags)
-        add_outcome_counts({**counts, **_work_counts(report)})
+        add_outcome_counts({**counts, **(_work_counts(report) if work else {})})
     except Exception:
         logger.warning("Could not record a Synerise refresh batch", exc_info=True)
 

@@ -824,7 +824,8 @@ def _refresh_rows(
     )
     report.busy_seconds = time.monotonic() - started
     report.cpu_seconds = max(0.0, cpu_clock() - cpu_started)
-    record_refresh_batch(rows, report)  # events, metrics, hourly counts: the one place
+    # Events, metrics, hourly counts: the one place. A request's single refresh is no batch.
+    record_refresh_batch(rows, report, work=not inline)
     return report
 
 
