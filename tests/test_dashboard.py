@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from django_synerise.dashboard import bar_chart, dashboard_context
 from django_synerise.models import ClientToken, RefreshHalt, RefreshOutcomeCount, TokenStatus
-from django_synerise.services.outcomes import add_outcome_counts, record_run
+from django_synerise.services.outcomes import add_outcome_counts, record_run, refresh_work
 from django_synerise.services.refresh import purge_tokens
 from django_synerise.services.status import expiry_histogram
 from tests.factories import make_account, make_token, make_user
@@ -144,3 +144,29 @@ def test_dashboard_context_is_consistent_with_the_database():
     # Only the active token expiring in 10 minutes: the other one is not live (and would
     # expire in an hour, after the last bar).
     assert context["expiry_total"] == 1
+
+
+@pytest.mark.django_db
+def test_refresh_work_counts_only_the_tokens_batches_refreshed():
+    """An hour where every batch failed while requests refreshed their own tokens: the
+    batches refreshed nothing, whatever the dashboard's ``refreshed`` says."""
+    now = timezone.now()
+    add_outcome_counts({"refreshed": 2}, now=now)  # two requests' own refreshes: no batch
+    add_outcome_counts(
+        {"transient": 5, "batch": 1, "batch_refreshed": 0, "busy_us": 9000, "cpu_us": 4000},
+        now=now,
+    )
+    work = refresh_work(now=now)
+    assert work is not None
+    assert (work["batches"], work["refreshed"]) == (1, 0)
+    assert work["tokens_per_second"] is None and work["cpu_ms_per_token"] is None
+
+
+@pytest.mark.django_db
+def test_refresh_work_reads_an_hour_written_before_batches_counted_their_tokens():
+    now = timezone.now()
+    add_outcome_counts({"refreshed": 40, "batch": 2, "busy_us": 2_000_000, "cpu_us": 40_000},
+                       now=now)
+    work = refresh_work(now=now)
+    assert work is not None
+    assert work["refreshed"] == 40 and work["tokens_per_second"] == pytest.approx(20.0)

@@ -118,9 +118,11 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
     """Add ``counts`` (outcome -> number) to the current hour's rows (one statement on
     PostgreSQL and SQLite: ``INSERT ... ON CONFLICT DO UPDATE SET count = count + ...``).
 
-    Best effort: a database error is logged, never raised (it must not fail a refresh).
+    Zero counts are left out, except those of :data:`WORK` (a batch that refreshed no token
+    says so). Best effort: a database error is logged, never raised (it must not fail a
+    refresh).
     """
-    items = [(outcome, int(n)) for outcome, n in counts.items() if n]
+    items = [(outcome, int(n)) for outcome, n in counts.items() if n or outcome in WORK]
     if not items:
         return
     now = now or timezone.now()
@@ -200,7 +202,8 @@ def refresh_work(*, now: datetime | None = None) -> dict[str, Any] | None:
         refreshed token)}``; a rate is ``None`` when nothing was refreshed. Tokens refreshed
         for a request waiting for them are not batches and not counted here (the
         dashboard's hourly ``refreshed`` counts them). For an hour written before the
-        batches counted their own tokens, ``refreshed`` is that hour's outcome count.
+        batches counted their own tokens (no ``batch_refreshed`` row, not even a zero),
+        ``refreshed`` is that hour's outcome count.
     """
     since = _hour(now or timezone.now()) - RETENTION
     rows = RefreshOutcomeCount.objects.filter(
