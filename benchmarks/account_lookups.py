@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -48,7 +47,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from bench_django import seed_accounts, site_logging  # noqa: E402
+from bench_django import machine_line, seed_accounts, site_logging  # noqa: E402
 
 site_logging()
 
@@ -159,13 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accounts", type=int, default=200_000, help="users with accounts")
     parser.add_argument("--calls", type=int, default=30, help="calls of each form per lookup")
     args = parser.parse_args(argv)
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        (version,) = cursor.fetchone()
+    machine = machine_line(connection)
     rows = run(args.accounts, args.calls)
     print(f"account lookups: {args.accounts:,} users with Synerise accounts, {args.calls} calls "
-          f"each, PostgreSQL {version}, Python {platform.python_version()}, "
-          f"{os.cpu_count()} cores")
+          "each")
+    print(machine)
     print(f"{'median wall ms per lookup':38} {'now':>9} {'naive':>9} {'ratio':>8}")
     for name, fast, slow in rows:
         print(f"{name:38} {fast:9.2f} {slow:9.2f} {slow / fast:7.1f}x")

@@ -48,7 +48,7 @@ import django  # noqa: E402
 
 django.setup()
 
-from bench_django import seed_accounts, site_logging  # noqa: E402
+from bench_django import machine_line, seed_accounts, site_logging  # noqa: E402
 
 site_logging()
 
@@ -297,10 +297,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-ms", type=float, default=5.0,
                         help="median overhead target per request (login and refresh)")
     args = parser.parse_args(argv)
+    machine = machine_line(connection)
     figures = run(args.requests, args.accounts)
     print(f"django-synerise API overhead ({figures['requests']} requests per path, "
-          f"{figures['database']}, {figures['accounts']:,} Synerise accounts stored, "
+          f"{figures['database']}, {figures['accounts']:,} Synerise "
+          f"account{'' if figures['accounts'] == 1 else 's'} stored, "
           f"FakeSynerise at zero latency)")
+    print(machine)
     print(f"{'':18} {'stack med':>10} {'stack p95':>10} {'direct med':>11} {'direct p95':>11} "
           f"{'overhead med':>13} {'overhead p95':>13} {'CPU ovh med':>12} {'SQL/req':>13} "
           f"{'trips/req':>10}")

@@ -58,6 +58,24 @@ def configure_django(
     django.setup()
 
 
+def machine_line(connection: Any) -> str:
+    """``machine: <cores> cores, <system>, Python x.y.z, <database>, load average``: what the
+    figures ran on (the PostgreSQL server's version, or the database's vendor)."""
+    import platform
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW server_version")
+            database = "PostgreSQL " + cursor.fetchone()[0].split()[0]
+    else:
+        database = connection.vendor
+    return (
+        f"machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
+        f"Python {platform.python_version()}, {database}, "
+        f"load average {os.getloadavg()[0]:.1f}"
+    )
+
+
 def site_logging() -> None:
     """Log the package at ``INFO``, as a site does at most.
 

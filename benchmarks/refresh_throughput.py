@@ -181,18 +181,6 @@ def rss_curve(samples: list[tuple[int, float]]) -> dict[str, float]:
             "half": at(half), "end_tokens": total, "end": samples[-1][1]}
 
 
-def machine_line(connection: Any) -> str:
-    """``machine: <cores> cores, Python x.y.z, PostgreSQL n``: what the figures ran on."""
-    import platform
-
-    with connection.cursor() as cursor:
-        cursor.execute("SHOW server_version")
-        server = cursor.fetchone()[0].split()[0]
-    return (f"machine: {os.cpu_count()} cores, {platform.system()} {platform.machine()}, "
-            f"Python {platform.python_version()}, PostgreSQL {server}, "
-            f"load average {os.getloadavg()[0]:.1f}")
-
-
 def _cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -457,6 +445,8 @@ def main() -> None:
         }
         config = {"db_name": db_name, "synerise": synerise, "via_message": not args.in_process,
                   "claim_batches": 1 if args.in_process else max(1, args.claim_batches)}
+        from bench_django import machine_line
+
         print(machine_line(connection))
         print(f"setup: fake with {args.n} clients in {fake_seconds:.1f} s, "
               f"seeded {len(token_ids)} due tokens in {seed_seconds:.1f} s")
