@@ -279,7 +279,8 @@ def local_users_for(identifier: str) -> list[Any]:
         own |= Q(**{f"{email_field}__iexact": value})
     users = user_model._default_manager
     linked = users.filter(pk__in=_linked_accounts(value).values("user_id"))
-    return list(users.filter(own).union(linked)[:MAX_LOCAL_MATCHES])
+    # No ORDER BY in either half (a user model's Meta.ordering): SQLite refuses it there.
+    return list(users.filter(own).order_by().union(linked.order_by())[:MAX_LOCAL_MATCHES])
 
 
 def _linked_accounts(value: str) -> QuerySet[SyneriseAccount]:

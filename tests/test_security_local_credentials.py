@@ -116,3 +116,22 @@ def test_may_send_password_is_the_one_decision(settings):
     assert backend.may_send_password("nobody@example.com")
     synerise_settings(settings, UPSTREAM_PASSWORDS="linked")
     assert not backend.may_send_password("nobody@example.com")
+
+
+def test_the_local_users_check_works_for_an_ordered_user_model(monkeypatch):
+    """A user model with ``Meta.ordering`` (common in custom ones) must not put ORDER BY in
+    the halves of the check's UNION: SQLite refuses it, and every password sign-in failed."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django_synerise.backends import local_users_for
+
+    monkeypatch.setattr(get_user_model()._meta, "ordering", ["-username"])
+    local = make_user("ordered", email="ordered@example.com", password=LOCAL_PASSWORD)
+    linked = make_account(make_user("other"), email="Ordered@Example.com")
+    with CaptureQueriesContext(connection) as queries:
+        found = local_users_for("ORDERED@example.com")
+    assert sorted(user.pk for user in found) == sorted([local.pk, linked.user_id])
+    (sql,) = [q["sql"] for q in queries.captured_queries]
+    assert "ORDER BY" not in sql.upper(), sql
