@@ -279,8 +279,10 @@ def local_users_for(identifier: str) -> list[Any]:
         own |= Q(**{f"{email_field}__iexact": value})
     users = user_model._default_manager
     linked = users.filter(pk__in=_linked_accounts(value).values("user_id"))
-    # No ORDER BY in either half (a user model's Meta.ordering): SQLite refuses it there.
-    return list(users.filter(own).order_by().union(linked.order_by())[:MAX_LOCAL_MATCHES])
+    # No ORDER BY, in either half (a user model's Meta.ordering: SQLite refuses it there) or
+    # on the whole (Django 6.1 applies Meta.ordering to it): which users match is all that counts.
+    combined = users.filter(own).order_by().union(linked.order_by()).order_by()
+    return list(combined[:MAX_LOCAL_MATCHES])
 
 
 def _linked_accounts(value: str) -> QuerySet[SyneriseAccount]:

@@ -120,7 +120,8 @@ def test_may_send_password_is_the_one_decision(settings):
 
 def test_the_local_users_check_works_for_an_ordered_user_model(monkeypatch):
     """A user model with ``Meta.ordering`` (common in custom ones) must not put ORDER BY in
-    the halves of the check's UNION: SQLite refuses it, and every password sign-in failed."""
+    the halves of the check's UNION: SQLite refuses it, and every password sign-in failed.
+    Nor on the whole (Django 6.1 orders a UNION by Meta.ordering): nothing needs a sort."""
     from django.contrib.auth import get_user_model
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
