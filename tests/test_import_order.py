@@ -55,6 +55,7 @@ IMPORTABLE = {
     "django_synerise.providers",
     "django_synerise.querysets",
     "django_synerise.ratelimit",
+    "django_synerise.relaxed_commit",
     "django_synerise.schedule",
     "django_synerise.signals",
     "django_synerise.signing",

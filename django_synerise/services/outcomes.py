@@ -26,6 +26,7 @@ from django.utils import timezone
 from .. import events, metrics
 from ..models import RefreshOutcome as CountKind
 from ..models import RefreshOutcomeCount, TokenStatus
+from ..relaxed_commit import relaxed_commit_column
 
 if TYPE_CHECKING:
     from django.db.models.options import Options
@@ -120,7 +121,8 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
 
     Zero counts are left out, except those of :data:`WORK` (a batch that refreshed no token
     says so). Best effort: a database error is logged, never raised (it must not fail a
-    refresh).
+    refresh). Run on its own (autocommit) on PostgreSQL, the upsert commits without waiting
+    for the disk (:mod:`django_synerise.relaxed_commit`).
     """
     items = [(outcome, int(n)) for outcome, n in counts.items() if n or outcome in WORK]
     if not items:
@@ -154,6 +156,9 @@ def add_outcome_counts(counts: dict[str, int], *, now: datetime | None = None) -
                 f"{cols[2]} = {table}.{cols[2]} + EXCLUDED.{cols[2]}, "
                 f"{updated} = EXCLUDED.{updated}"
             )
+            relaxed = relaxed_commit_column(connection)
+            if relaxed is not None:
+                sql = f"{sql} RETURNING {relaxed}"
             with connection.cursor() as cursor:
                 cursor.execute(sql, params)
             return

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from ..compiled import native_timestamps
 from ..models import ClientToken, SyneriseAccount, TokenStatus
+from ..relaxed_commit import relaxed_commit_column
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -111,10 +112,16 @@ def _update_returning(
     picked: str, picked_params: list[Any], set_sql: str, set_params: list[Any]
 ) -> Taken:
     """``WITH picked AS (<picked>) UPDATE token SET <set_sql> ... RETURNING`` the rows and their
-    accounts; ``picked`` selects and locks the primary keys (a column named as the pk's)."""
+    accounts; ``picked`` selects and locks the primary keys (a column named as the pk's).
+
+    Run on its own (autocommit), the statement commits without waiting for the disk: a lease
+    lost in a database crash costs nothing (:mod:`django_synerise.relaxed_commit`)."""
     alias = router.db_for_write(ClientToken)
     template, load_token, load_account = _returning(alias)
     sql = template.replace("{picked}", picked, 1).replace("{set_sql}", set_sql, 1)
+    relaxed = relaxed_commit_column(connections[alias])
+    if relaxed is not None:
+        sql = f"{sql}, {relaxed}"
     with connections[alias].cursor() as cursor:
         native_timestamps(cursor)
         cursor.execute(sql, [*picked_params, *set_params])
@@ -123,10 +130,10 @@ def _update_returning(
         return [], None
     offset = records[0][0] - timezone.now()
     rows: list[ClientToken] = []
-    split = len(load_token.fields)
+    split, end = len(load_token.fields), len(load_token.fields) + len(load_account.fields)
     for record in records:
         row = load_token(record[1 : 1 + split])
-        row.account = load_account(record[1 + split :])
+        row.account = load_account(record[1 + split : 1 + end])
         # The attribute the ORM path's annotate(db_now=Now()) sets, read by the outcome events.
         setattr(row, "db_now", record[0])  # noqa: B010
         row.db_offset = offset
