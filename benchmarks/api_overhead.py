@@ -19,9 +19,14 @@ login's overhead is Django's session machinery and how much is django-synerise.
 ``--accounts N`` stores N other users, each with a Synerise account, before measuring: the
 size of a site's tables, where a lookup that reads a whole table (no index) shows.
 
+``--prepared`` (PostgreSQL) connects with ``OPTIONS = {"server_side_binding": True,
+"prepare_threshold": 5}``, the site's choice that lets the server reuse the plans of repeated
+statements (docs/scaling.rst); Django's defaults (every statement parsed and planned anew)
+otherwise.
+
 Run from the repository root::
 
-    .venv/bin/python benchmarks/api_overhead.py [--requests 300] [--accounts 200000]
+    .venv/bin/python benchmarks/api_overhead.py [--requests 300] [--accounts 200000] [--prepared]
 
 Uses ``tests.settings`` (in-memory SQLite) unless ``DJANGO_SETTINGS_MODULE`` is set;
 ``DATABASE_URL`` selects PostgreSQL as in the test suite (in a scratch test database, with
@@ -73,6 +78,7 @@ from django_synerise.models import ClientToken, SyneriseAccount  # noqa: E402
 from django_synerise.testing import FakeSynerise  # noqa: E402
 from django_synerise.verification import clear_public_key_cache  # noqa: E402
 from tests import urls as test_urls  # noqa: E402
+from tests.settings import PREPARED_STATEMENTS  # noqa: E402
 
 EMAIL = "bench@example.com"
 PASSWORD = "bench-password"
@@ -136,10 +142,11 @@ def _age_stored_token() -> None:
     ClientToken.objects.update(issued_at=past, refreshed_at=past)
 
 
-def run(requests: int, accounts: int = 0) -> dict[str, Any]:
+def run(requests: int, accounts: int = 0, *, prepared: bool = False) -> dict[str, Any]:
     """Measure ``requests`` logins and refreshes each way; return the figures.
 
-    ``accounts`` other users with their Synerise accounts are stored first.
+    ``accounts`` other users with their Synerise accounts are stored first; ``prepared``
+    connects with :data:`tests.settings.PREPARED_STATEMENTS` (PostgreSQL).
 
     Runs in a scratch test database (created, then dropped: never the ``DATABASE_URL``
     database itself) with persistent connections, as a production site has them
@@ -147,6 +154,10 @@ def run(requests: int, accounts: int = 0) -> dict[str, Any]:
     """
     setup_test_environment()
     connection.settings_dict["CONN_MAX_AGE"] = None
+    if prepared:
+        connection.close()
+        connection.settings_dict["OPTIONS"] = {
+            **connection.settings_dict.get("OPTIONS", {}), **PREPARED_STATEMENTS}
     test_name = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     try:
         seed_accounts(accounts)
@@ -227,6 +238,7 @@ def _measure(requests: int) -> dict[str, Any]:
         "requests": requests,
         "accounts": SyneriseAccount.objects.count(),
         "database": connection.vendor,
+        "options": ", ".join(f"{k}={v}" for k, v in connection.settings_dict["OPTIONS"].items()),
     }
 
 
@@ -294,16 +306,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="requests per path")
     parser.add_argument("--accounts", type=int, default=0,
                         help="other users with Synerise accounts to store first (a site's table)")
+    parser.add_argument("--prepared", action="store_true",
+                        help="PostgreSQL: server-side parameters and prepared statements")
     parser.add_argument("--target-ms", type=float, default=5.0,
                         help="median overhead target per request (login and refresh)")
     args = parser.parse_args(argv)
+    if args.prepared and connection.vendor != "postgresql":
+        parser.error("--prepared needs PostgreSQL (set DATABASE_URL)")
     machine = machine_line(connection)
-    figures = run(args.requests, args.accounts)
+    figures = run(args.requests, args.accounts, prepared=args.prepared)
     print(f"django-synerise API overhead ({figures['requests']} requests per path, "
           f"{figures['database']}, {figures['accounts']:,} Synerise "
           f"account{'' if figures['accounts'] == 1 else 's'} stored, "
           f"FakeSynerise at zero latency)")
     print(machine)
+    print(f"database options: {figures['options'] or 'Django defaults'}")
     print(f"{'':18} {'stack med':>10} {'stack p95':>10} {'direct med':>11} {'direct p95':>11} "
           f"{'overhead med':>13} {'overhead p95':>13} {'CPU ovh med':>12} {'SQL/req':>13} "
           f"{'trips/req':>10}")

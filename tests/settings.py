@@ -96,8 +96,16 @@ def _database_from_url(url: str) -> dict[str, object]:
     }
 
 
+#: The PostgreSQL options that let the server reuse the plans of repeated statements
+#: (server-side parameters, psycopg's prepared statements after 5 runs; docs/scaling.rst).
+#: ``SYNERISE_TEST_PREPARED=1`` runs the suite with them; ``benchmarks/api_overhead.py
+#: --prepared`` measures with them.
+PREPARED_STATEMENTS = {"server_side_binding": True, "prepare_threshold": 5}
+
 if os.environ.get("DATABASE_URL"):
     DATABASES = {"default": _database_from_url(os.environ["DATABASE_URL"])}
+    if os.environ.get("SYNERISE_TEST_PREPARED") == "1":
+        DATABASES["default"]["OPTIONS"] = dict(PREPARED_STATEMENTS)
 else:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
 
