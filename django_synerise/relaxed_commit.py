@@ -25,7 +25,10 @@ enclosing transaction and relax the site's own writes, so nothing is added there
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
 
 __all__ = ["RELAXED_COMMIT", "relaxed_commit_column"]
 
@@ -36,12 +39,10 @@ __all__ = ["RELAXED_COMMIT", "relaxed_commit_column"]
 RELAXED_COMMIT = "set_config('synchronous_commit', 'off', true)"
 
 
-def relaxed_commit_column(connection: Any) -> str | None:
+def relaxed_commit_column(connection: BaseDatabaseWrapper) -> str | None:
     """The ``RETURNING`` column (:data:`RELAXED_COMMIT`) to add to a lease or count statement
-    about to run on ``connection`` (a Django database wrapper), or ``None`` when it must not be
-    added: not PostgreSQL, or inside a transaction whose other writes it would relax."""
-    if connection.vendor != "postgresql" or connection.in_atomic_block:
-        return None
-    if not connection.get_autocommit():
+    about to run on ``connection``, or ``None`` when it must not be added: not PostgreSQL, or
+    not in autocommit (inside ``transaction.atomic``, whose other writes it would relax)."""
+    if connection.vendor != "postgresql" or not connection.get_autocommit():
         return None
     return RELAXED_COMMIT
