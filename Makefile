@@ -48,7 +48,7 @@ install: $(STAMP)
 test: install
 	scripts/ensure-chromium
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/python scripts/test_lanes.py
 
 test-fast: install
 	$(BIN)/pytest -m "not celery and not browser and not slow"
