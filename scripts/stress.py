@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from test_lanes import with_redis_database
+
 ROOT = Path(__file__).resolve().parent.parent
 REPORT_ENV = "STRESS_REPORT"
 # The pytest processes of the rounds in flight, so that Ctrl-C can reach them.
@@ -115,8 +117,7 @@ def lane_broker(lane: int) -> str:
     url = os.environ.get("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
     if lane == 1:
         return url
-    base, _, _db = url.rpartition("/")
-    return f"{base}/{16 - lane + 1}"
+    return with_redis_database(url, 16 - lane + 1)
 
 
 def run_round(

@@ -46,15 +46,20 @@ LANE_2 = (
 LANE_2_REDIS_DB = 11
 
 
-def lane_2_broker(url: str) -> str:
-    """``url`` with its Redis database number replaced by :data:`LANE_2_REDIS_DB` (another
-    broker's URL is returned unchanged: its tests then share the broker, as before)."""
+def with_redis_database(url: str, database: int) -> str:
+    """``url`` with its Redis database number replaced by ``database`` (another broker's URL
+    is returned unchanged: its tests then share the broker). ``make stress`` lanes use it too."""
     if not url.startswith(("redis://", "rediss://")):
         return url
     base, _, _database = url.rstrip("/").rpartition("/")
     if "//" not in base:  # no database in the URL: redis://host:port
         base = url.rstrip("/")
-    return f"{base}/{LANE_2_REDIS_DB}"
+    return f"{base}/{database}"
+
+
+def lane_2_broker(url: str) -> str:
+    """``url`` on :data:`LANE_2_REDIS_DB` (see :func:`with_redis_database`)."""
+    return with_redis_database(url, LANE_2_REDIS_DB)
 
 
 def main(argv: list[str]) -> int:

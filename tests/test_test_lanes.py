@@ -32,7 +32,7 @@ def test_lane_2_uses_its_own_redis_database(url: str, expected: str) -> None:
     assert _lanes().lane_2_broker(url) == expected
 
 
-def test_lane_2_files_exist_and_lane_1_ignores_exactly_them() -> None:
+def test_lane_2_files_exist_and_keep_a_redis_database_of_their_own() -> None:
     lanes = _lanes()
     for path in lanes.LANE_2:
         assert (ROOT / path).is_file(), path
