@@ -8,6 +8,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY, get_user_model
 from django.db import connection
+from django.test import override_settings
 from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
@@ -69,6 +70,29 @@ def test_login_returns_token_and_creates_user(fake_synerise, api) -> None:
     assert sent.path.endswith("/auth/login/client")
     assert sent.json["identityProvider"] == "SYNERISE"
     assert sent.json["email"] == "bob@example.com"
+
+
+def test_token_body_follows_the_projects_rest_framework_settings_per_request(
+        fake_synerise, api) -> None:
+    """The views render every token body with one serializer instance: the project's
+    ``DATETIME_FORMAT`` still applies to each response as it is at that request, and each
+    body carries its own request's token and user."""
+    fake_synerise.add_client(email="fmt@example.com", password=PASSWORD)
+    fake_synerise.add_client(email="other@example.com", password=PASSWORD)
+    first = api.post(LOGIN_URL, {"email": "fmt@example.com", "password": PASSWORD},
+                     format="json").json()
+    with override_settings(REST_FRAMEWORK={"DATETIME_FORMAT": "%Y-%m-%d %H:%M"}):
+        other = APIClient().post(LOGIN_URL, {"email": "other@example.com",
+                                             "password": PASSWORD}, format="json").json()
+    expires = datetime.strptime(other["expires_at"], "%Y-%m-%d %H:%M")
+    assert timedelta(minutes=55) < expires.replace(tzinfo=timezone.get_current_timezone()) \
+        - timezone.now() <= timedelta(hours=1)
+    again = api.post(LOGIN_URL, {"email": "fmt@example.com", "password": PASSWORD},
+                     format="json").json()
+    datetime.fromisoformat(again["expires_at"].replace("Z", "+00:00"))
+    assert again["user_id"] == first["user_id"] != other["user_id"]
+    assert fake_synerise.token_info(other["token"])["client_id"] == other["client_id"] \
+        != first["client_id"]
 
 
 def test_login_with_custom_id_uuid_and_device(fake_synerise, api) -> None:

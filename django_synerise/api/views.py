@@ -125,15 +125,23 @@ class SyneriseAPIView(APIView):
         return exception_handler
 
 
+#: One instance of each response serializer renders every response: an output serializer
+#: keeps no state between ``to_representation`` calls (DRF's ``many=True`` reuses its child
+#: the same way) and reads the project's ``REST_FRAMEWORK`` settings, such as
+#: ``DATETIME_FORMAT``, at each call. This spares building and binding its fields per request.
+_TOKEN_BODY = TokenResponseSerializer()
+_WEB_SDK_TOKEN_BODY = WebSdkTokenSerializer()
+
+
 def _token_response(*, token: str, expires_at: Any, client_id: str, user: Any) -> Response:
-    body = TokenResponseSerializer(
+    body = _TOKEN_BODY.to_representation(
         {
             "token": token,
             "expires_at": expires_at,
             "client_id": client_id,
             "user_id": user.pk,
         }
-    ).data
+    )
     return Response(body, status=status.HTTP_200_OK, headers=NO_STORE_HEADERS)
 
 
@@ -289,13 +297,13 @@ class WebSdkTokenView(_AuthenticatedView):
         minted = services.web_sdk_token(request.user)
         if minted is None:
             raise NotFound()
-        body = WebSdkTokenSerializer(
+        body = _WEB_SDK_TOKEN_BODY.to_representation(
             {
                 "token": minted.token,
                 "expires_at": minted.expires_at,
                 "expires_in": minted.lifetime,
             }
-        ).data
+        )
         return Response(body, status=status.HTTP_200_OK, headers=NO_STORE_HEADERS)
 
 
