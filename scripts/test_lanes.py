@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,14 +48,13 @@ LANE_2_REDIS_DB = 11
 
 
 def with_redis_database(url: str, database: int) -> str:
-    """``url`` with its Redis database number replaced by ``database`` (another broker's URL
-    is returned unchanged: its tests then share the broker). ``make stress`` lanes use it too."""
-    if not url.startswith(("redis://", "rediss://")):
+    """``url`` with its Redis database number (the path) replaced by ``database``; its
+    credentials and query (``?ssl_cert_reqs=...``) are kept. Another broker's URL is returned
+    unchanged: its tests then share the broker. ``make stress`` lanes use it too."""
+    parts = urlsplit(url)
+    if parts.scheme not in {"redis", "rediss"}:
         return url
-    base, _, _database = url.rstrip("/").rpartition("/")
-    if "//" not in base:  # no database in the URL: redis://host:port
-        base = url.rstrip("/")
-    return f"{base}/{database}"
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def lane_2_broker(url: str) -> str:

@@ -26,6 +26,8 @@ def _lanes():
         ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379/11"),
         ("rediss://user:secret@redis.example:6380/0", "rediss://user:secret@redis.example:6380/11"),
         ("amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:guest@127.0.0.1:5672//"),
+        ("rediss://redis.example:6380/0?ssl_cert_reqs=required",
+         "rediss://redis.example:6380/11?ssl_cert_reqs=required"),
     ],
 )
 def test_lane_2_uses_its_own_redis_database(url: str, expected: str) -> None:
