@@ -73,6 +73,10 @@ class _Loader:
         return self.model.from_db(self.alias, self.names, values)
 
 
+#: ``ClientToken.account``, whose forward cache :func:`_update_returning` fills.
+_ACCOUNT = ClientToken._meta.get_field("account")
+
+
 def _quote(name: str) -> str:
     return connections[router.db_for_write(ClientToken)].ops.quote_name(name)
 
@@ -133,7 +137,11 @@ def _update_returning(
     split, end = len(load_token.fields), len(load_token.fields) + len(load_account.fields)
     for record in records:
         row = load_token(record[1 : 1 + split])
-        row.account = load_account(record[1 + split : 1 + end])
+        # The forward cache only: assigning ``row.account`` would also cache the row on its
+        # account (``account.token``), a reference cycle per token that only the cyclic
+        # garbage collector frees (the resident memory of a worker would climb by its
+        # backlog, about 4.5 KB a token, before each full collection).
+        _ACCOUNT.set_cached_value(row, load_account(record[1 + split : 1 + end]))
         # The attribute the ORM path's annotate(db_now=Now()) sets, read by the outcome events.
         setattr(row, "db_now", record[0])  # noqa: B010
         row.db_offset = offset
