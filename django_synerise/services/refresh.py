@@ -61,7 +61,13 @@ from ..token_status import CLAIMABLE
 from ..verification import offline_public_key
 from . import halt
 from .outcomes import RefreshOutcome, prune_outcome_counts, record_refresh_batch, record_run
-from .take import claim_returning, claim_selected, supports_take_returning, take_returning
+from .take import (
+    claim_returning,
+    claim_selected,
+    drop_back_references,
+    supports_take_returning,
+    take_returning,
+)
 from .tokens import (
     TOKEN_FIELDS,
     PreparedToken,
@@ -308,6 +314,7 @@ def _claim(queryset: Any, limit: int | None) -> Claim:
         rows = list(locked)
         if not rows:
             return Claim(ids=(), lease_until=None, rows=())
+        drop_back_references(rows)
         lease_until = rows[0].db_now + timedelta(seconds=_lease_seconds())
         offset = rows[0].db_now - timezone.now()
         ids = [row.pk for row in rows]
@@ -419,6 +426,7 @@ def _take(claim: Claim) -> tuple[list[ClientToken], datetime | None]:
         )
         if not rows:
             return [], None
+        drop_back_references(rows)
         # The plugin loses the annotate() above on a custom queryset's select_for_update().
         db_now: datetime = rows[0].db_now  # type: ignore[attr-defined]
         lease_until = db_now + timedelta(seconds=_lease_seconds())

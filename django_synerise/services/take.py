@@ -30,11 +30,17 @@ from ..models import ClientToken, SyneriseAccount, TokenStatus
 from ..relaxed_commit import relaxed_commit_column
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from django.db.models import QuerySet
 
-__all__ = ["claim_returning", "claim_selected", "supports_take_returning", "take_returning"]
+__all__ = [
+    "claim_returning",
+    "claim_selected",
+    "drop_back_references",
+    "supports_take_returning",
+    "take_returning",
+]
 
 #: What the statements return: the rows and their lease (``None`` when no row was written).
 #: Each row carries ``db_now`` (the statement's database time, as the ORM path's
@@ -75,6 +81,21 @@ class _Loader:
 
 #: ``ClientToken.account``, whose forward cache :func:`_update_returning` fills.
 _ACCOUNT = ClientToken._meta.get_field("account")
+
+
+def drop_back_references(rows: Iterable[ClientToken]) -> None:
+    """Forget each row on its cached account (``account.token``, which ``select_related``
+    caches along with ``row.account``).
+
+    A row and its account then form no reference cycle, so reference counting frees a
+    batch's rows as soon as the batch is done; a cycle per token waits for a full run of the
+    cyclic garbage collector, and a worker's resident memory climbs by its backlog.
+    """
+    back = _ACCOUNT.remote_field
+    for row in rows:
+        account = _ACCOUNT.get_cached_value(row, None)
+        if account is not None and back.is_cached(account):
+            back.delete_cached_value(account)
 
 
 def _quote(name: str) -> str:
@@ -138,9 +159,7 @@ def _update_returning(
     for record in records:
         row = load_token(record[1 : 1 + split])
         # The forward cache only: assigning ``row.account`` would also cache the row on its
-        # account (``account.token``), a reference cycle per token that only the cyclic
-        # garbage collector frees (the resident memory of a worker would climb by its
-        # backlog, about 4.5 KB a token, before each full collection).
+        # account, a reference cycle per token (see drop_back_references).
         _ACCOUNT.set_cached_value(row, load_account(record[1 + split : 1 + end]))
         # The attribute the ORM path's annotate(db_now=Now()) sets, read by the outcome events.
         setattr(row, "db_now", record[0])  # noqa: B010
