@@ -79,13 +79,14 @@ class _Loader:
         return self.model.from_db(self.alias, self.names, values)
 
 
-#: ``ClientToken.account``, whose forward cache :func:`_update_returning` fills.
+#: ``ClientToken.account``: its reverse side caches a claimed row on its account.
 _ACCOUNT = ClientToken._meta.get_field("account")
 
 
 def drop_back_references(rows: Iterable[ClientToken]) -> None:
-    """Forget each row on its cached account (``account.token``, which ``select_related``
-    caches along with ``row.account``).
+    """Forget each row on its cached account (``account.token``, which assigning
+    ``row.account`` or ``select_related`` caches along with it): every claim and take-over
+    calls this on the rows it returns.
 
     A row and its account then form no reference cycle, so reference counting frees a
     batch's rows as soon as the batch is done; a cycle per token waits for a full run of the
@@ -158,13 +159,12 @@ def _update_returning(
     split, end = len(load_token.fields), len(load_token.fields) + len(load_account.fields)
     for record in records:
         row = load_token(record[1 : 1 + split])
-        # The forward cache only: assigning ``row.account`` would also cache the row on its
-        # account, a reference cycle per token (see drop_back_references).
-        _ACCOUNT.set_cached_value(row, load_account(record[1 + split : 1 + end]))
+        row.account = load_account(record[1 + split : 1 + end])
         # The attribute the ORM path's annotate(db_now=Now()) sets, read by the outcome events.
         setattr(row, "db_now", record[0])  # noqa: B010
         row.db_offset = offset
         rows.append(row)
+    drop_back_references(rows)
     return rows, rows[0].lease_until
 
 
