@@ -23,9 +23,10 @@ Scopes (``SYNERISE["LOGIN_THROTTLE_RATES"]``, each ``"N/period"`` or ``None`` = 
 
 Counting is a sliding window: the period is cut into :data:`BUCKETS` buckets counted in
 Django's cache (``SYNERISE["LOGIN_THROTTLE_CACHE"]``) with ``cache.add`` + ``cache.incr``, and
-an attempt passes when the buckets covering the last period (plus the current bucket) hold at
-most the limit. No interval of one period, wherever it starts, admits more than the limit:
-there is no burst at a window boundary. Every attempt counts, refused ones included, so a
+an attempt passes when the buckets covering the last period (plus the current bucket and the
+next one) hold at most the limit. No interval of one period, wherever it starts, admits more
+than the limit: there is no burst at a window boundary, and no extra pass for attempts racing
+across one (see :meth:`SlidingWindow.hit`). Every attempt counts, refused ones included, so a
 client that ignores ``Retry-After`` stays refused. A multi-process site needs a shared cache
 with atomic increments (Redis or Memcached): the local-memory cache counts per process.
 
@@ -52,6 +53,7 @@ from . import process_state
 from .conf import DEFAULTS, synerise_settings
 
 __all__ = [
+    "AHEAD",
     "BUCKETS",
     "KNOWN_CLIENT_TTL",
     "SCOPES",
@@ -72,6 +74,9 @@ SCOPES = ("ip", "account_ip", "account")
 
 #: Buckets a period is cut into (a bucket is a tenth of the period).
 BUCKETS = 10
+
+#: Buckets after the current one that an attempt also reads (see :meth:`SlidingWindow.hit`).
+AHEAD = 1
 
 #: Seconds a client address stays "known" for an account after a successful sign-in.
 KNOWN_CLIENT_TTL = 30 * 24 * 3600
@@ -183,28 +188,43 @@ class SlidingWindow:
         """Count one attempt on ``key`` at ``now`` (seconds since the epoch).
 
         Returns ``None`` when the attempt is within the limit, else the seconds until one
-        would be. The window checked is the current bucket and the :data:`BUCKETS` before it,
-        which always covers the last ``period`` seconds.
+        would be. The window checked is the current bucket, the :data:`BUCKETS` before it
+        (which always cover the last ``period`` seconds) and the :data:`AHEAD` after it.
+
+        Reading ahead is what makes concurrent attempts safe at a bucket boundary. Each
+        attempt increments its own bucket, then reads the others. Of two attempts in buckets
+        k and k + 1 (a process whose clock is a little behind, or a thread delayed between
+        reading the clock and counting), the one that reads last sees the other's increment,
+        whichever it is. So the attempt incremented last sees every earlier one, and no more
+        than ``limit`` pass. The price: during such a race, an attempt may also count one
+        that was incremented after it, so the race can refuse an attempt that a sequential
+        order would admit, never the reverse.
         """
         width = self.width
         current = math.floor(now / width)
-        keys = [f"{key}:{bucket}" for bucket in range(current - BUCKETS, current + 1)]
+        own = f"{key}:{current}"
+        others = [
+            f"{key}:{bucket}"
+            for bucket in range(current - BUCKETS, current + AHEAD + 1)
+            if bucket != current
+        ]
         cache = caches[self.cache_alias]
-        timeout = math.ceil(width * (BUCKETS + 2))
-        cache.add(keys[-1], 0, timeout=timeout)
+        timeout = math.ceil(width * (BUCKETS + AHEAD + 2))
+        cache.add(own, 0, timeout=timeout)
         try:
-            count = int(cache.incr(keys[-1]))
+            count = int(cache.incr(own))
         except ValueError:  # expired between add() and incr()
-            cache.add(keys[-1], 1, timeout=timeout)
+            cache.add(own, 1, timeout=timeout)
             count = 1
-        older = cache.get_many(keys[:-1])
-        counts = [int(older.get(k) or 0) for k in keys[:-1]] + [count]
-        if sum(counts) <= self.limit:
+        read = cache.get_many(others)
+        older = [int(read.get(k) or 0) for k in others[:BUCKETS]] + [count]
+        ahead = sum(int(read.get(k) or 0) for k in others[BUCKETS:])
+        if sum(older) + ahead <= self.limit:
             return None
         # Bucket ``current - BUCKETS + i`` leaves the window at ``(current + i + 1) * width``:
         # find how many of the oldest must leave before one more attempt fits.
         dropped = next(
-            (k for k in range(1, BUCKETS + 1) if sum(counts[k:]) + 1 <= self.limit),
+            (k for k in range(1, BUCKETS + 1) if sum(older[k:]) + ahead + 1 <= self.limit),
             BUCKETS + 1,
         )
         # A millisecond more, so that waiting exactly this long lands in the next bucket

@@ -6,9 +6,11 @@ concurrency test, in a real Redis through Django's ``RedisCache``.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import threading
+import time
 
 import pytest
 from django.contrib.auth import authenticate, user_login_failed
@@ -179,6 +181,26 @@ def test_no_burst_at_a_window_boundary(settings):
     assert throttle.check_attempt(None, EMAIL, clock=clock).allowed
 
 
+def test_an_attempt_counted_in_the_next_bucket_is_seen_by_a_late_one(settings):
+    """Two attempts straddling a bucket boundary each see the other.
+
+    A process whose clock is a little behind (or a thread delayed between reading the clock
+    and counting) counts its attempt in bucket k after another has already counted one in
+    bucket k + 1. Before, an attempt read only the buckets up to its own, so the late one
+    missed the other and 11 of 10 passed within a second.
+    """
+    _rates(settings, ip=None, account=None, account_ip="10/min")
+    boundary = 1_800_000_000.0  # a multiple of the six-second bucket
+    behind = Clock(boundary - 0.5)
+    ahead = Clock(boundary + 0.5)
+    verdicts = [throttle.check_attempt(None, EMAIL, clock=behind) for _ in range(9)]
+    verdicts.append(throttle.check_attempt(None, EMAIL, clock=ahead))
+    assert all(v.allowed for v in verdicts)
+    late = throttle.check_attempt(None, EMAIL, clock=behind)
+    assert not late.allowed and late.scope == "account_ip"
+    assert not throttle.check_attempt(None, EMAIL, clock=ahead).allowed
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_no_interval_of_one_period_admits_more_than_the_limit(settings, seed):
     """Random arrival times over ten minutes: every 60-second interval holds at most 7
@@ -226,27 +248,57 @@ def redis_throttle_cache(broker_url, settings):
     caches["throttle"].clear()
 
 
-def test_concurrent_attempts_on_redis_admit_exactly_the_limit(redis_throttle_cache, settings):
-    """40 threads racing on one account through Redis: exactly 10 pass."""
-    _rates(settings, ip=None, account=None, account_ip="10/min")
-    redis_throttle_cache.clear()
-    barrier = threading.Barrier(40)
+def _race_on_redis(clocks: list[Clock]) -> list[bool]:
+    """One attempt per clock, each in its own thread, all released at once; the verdicts."""
+    barrier = threading.Barrier(len(clocks))
     results: list[bool] = []
     lock = threading.Lock()
 
-    def attempt() -> None:
+    def attempt(clock: Clock) -> None:
         barrier.wait()
-        allowed = throttle.check_attempt(None, EMAIL).allowed
+        allowed = throttle.check_attempt(None, EMAIL, clock=clock).allowed
         with lock:
             results.append(allowed)
 
-    threads = [threading.Thread(target=attempt) for _ in range(40)]
+    threads = [threading.Thread(target=attempt, args=(clock,)) for clock in clocks]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=30)
-    assert len(results) == 40
+    assert len(results) == len(clocks)
+    return results
+
+
+def _bucket_start(period: int = 60) -> float:
+    """The start of a bucket of a ``period``-second rate, two buckets from now (near real
+    time, so the keys expire as in production)."""
+    width = period / throttle.BUCKETS
+    return (math.floor(time.time() / width) + 2) * width
+
+
+def test_concurrent_attempts_on_redis_admit_exactly_the_limit(redis_throttle_cache, settings):
+    """40 threads racing on one account through Redis, inside one bucket: exactly 10 pass
+    (the atomic increment orders them)."""
+    _rates(settings, ip=None, account=None, account_ip="10/min")
+    redis_throttle_cache.clear()
+    middle = _bucket_start() + 3.0
+    results = _race_on_redis([Clock(middle) for _ in range(40)])
     assert results.count(True) == 10
+
+
+@pytest.mark.parametrize("round_", range(3))
+def test_concurrent_attempts_across_a_bucket_boundary_admit_at_most_the_limit(
+        redis_throttle_cache, settings, round_):
+    """40 threads racing through Redis, half counting just before a bucket boundary and half
+    just after: never more than 10 pass. (Before, an attempt in the earlier bucket did not
+    read the later one, and more than 10 passed in most rounds.) Fewer than 10 may pass: in
+    such a race an attempt can also count one incremented after it."""
+    _rates(settings, ip=None, account=None, account_ip="10/min")
+    redis_throttle_cache.clear()
+    boundary = _bucket_start()
+    clocks = [Clock(boundary - 0.01) if i % 2 else Clock(boundary + 0.01) for i in range(40)]
+    results = _race_on_redis(clocks)
+    assert results.count(True) <= 10
 
 
 def test_backend_and_api_share_the_redis_budget(fake_synerise, redis_throttle_cache, settings,
