@@ -4,10 +4,11 @@
 Much of the suite's time goes to a few files: pip building virtualenvs and installing the
 wheel (``test_quickstart.py``, ``test_packaging.py``), PostgreSQL sessions racing each other
 (``test_reliability_concurrency.py``), child interpreters importing every module
-(``test_import_order.py``) and every endpoint fed thousands of nested bodies
-(``test_security_nesting.py``). Lane 2 runs those files while lane 1 runs every other test,
-so a run takes about as long as its longer lane instead of the sum of both. Every test
-still runs exactly once.
+(``test_import_order.py``), every endpoint fed thousands of nested bodies
+(``test_security_nesting.py``) and real Celery workers waiting out outages and kills
+(``test_reliability_systemic.py``, ``test_tasks_celery.py``). Lane 2 runs those files while
+lane 1 runs every other test, so a run takes about as long as its longer lane instead of the
+sum of both. Every test still runs exactly once.
 
 The lanes share nothing but the servers. Lane 2 has a test database of its own
 (pytest-django's ``TOX_PARALLEL_ENV`` suffix: ``test_<name>_lane2``) and the Redis database
@@ -41,6 +42,8 @@ LANE_2 = (
     "tests/test_reliability_concurrency.py",
     "tests/test_import_order.py",
     "tests/test_security_nesting.py",
+    "tests/test_reliability_systemic.py",
+    "tests/test_tasks_celery.py",
 )
 
 #: The Redis database lane 2's Celery tests use, on the server of ``CELERY_BROKER_URL``.
