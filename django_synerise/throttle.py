@@ -193,21 +193,18 @@ class SlidingWindow:
 
         Reading ahead is what makes concurrent attempts safe at a bucket boundary. Each
         attempt increments its own bucket, then reads the others. Of two attempts in buckets
-        k and k + 1 (a process whose clock is a little behind, or a thread delayed between
-        reading the clock and counting), the one that reads last sees the other's increment,
-        whichever it is. So the attempt incremented last sees every earlier one, and no more
-        than ``limit`` pass. The price: during such a race, an attempt may also count one
-        that was incremented after it, so the race can refuse an attempt that a sequential
-        order would admit, never the reverse.
+        k and k + 1 (a process whose clock is behind by less than a bucket, or a thread
+        delayed between reading the clock and counting), the one that reads last sees the
+        other's increment, whichever it is. So the attempt incremented last sees every earlier
+        one, and no more than ``limit`` pass. The price: during such a race, an attempt may
+        also count one that was incremented after it, so the race can refuse an attempt that
+        a sequential order would admit, never the reverse.
         """
         width = self.width
         current = math.floor(now / width)
         own = f"{key}:{current}"
-        others = [
-            f"{key}:{bucket}"
-            for bucket in range(current - BUCKETS, current + AHEAD + 1)
-            if bucket != current
-        ]
+        before = [f"{key}:{bucket}" for bucket in range(current - BUCKETS, current)]
+        after = [f"{key}:{bucket}" for bucket in range(current + 1, current + AHEAD + 1)]
         cache = caches[self.cache_alias]
         timeout = math.ceil(width * (BUCKETS + AHEAD + 2))
         cache.add(own, 0, timeout=timeout)
@@ -216,9 +213,9 @@ class SlidingWindow:
         except ValueError:  # expired between add() and incr()
             cache.add(own, 1, timeout=timeout)
             count = 1
-        read = cache.get_many(others)
-        older = [int(read.get(k) or 0) for k in others[:BUCKETS]] + [count]
-        ahead = sum(int(read.get(k) or 0) for k in others[BUCKETS:])
+        read = cache.get_many(before + after)
+        older = [int(read.get(k) or 0) for k in before] + [count]
+        ahead = sum(int(read.get(k) or 0) for k in after)
         if sum(older) + ahead <= self.limit:
             return None
         # Bucket ``current - BUCKETS + i`` leaves the window at ``(current + i + 1) * width``:
